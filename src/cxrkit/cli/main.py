@@ -1,0 +1,296 @@
+"""The ``cxrkit`` command: a thin argparse layer over the Python API.
+
+Every sub-command maps to one API call; user errors (bad paths, unreadable
+images, unknown models) become one ``cxrkit: error: ...`` line and exit code 2,
+never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+# Measured on the 2-core reference machine: glibc's default malloc returns freed
+# tensor memory to the OS after every step and PyTorch pays page faults to get
+# it back; these settings keep it (see benchmarks/README.md). They must be set
+# before the process starts, so the entry point re-executes itself once.
+FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+
+EPILOG = "Docs: README.md and docs/ in the cxrkit repository. Data layout: ROOT/{train,val,test}/CLASS/*.jpeg or ROOT/CLASS/*."
+
+
+def entry() -> None:
+    if "GLIBC_TUNABLES" not in os.environ and os.environ.get("CXRKIT_NO_REEXEC") != "1" and sys.platform == "linux":
+        env = dict(os.environ, GLIBC_TUNABLES=FAST_MALLOC, CXRKIT_NO_REEXEC="1")
+        try:
+            os.execve(sys.executable, [sys.executable, "-m", "cxrkit", *sys.argv[1:]], env)
+        except OSError:
+            pass  # fall through: run in this process with default malloc
+    sys.exit(main())
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_models(args) -> int:
+    from ..models import list_models, model_info
+
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        w = info.shipped_weights
+        pre = info.preprocess
+        rows.append({"name": name, "family": info.family, "classes": list(info.classes),
+                     "input_size": [pre.channels, pre.size, pre.size], "shipped": w is not None,
+                     "weights_bytes": w.stat().st_size if w else None, "paper": info.paper or None,
+                     "description": info.description})
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'name':<12} {'family':<8} {'input':<12} {'shipped':<9} {'weights':>9}  description")
+    for r in rows:
+        size = f"{r['weights_bytes'] / 1e6:.2f} MB" if r["weights_bytes"] else "-"
+        inp = "x".join(map(str, r["input_size"]))
+        print(f"{r['name']:<12} {r['family']:<8} {inp:<12} {'yes' if r['shipped'] else 'no':<9} {size:>9}  "
+              f"{r['description']}")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from ..recipes import RECIPES, load_recipe
+
+    if args.name:
+        r = load_recipe(args.name)
+        import yaml
+
+        print(json.dumps(r.to_dict(), indent=2) if args.json else yaml.safe_dump(r.to_dict(), sort_keys=False), end="")
+        return 0
+    if args.json:
+        _print_json([r.to_dict() for r in RECIPES.values()])
+        return 0
+    for r in RECIPES.values():
+        print(f"{r.name:<12} model={r.model:<10} {r.image_size}px {r.epochs} epochs  {r.description}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ..recipes import load_recipe
+    from ..training import train
+
+    recipe = load_recipe(args.recipe)
+    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size))
+               if v is not None}
+    if changes:
+        recipe = recipe.replace(**changes)
+    command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = train(recipe, args.data, args.out, resume=args.resume, progress=_progress(args),
+                   max_steps=args.max_steps, command=command)
+    m = result.val_metrics
+    print(f"run: {result.run_dir}\nvalidation ({m['n']} images, patient-grouped): accuracy {m['accuracy']:.3f}, "
+          f"ROC-AUC {m['roc_auc']:.3f}, threshold {result.bundle.threshold:.3f} ({args.recipe})\n"
+          f"next: cxrkit evaluate --model {result.run_dir} --data {args.data}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluation.evaluate import evaluate_folder, metrics_table, write_report
+    from ..inference.bundle import resolve_model
+
+    bundle = resolve_model(args.model)
+    ev = evaluate_folder(bundle, args.data, split=args.split, progress=_progress(args), n_boot=args.bootstrap)
+    run_dir = Path(args.model) if args.model and Path(args.model).is_dir() else None
+    report = None
+    if args.out or not args.json:
+        out = Path(args.out) if args.out else (run_dir / f"report_{args.split}" if run_dir else Path("cxrkit_report"))
+        report = write_report(ev, out, run_dir)
+    if args.json:
+        _print_json(ev.metrics)
+        return 0
+    m = ev.metrics
+    print(f"model {m['model']} on {m['n']} images of {m['data']}" + (f" [{m['split']}]" if m["split"] else ""))
+    print(f"threshold {m['threshold']:.3f} ({m['threshold_rule']})\n")
+    print(metrics_table(m))
+    print(f"\nconfusion matrix (rows true, columns predicted; {', '.join(m['classes'])}): {m['confusion_matrix']}")
+    if m["unreadable"]:
+        print(f"skipped {len(m['unreadable'])} unreadable files (listed in metrics.json)")
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..inference.bundle import resolve_model
+    from ..inference.predictor import expand_paths, predict_paths
+
+    bundle = resolve_model(args.model)
+    paths = expand_paths(args.inputs)
+    if not paths:
+        raise ValueError(f"no images found in {' '.join(args.inputs)}")
+    preds, errors = predict_paths(bundle, paths, progress=_progress(args))
+    for e in errors:
+        print(f"cxrkit: skipped {e}", file=sys.stderr)
+    if not preds:
+        raise ValueError(f"none of the {len(paths)} inputs could be read as an image")
+    if args.json:
+        _print_json([p.to_dict() for p in preds])
+    else:
+        for p in preds:
+            probs = "  ".join(f"{c} {v:.3f}" for c, v in p.probabilities.items())
+            print(f"{p.label:<10} {probs}  {p.path}")
+    return 1 if errors else 0
+
+
+def cmd_view(args) -> int:
+    from ..inference.bundle import resolve_model
+    from ..inference.predictor import expand_paths, predict_paths
+    from ..inference.viewer import save_grid
+
+    bundle = resolve_model(args.model)
+    paths = expand_paths(args.inputs)[: args.max_images]
+    if not paths:
+        raise ValueError(f"no images found in {' '.join(args.inputs)}")
+    preds, errors = predict_paths(bundle, paths)
+    for e in errors:
+        print(f"cxrkit: skipped {e}", file=sys.stderr)
+    if not preds:
+        raise ValueError(f"none of the {len(paths)} inputs could be read as an image")
+    print(save_grid(preds, bundle.classes, args.out))
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from ..data.check import check_folder
+
+    report = check_folder(args.dir, progress=_progress(args))
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.summary())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Screen the bundled sample's test images with the default model: report, viewer grid, predictions."""
+    from importlib import resources
+
+    from ..evaluation.evaluate import evaluate_folder, metrics_table, write_report
+    from ..inference.bundle import resolve_model
+    from ..inference.predictor import expand_paths, predict_paths
+    from ..inference.viewer import save_grid
+
+    sample = Path(str(resources.files("cxrkit") / "sample_data" / "kermany_sample"))
+    bundle = resolve_model(args.model)
+    out = Path(args.out)
+    ev = evaluate_folder(bundle, sample, split="test", progress=False)
+    report = write_report(ev, out)
+    preds, _ = predict_paths(bundle, expand_paths([sample / "test"]))
+    (out / "predictions.json").write_text(json.dumps([p.to_dict() for p in preds], indent=2))
+    save_grid(preds, bundle.classes, out / "predictions_grid.png")
+    print(f"cxrkit demo: model {bundle.source} screened {len(preds)} sample images "
+          f"(bundled test images, never trained on)\n")
+    print(metrics_table(ev.metrics))
+    print(f"\nreport: {report}\npredictions: {out / 'predictions.json'}\nviewer grid: {out / 'predictions_grid.png'}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxrkit", description="Train, evaluate and use chest X-ray classifiers on a CPU.",
+                                epilog=EPILOG)
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"cxrkit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    model_help = "model: a registry name with shipped weights (see `cxrkit models`), a run directory or a .safetensors file (default: the shipped default model)"
+
+    s = sub.add_parser("demo", help="screen the bundled sample images with the default model and write a report")
+    s.add_argument("--out", default="cxrkit_demo", help="report folder (default: %(default)s)")
+    s.add_argument("--model", help=model_help)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("train", help="train a recipe on a data folder into a run directory",
+                       description="Train a recipe. The run directory gets config.yaml (the resolved recipe), run.json "
+                                   "(seed, data fingerprint, versions, command), history, checkpoint, training curves "
+                                   "and model.safetensors.")
+    s.add_argument("--recipe", required=True, help="built-in recipe name (see `cxrkit recipes`) or a YAML/JSON file")
+    s.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
+    s.add_argument("--out", required=True, help="run directory to create (must be empty unless --resume)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    s.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    s.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    s.add_argument("--seed", type=int, help="override the recipe's seed")
+    s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="metrics with 95%% CIs and a report on a labelled folder")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--data", required=True, help="labelled folder (its test/ split if it has one)")
+    s.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default: test)")
+    s.add_argument("--out", help="report folder (default: RUN_DIR/report_SPLIT or ./cxrkit_report)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default: 1000)")
+    s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="class probabilities and decision for images or folders")
+    s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="JPEG, PNG or DICOM files, or folders")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities}")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("view", help="seed 001's viewer: a grid PNG of images with true and predicted labels")
+    s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--out", default="predictions_grid.png", help="PNG to write (default: %(default)s)")
+    s.add_argument("--max-images", type=int, default=36, help="at most this many images (default: %(default)s)")
+    s.set_defaults(func=cmd_view)
+
+    s = sub.add_parser("models", help="list registered models")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("recipes", help="list built-in recipes, or show one")
+    s.add_argument("name", nargs="?", help="recipe to print as YAML")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_recipes)
+
+    s = sub.add_parser("data", help="data folder tools")
+    dsub = s.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    c = dsub.add_parser("check", help="counts, duplicates, cross-split leakage and unreadable files")
+    c.add_argument("dir")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_data_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..data.folder import DatasetError
+    from ..data.io import ImageReadError
+    from ..inference.bundle import ModelLoadError
+    from ..recipes import RecipeError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, ImageReadError, ModelLoadError, RecipeError, FileExistsError, FileNotFoundError,
+            ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"cxrkit: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = " (continue with --resume)" if getattr(args, "command", "") == "train" else ""
+        print(f"cxrkit: interrupted{hint}", file=sys.stderr)
+        return 130

@@ -1,0 +1,60 @@
+"""Batched, per-image random augmentation on the decoded cache.
+
+Seed 002's Keras augmentation (rotation, zoom, shift, flip) drawn independently
+for every image but applied to the whole batch in one ``affine_grid`` /
+``grid_sample`` call: per-image torchvision transforms cost more than the
+small models' own forward pass on 2 cores.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augment:
+    rotation: float = 0.0  # max degrees either way
+    zoom: float = 0.0  # max relative zoom in or out
+    shift: float = 0.0  # max shift, fraction of the image side
+    hflip: bool = False  # off by default: the heart sits on the left in almost every film
+    brightness: float = 0.0  # max relative brightness change
+    contrast: float = 0.0  # max relative contrast change
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.rotation, self.zoom, self.shift, self.hflip, self.brightness, self.contrast))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """``x``: float ``(B, 1, H, W)`` in [0, 1]; returns a new tensor of the same shape."""
+    if not aug.enabled:
+        return x
+    b = x.shape[0]
+
+    def uniform(scale: float) -> torch.Tensor:
+        return (torch.rand(b, generator=generator) * 2 - 1) * scale
+
+    if aug.rotation or aug.zoom or aug.shift or aug.hflip:
+        angle = uniform(math.radians(aug.rotation))
+        scale = 1.0 + uniform(aug.zoom)
+        flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if aug.hflip else torch.ones(b)
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([
+            torch.stack([cos * flip, -sin, uniform(2 * aug.shift)], dim=1),
+            torch.stack([sin * flip, cos, uniform(2 * aug.shift)], dim=1),
+        ], dim=1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if aug.brightness or aug.contrast:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        c = (1.0 + uniform(aug.contrast)).view(b, 1, 1, 1)
+        br = (1.0 + uniform(aug.brightness)).view(b, 1, 1, 1)
+        x = ((x - mean) * c + mean) * br
+        x = x.clamp_(0.0, 1.0)
+    return x

@@ -1,0 +1,63 @@
+"""Decode a list of samples once into one uint8 tensor held in RAM.
+
+Decoding JPEGs every epoch dominates small-CNN training on a 2-core CPU; a
+decoded cache (5,216 images at 224 px = 260 MB) removes it, and the per-file
+SHA-256 computed on the way gives the run's data fingerprint for free.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .folder import Sample
+from .io import ImageReadError, read_image
+from .preprocess import resize_gray
+
+
+@dataclass
+class DecodedSet:
+    images: torch.Tensor  # (N, size, size) uint8
+    labels: torch.Tensor  # (N,) int64
+    samples: list[Sample]  # the readable ones, aligned with images
+    failures: list[str]  # one line per unreadable file
+    fingerprint: str  # sha256 over (relative path, label, file sha256)
+
+
+def _load_one(sample: Sample, size: int, policy: str):
+    data = Path(sample.path).read_bytes() if Path(sample.path).is_file() else b""
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        arr = read_image(data, name=str(sample.path))
+    except ImageReadError as exc:
+        return None, digest, str(exc)
+    return resize_gray(arr, size, policy), digest, None
+
+
+def decode_samples(
+    samples: Sequence[Sample], size: int, policy: str = "squash", root: Path | None = None,
+    desc: str = "decode", progress: bool = True, workers: int = 4,
+) -> DecodedSet:
+    """Decode, resize and fingerprint ``samples``; unreadable files are listed, not fatal."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding
+        results = list(tqdm(pool.map(lambda s: _load_one(s, size, policy), samples), total=len(samples),
+                            desc=desc, disable=not progress, leave=False, unit="img"))
+    arrays, kept, failures = [], [], []
+    fp = hashlib.sha256()
+    for sample, (arr, digest, err) in zip(samples, results):
+        rel = sample.path.relative_to(root) if root and sample.path.is_relative_to(root) else sample.path.name
+        fp.update(f"{rel.as_posix() if isinstance(rel, Path) else rel}\t{sample.label}\t{digest}\n".encode())
+        if err:
+            failures.append(err)
+            continue
+        arrays.append(arr)
+        kept.append(sample)
+    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty((0, size, size), dtype=torch.uint8)
+    labels = torch.tensor([s.label for s in kept], dtype=torch.int64)
+    return DecodedSet(images, labels, kept, failures, fp.hexdigest())

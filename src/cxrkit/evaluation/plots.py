@@ -1,0 +1,85 @@
+"""Report figures as PNG files (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _one_vs_rest(y: np.ndarray, probs: np.ndarray, classes: list[str]):
+    """(name, y_binary, score) per curve: the disease class for binary, every class otherwise."""
+    if len(classes) == 2:
+        return [(classes[1], (y == 1).astype(int), probs[:, 1])]
+    return [(c, (y == i).astype(int), probs[:, i]) for i, c in enumerate(classes)]
+
+
+def plot_roc(y, probs, classes, path: Path, threshold: float | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    for name, yb, s in _one_vs_rest(y, probs, classes):
+        if len(np.unique(yb)) < 2:
+            continue
+        fpr, tpr, _ = skm.roc_curve(yb, s)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.roc_auc_score(yb, s):.3f})")
+        if threshold is not None and len(classes) == 2:
+            pred = s >= threshold
+            ax.plot(np.mean(pred[yb == 0]), np.mean(pred[yb == 1]), "ko", label=f"threshold {threshold:.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_pr(y, probs, classes, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    for name, yb, s in _one_vs_rest(y, probs, classes):
+        if len(np.unique(yb)) < 2:
+            continue
+        prec, rec, _ = skm.precision_recall_curve(yb, s)
+        ax.plot(rec, prec, label=f"{name} (AP {skm.average_precision_score(yb, s):.3f})")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision–recall", ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> Path:
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(classes), 1.4 + 1.0 * len(classes)))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
+    return _save(fig, path)
+
+
+def plot_reliability(y, probs, path: Path, n_bins: int = 10) -> Path:
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    edges = np.linspace(0, 1, n_bins + 1)
+    idx = np.minimum(np.digitize(conf, edges) - 1, n_bins - 1)
+    xs, ys, ns = [], [], []
+    for b in range(n_bins):
+        m = idx == b
+        if m.any():
+            xs.append(conf[m].mean()), ys.append(correct[m].mean()), ns.append(m.sum())
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.plot(xs, ys, "o-", label="model")
+    for x, yv, n in zip(xs, ys, ns):
+        ax.annotate(str(n), (x, yv), fontsize=7, textcoords="offset points", xytext=(3, -9))
+    ax.set(xlabel="confidence (top probability)", ylabel="accuracy", title="Reliability", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)

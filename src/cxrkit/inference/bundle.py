@@ -1,0 +1,113 @@
+"""A trained model in one file: safetensors weights + everything needed to use them.
+
+The metadata header carries architecture, classes, preprocessing and the
+validation-chosen threshold, so ``predict``/``evaluate`` need only the file and
+never unpickle anything (safetensors cannot execute code).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from ..data.preprocess import Preprocess
+from ..models import create_model, is_model, list_models, model_info
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "cxr_cnn"
+
+
+class ModelLoadError(ValueError):
+    """A model name or file that cannot be loaded; one line for the user."""
+
+
+@dataclass
+class ModelBundle:
+    model: nn.Module
+    arch: str
+    classes: tuple[str, ...]
+    preprocess: Preprocess
+    threshold: float = 0.5  # on P(classes[1]) for binary tasks
+    model_kwargs: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # recipe, threshold rule, validation metrics, ...
+    source: str = ""
+
+    @property
+    def is_binary(self) -> bool:
+        return len(self.classes) == 2
+
+    def metadata(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "arch": self.arch, "classes": list(self.classes),
+                "preprocess": self.preprocess.to_dict(), "threshold": self.threshold,
+                "model_kwargs": self.model_kwargs, "info": self.info}
+
+
+def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
+    path = Path(path)
+    state = {k: v.detach().contiguous().clone() for k, v in bundle.model.state_dict().items()}
+    save_file(state, str(path), metadata={"cxrkit": json.dumps(bundle.metadata())})
+    return path
+
+
+def load_bundle(path: str | Path) -> ModelBundle:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("cxrkit", "null"))
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not a cxrkit model file ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(meta, dict) or "arch" not in meta:
+        raise ModelLoadError(f"{path}: safetensors file without cxrkit metadata")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelLoadError(f"{path}: written by a newer cxrkit (format {meta['format_version']})")
+    if not is_model(meta["arch"]):
+        raise ModelLoadError(f"{path}: unknown architecture {meta['arch']!r}")
+    model = create_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path}: weights do not fit {meta['arch']} ({str(exc).splitlines()[0][:120]})") from None
+    model.eval()
+    return ModelBundle(model, meta["arch"], tuple(meta["classes"]), Preprocess(**meta["preprocess"]),
+                       float(meta.get("threshold", 0.5)), meta.get("model_kwargs", {}), meta.get("info", {}),
+                       str(path))
+
+
+def resolve_model(spec: str | Path | None = None) -> ModelBundle:
+    """Load by registry name (shipped weights), run directory, or ``.safetensors`` file.
+
+    ``None`` means the shipped default model.
+    """
+    spec = str(spec or DEFAULT_MODEL)
+    if is_model(spec):
+        shipped = model_info(spec).shipped_weights
+        if shipped is None:
+            raise ModelLoadError(f"model {spec!r} ships no trained weights; train it (`cxrkit train`) and pass "
+                                 f"the run directory")
+        bundle = load_bundle(shipped)
+        bundle.source = spec
+        return bundle
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "model.safetensors"
+        if not path.is_file():
+            raise ModelLoadError(f"{spec}: run directory has no model.safetensors (did training finish?)")
+    elif not path.exists():
+        raise ModelLoadError(f"{spec}: not a model name ({', '.join(list_models())}), run directory or file")
+    return load_bundle(path)
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 1) binary logits → (B, 2); (B, C) → softmax."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits.float())
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits.float(), dim=1)

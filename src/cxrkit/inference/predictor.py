@@ -1,0 +1,85 @@
+"""Batched prediction on decoded images, files and folders."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.io import ImageReadError, is_image_file, read_image
+from ..data.preprocess import resize_gray, to_model_input
+from .bundle import ModelBundle, probabilities
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "label": self.label, "probabilities": self.probabilities}
+
+
+def predict_resized(bundle: ModelBundle, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """uint8 ``(N, S, S)`` images already at the model's size → ``(N, C)`` probabilities."""
+    out = []
+    bundle.model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = to_model_input(images[i:i + batch_size], bundle.preprocess)
+            out.append(probabilities(bundle.model(x)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(bundle.classes)), dtype=np.float32)
+
+
+def predict_arrays(bundle: ModelBundle, arrays: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """Grayscale uint8 arrays of any size → ``(N, C)`` probabilities."""
+    pre = bundle.preprocess
+    if not arrays:
+        return np.zeros((0, len(bundle.classes)), dtype=np.float32)
+    resized = torch.from_numpy(np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays]))
+    return predict_resized(bundle, resized, batch_size)
+
+
+def decide(bundle: ModelBundle, probs: np.ndarray) -> list[str]:
+    """Binary: P(classes[1]) ≥ the bundle's threshold; N-class: the most probable class."""
+    if bundle.is_binary:
+        return [bundle.classes[int(p >= bundle.threshold)] for p in probs[:, 1]]
+    return [bundle.classes[i] for i in probs.argmax(axis=1)]
+
+
+def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images, sorted."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+        else:
+            paths.append(p)
+    return paths
+
+
+def predict_paths(bundle: ModelBundle, paths: Sequence[str | Path], batch_size: int = 64,
+                  progress: bool = False) -> tuple[list[Prediction], list[str]]:
+    """Return predictions for the readable files and one error line per unreadable one."""
+    preds: list[Prediction] = []
+    errors: list[str] = []
+    pre = bundle.preprocess
+    for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="predict", unit="batch"):
+        chunk, arrays = [], []
+        for p in paths[start:start + batch_size]:
+            try:
+                arrays.append(resize_gray(read_image(p), pre.size, pre.resize))
+                chunk.append(p)
+            except ImageReadError as exc:
+                errors.append(str(exc))
+        if not arrays:
+            continue
+        probs = predict_resized(bundle, torch.from_numpy(np.stack(arrays)), batch_size)
+        for p, row, label in zip(chunk, probs, decide(bundle, probs)):
+            preds.append(Prediction(str(p), label, {c: round(float(v), 6) for c, v in zip(bundle.classes, row)}))
+    return preds, errors

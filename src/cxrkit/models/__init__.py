@@ -1,0 +1,6 @@
+"""Model zoo: ``create_model(name)``, ``list_models()``, ``model_info(name)``."""
+from . import small_cnn  # noqa: F401  (registers the small CNNs)
+from ._factory import create_model
+from ._registry import ModelInfo, is_model, list_models, model_info, register_model
+
+__all__ = ["create_model", "list_models", "model_info", "is_model", "register_model", "ModelInfo"]

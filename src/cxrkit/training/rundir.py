@@ -1,0 +1,69 @@
+"""What a run directory holds, written in one place.
+
+``config.yaml`` is the resolved recipe (usable as ``--recipe``); ``run.json``
+holds what the recipe cannot: data fingerprint, split sizes, library versions
+and the exact command, so a reader can reproduce or distrust a number.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..data.cache import DecodedSet
+from ..recipes import Recipe
+
+
+def _versions() -> dict:
+    import numpy
+    import sklearn
+    import torch
+
+    import cxrkit
+
+    return {"cxrkit": cxrkit.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__, "platform": platform.platform()}
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    tmp.replace(path)
+
+
+def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet, val: DecodedSet,
+                 command: str | None) -> None:
+    (out / "config.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    write_json(out / "run.json", {
+        "recipe": recipe.name, "seed": recipe.seed, "data_dir": str(data_dir), "classes": list(classes),
+        "data_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
+        "split": {"train": len(train.samples), "val": len(val.samples),
+                  "val_patients": len({s.patient for s in val.samples}), "rule": "patient-grouped, stratified"},
+        "unreadable": train.failures + val.failures,
+        "versions": _versions(), "command": command,
+    })
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss and validation AUC/accuracy per epoch, one PNG."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    a.plot(ep, [h["val_loss"] for h in history], "o-", label="validation loss")
+    a.set_xlabel("epoch"), a.legend(), a.grid(alpha=0.3)
+    b.plot(ep, [h["val_auc"] for h in history], "o-", label="validation ROC-AUC")
+    b.plot(ep, [h["val_acc"] for h in history], "o-", label="validation accuracy @0.5")
+    b.set_xlabel("epoch"), b.legend(), b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,230 @@
+"""Train a recipe on a folder dataset into a self-describing run directory.
+
+The loop works on the decoded uint8 cache (see :mod:`cxrkit.data.cache`) with
+batched augmentation, so a 2-core CPU spends its time in the model, not in JPEG
+decoding. Every epoch ends with an atomic checkpoint that holds model,
+optimizer, schedule, RNG states and history: ``resume=True`` after a kill
+continues at the next epoch and reproduces the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data.augment import augment_batch
+from ..data.cache import DecodedSet, decode_samples
+from ..data.folder import DatasetError, index_folder
+from ..data.preprocess import Preprocess, to_model_input
+from ..data.splits import grouped_split
+from ..evaluation.metrics import choose_threshold, evaluate_probabilities
+from ..inference.bundle import ModelBundle, probabilities, save_bundle
+from ..inference.predictor import predict_resized
+from ..models import create_model, model_info
+from ..recipes import Recipe
+from . import rundir
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    bundle: ModelBundle
+    history: list[dict]
+    val_metrics: dict
+
+
+def _preprocess_for(recipe: Recipe) -> Preprocess:
+    base = model_info(recipe.model).preprocess
+    return Preprocess(size=recipe.image_size, resize=recipe.resize, channels=base.channels,
+                      mean=base.mean, std=base.std)
+
+
+def _class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor:
+    if mode == "none":
+        return torch.ones(k)
+    if mode == "balanced":
+        counts = torch.bincount(labels, minlength=k).float().clamp(min=1)
+        return counts.sum() / (k * counts)
+    raise ValueError(f"unknown class_weighting {mode!r} (none | balanced)")
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Weighted BCE (one logit) or cross-entropy, averaged so class weights keep the loss scale."""
+    w = weights[y]
+    if logits.shape[1] == 1:
+        target = y.float() * (1 - smoothing) + 0.5 * smoothing
+        per = F.binary_cross_entropy_with_logits(logits[:, 0].float(), target, reduction="none")
+    else:
+        per = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=smoothing)
+    return (per * w).sum() / w.sum()
+
+
+def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (adam | adamw | sgd)")
+
+
+def _schedule(recipe: Recipe, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    total = max(1, recipe.epochs * steps_per_epoch)
+    if recipe.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total, pct_start=0.25)
+    if recipe.schedule == "cosine":
+        warm = int(recipe.warmup_epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    raise ValueError(f"unknown schedule {recipe.schedule!r} (constant | cosine | onecycle)")
+
+
+def _validate(model: nn.Module, data: DecodedSet, pre: Preprocess, weights: torch.Tensor, k: int) -> tuple[dict, np.ndarray]:
+    bundle = ModelBundle(model, "", tuple(str(i) for i in range(k)), pre)
+    probs = predict_resized(bundle, data.images)
+    y = data.labels.numpy()
+    p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
+    nll = -(torch.log(p[torch.arange(len(y)), data.labels]) * weights[data.labels]).sum() / weights[data.labels].sum()
+    m = evaluate_probabilities(y, probs, [str(i) for i in range(k)], 0.5, n_boot=0)
+    return {"val_loss": float(nll), "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}, probs
+
+
+def load_training_data(recipe: Recipe, data_dir: str | Path, progress: bool = True):
+    """Index, split by patient and decode; return (classes, train, val, notes)."""
+    index = index_folder(data_dir)
+    pool = index.split("train") if index.has_splits else list(index.samples)
+    if not pool:
+        raise DatasetError(f"{data_dir}: no training images (expected {data_dir}/train/CLASS/* or {data_dir}/CLASS/*)")
+    if len(index.classes) < 2:
+        raise DatasetError(f"{data_dir}: need at least two class folders, found {list(index.classes)}")
+    train_s, val_s = grouped_split(pool, recipe.val_fraction, recipe.seed)
+    root = Path(data_dir)
+    train = decode_samples(train_s, recipe.image_size, recipe.resize, root, "decode train", progress)
+    val = decode_samples(val_s, recipe.image_size, recipe.resize, root, "decode val", progress)
+    if len(train.images) == 0 or len(val.images) == 0:
+        raise DatasetError(f"{data_dir}: no readable training images")
+    return index.classes, train, val
+
+
+def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
+          progress: bool = True, max_steps: int | None = None, command: str | None = None) -> TrainResult:
+    """Run ``recipe`` on ``data_dir`` and write everything to ``out_dir``.
+
+    ``max_steps`` caps optimizer steps per epoch (smoke tests, benchmarks).
+    """
+    out = Path(out_dir)
+    ckpt_path = out / "checkpoint.pt"
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
+    if resume and not ckpt_path.is_file():
+        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(recipe.seed)
+    classes, train_set, val_set = load_training_data(recipe, data_dir, progress)
+    k = len(classes)
+    pre = _preprocess_for(recipe)
+    if not resume:
+        rundir.write_config(out, recipe, data_dir, classes, train_set, val_set, command)
+
+    model = create_model(recipe.model, num_classes=k, **recipe.model_kwargs).to(memory_format=torch.channels_last)
+    steps = math.ceil(len(train_set.images) / recipe.batch_size)
+    if max_steps:
+        steps = min(steps, max_steps)
+    opt = _optimizer(recipe, model)
+    sched = _schedule(recipe, opt, steps)
+    weights = _class_weights(train_set.labels, k, recipe.class_weighting)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    history: list[dict] = []
+    best = {"score": -math.inf, "epoch": 0, "state": None}
+    start_epoch = 1
+    if resume:
+        ck = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        history = ck["history"]
+        best = {"score": ck["best_score"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
+        start_epoch = ck["epoch"] + 1
+
+    monitor = recipe.early_stopping_metric
+    for epoch in range(start_epoch, recipe.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_set.images), generator=gen)
+        t0, seen, total_loss = time.perf_counter(), 0, 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress, unit="step",
+                   leave=False)
+        for step in bar:
+            idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            x = train_set.images[idx].unsqueeze(1).float().div_(255.0)
+            x = to_model_input(augment_batch(x, recipe.augment, gen), pre)
+            y = train_set.labels[idx]
+            loss = _loss(model(x), y, weights, recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(idx)
+            total_loss += loss.item() * len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        train_seconds = time.perf_counter() - t0
+        val, _ = _validate(model, val_set, pre, weights, k)
+        record = {"epoch": epoch, "train_loss": total_loss / seen, **val, "lr": opt.param_groups[0]["lr"],
+                  "train_seconds": round(train_seconds, 2), "train_img_per_s": round(seen / train_seconds, 1)}
+        history.append(record)
+        score = {"val_loss": -val["val_loss"], "val_auc": val["val_auc"]}.get(monitor, -val["val_loss"])
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch,
+                    "state": {k_: v.detach().clone() for k_, v in model.state_dict().items()}}
+        if progress:
+            tqdm.write(f"epoch {epoch}: loss {record['train_loss']:.4f}  val_loss {val['val_loss']:.4f}  "
+                       f"val_auc {val['val_auc']:.4f}  val_acc {val['val_acc']:.4f}  "
+                       f"({record['train_img_per_s']:.0f} img/s)")
+        _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best)
+        rundir.write_json(out / "history.json", history)
+        if monitor != "none" and epoch - best["epoch"] >= recipe.early_stopping_patience:
+            if progress:
+                tqdm.write(f"early stopping: no {monitor} gain for {recipe.early_stopping_patience} epochs")
+            break
+
+    if recipe.keep_best and best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.eval()
+    val, val_probs = _validate(model, val_set, pre, weights, k)
+    threshold = 0.5
+    if k == 2:
+        threshold = choose_threshold(val_set.labels.numpy(), val_probs[:, 1], recipe.threshold_rule)
+    val_metrics = evaluate_probabilities(val_set.labels.numpy(), val_probs, classes, threshold)
+    bundle = ModelBundle(model.to(memory_format=torch.contiguous_format), recipe.model, tuple(classes), pre,
+                         threshold, dict(recipe.model_kwargs),
+                         {"recipe": recipe.name, "recipe_version": recipe.version,
+                          "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
+                          "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")}})
+    save_bundle(bundle, out / "model.safetensors")
+    rundir.write_json(out / "val_metrics.json", val_metrics)
+    rundir.plot_history(history, out / "training_curves.png")
+    bundle.source = str(out / "model.safetensors")
+    return TrainResult(out, bundle, history, val_metrics)
+
+
+def _save_checkpoint(path: Path, epoch, model, opt, sched, gen, history, best) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
+                "best_state": best["state"]}, tmp)
+    os.replace(tmp, path)
