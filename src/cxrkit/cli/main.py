@@ -40,6 +40,17 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _report_unreadable(paths, preds, errors) -> None:
+    """One ``skipped`` line per unreadable input; nothing readable at all is one error line (exit 2)."""
+    if not preds:
+        if len(errors) == 1:
+            raise ValueError(errors[0])
+        raise ValueError(f"none of the {len(paths)} inputs could be read as an image"
+                         + (f" (first: {errors[0]})" if errors else ""))
+    for e in errors:
+        print(f"cxrkit: skipped {e}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_models(args) -> int:
@@ -136,10 +147,7 @@ def cmd_predict(args) -> int:
     if not paths:
         raise ValueError(f"no images found in {' '.join(args.inputs)}")
     preds, errors = predict_paths(bundle, paths, progress=_progress(args))
-    for e in errors:
-        print(f"cxrkit: skipped {e}", file=sys.stderr)
-    if not preds:
-        raise ValueError(f"none of the {len(paths)} inputs could be read as an image")
+    _report_unreadable(paths, preds, errors)
     if args.json:
         _print_json([p.to_dict() for p in preds])
     else:
@@ -159,10 +167,7 @@ def cmd_view(args) -> int:
     if not paths:
         raise ValueError(f"no images found in {' '.join(args.inputs)}")
     preds, errors = predict_paths(bundle, paths)
-    for e in errors:
-        print(f"cxrkit: skipped {e}", file=sys.stderr)
-    if not preds:
-        raise ValueError(f"none of the {len(paths)} inputs could be read as an image")
+    _report_unreadable(paths, preds, errors)
     print(save_grid(preds, bundle.classes, args.out))
     return 0
 

@@ -38,6 +38,7 @@ class Recipe:
     epochs: int = 10
     batch_size: int = 32
     label_smoothing: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast; pays off only where benchmarks/ says so)
     class_weighting: str = "none"  # none | balanced
     val_fraction: float = 0.1  # patient-grouped, stratified split carved from train
     early_stopping_metric: str = "none"  # none | val_loss | val_auc

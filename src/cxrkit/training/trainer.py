@@ -130,6 +130,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
+    if recipe.precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {recipe.precision!r} (fp32 | bf16)")
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(recipe.seed)
@@ -173,7 +175,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             x = train_set.images[idx].unsqueeze(1).float().div_(255.0)
             x = to_model_input(augment_batch(x, recipe.augment, gen), pre)
             y = train_set.labels[idx]
-            loss = _loss(model(x), y, weights, recipe.label_smoothing)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+                logits = model(x)
+            loss = _loss(logits, y, weights, recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

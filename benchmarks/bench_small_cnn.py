@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Speed of seed 001's CNN (128x128 grayscale, batch 32) in cxrkit vs the seed's own Keras code, side by side.
+
+Each configuration runs in a fresh subprocess (so peak RSS and malloc settings are its own):
+
+- ``cxrkit``          — the default path: channels_last, fast glibc malloc settings (what the ``cxrkit`` command sets)
+- ``cxrkit-default-malloc`` — the same with glibc's default malloc, to show what the setting buys
+- ``cxrkit-bf16``     — bf16 autocast (measured, not the default: see the table)
+- ``keras``           — ``../shared/peers/keras_small_cnn.py`` on TensorFlow-CPU 2.15 (if its venv exists)
+
+Training img/s is cxrkit's real training loop (``cxrkit.training.train`` on the decoded cache, recipe ``seed001``),
+excluding the first epoch, as the peer harness does. Inference is the model's forward pass; ``predict`` is the
+end-to-end ``cxrkit predict`` path on a folder of JPEGs (decode + resize + forward).
+
+    python benchmarks/bench_small_cnn.py --data ../shared/data/kermany_224            # full table
+    python benchmarks/bench_small_cnn.py --data src/cxrkit/sample_data/kermany_sample --epochs 2   # quick look
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+HERE = Path(__file__).resolve().parent
+PEERS = HERE.parent.parent / "shared" / "peers"
+
+
+def worker(args) -> dict:
+    import numpy as np
+    import torch
+
+    from cxrkit.inference.bundle import resolve_model
+    from cxrkit.inference.predictor import expand_paths, predict_paths
+    from cxrkit.recipes import RECIPES
+    from cxrkit.training import train
+
+    recipe = RECIPES["seed001"].replace(epochs=args.epochs, precision=args.precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(recipe, args.data, Path(tmp) / "run", progress=False)
+        hist = result.history[1:] or result.history
+        train_ips = sum(h["train_img_per_s"] * h["train_seconds"] for h in hist) / sum(h["train_seconds"] for h in hist)
+        bundle = resolve_model(Path(tmp) / "run")
+    model = bundle.model.to(memory_format=torch.channels_last).eval()
+    xb = torch.rand(32, 1, 128, 128).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(xb), model(xb[:1])
+        t = time.perf_counter()
+        for _ in range(args.infer_iters):
+            model(xb)
+        infer_ips = 32 * args.infer_iters / (time.perf_counter() - t)
+        lat = []
+        for _ in range(args.latency_iters):
+            t = time.perf_counter()
+            model(xb[:1])
+            lat.append(time.perf_counter() - t)
+    folder = Path(args.data) / "test" if (Path(args.data) / "test").is_dir() else Path(args.data)
+    paths = expand_paths([folder])
+    predict_paths(bundle, paths[:32])  # warm-up
+    t = time.perf_counter()
+    preds, _ = predict_paths(bundle, paths)
+    predict_ips = len(preds) / (time.perf_counter() - t)
+    return {"train_img_per_s": train_ips, "infer_b32_img_per_s": infer_ips,
+            "infer_b1_p50_ms": float(np.percentile(np.array(lat) * 1000, 50)),
+            "predict_img_per_s": predict_ips, "n_predict": len(preds),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_cxrkit(args, env_extra: dict, precision: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env.update(env_extra)
+    cmd = [sys.executable, __file__, "--worker", "--data", args.data, "--epochs", str(args.epochs),
+           "--precision", precision]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_keras(args) -> dict | None:
+    venv_py = Path(args.peer_venv) / "bin" / "python"
+    script = PEERS / "keras_small_cnn.py"
+    if not venv_py.is_file() or not script.is_file():
+        print(f"(no Keras peer: {venv_py} or {script} missing; create it with bash {PEERS}/run_peers.sh)",
+              file=sys.stderr)
+        return None
+    out = subprocess.run([str(venv_py), str(script), "--data", args.data, "--epochs", str(args.epochs)],
+                         capture_output=True, text=True, cwd=PEERS, check=True)
+    summary = [json.loads(line) for line in out.stdout.splitlines() if '"summary"' in line][-1]
+    return {"train_img_per_s": summary["train_img_per_s_excl_first_epoch"],
+            "infer_b32_img_per_s": summary["infer_b32_img_per_s"], "infer_b1_p50_ms": summary["infer_b1_p50_ms"],
+            "predict_img_per_s": None, "peak_rss_mb": summary["peak_rss_mb"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder with train/{NORMAL,PNEUMONIA} and test/{NORMAL,PNEUMONIA}")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (the first is excluded from img/s)")
+    p.add_argument("--peer-venv", default=os.environ.get("VENV", "/tmp/venv-tf"))
+    p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--infer-iters", type=int, default=30)
+    p.add_argument("--latency-iters", type=int, default=200)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    rows = {}
+    if not args.no_peer:
+        rows["keras (seed 001, TF 2.15)"] = run_keras(args)
+    rows["cxrkit"] = run_cxrkit(args, {"GLIBC_TUNABLES": FAST_MALLOC}, "fp32")
+    rows["cxrkit, default malloc"] = run_cxrkit(args, {}, "fp32")
+    rows["cxrkit, bf16 autocast"] = run_cxrkit(args, {"GLIBC_TUNABLES": FAST_MALLOC}, "bf16")
+    rows = {k: v for k, v in rows.items() if v}
+    ref = rows.get("keras (seed 001, TF 2.15)")
+
+    def cell(v, key, fmt):
+        if v is None:
+            return "-"
+        s = fmt.format(v)
+        if ref and ref.get(key):
+            ratio = (ref[key] / v) if key == "infer_b1_p50_ms" or key == "peak_rss_mb" else (v / ref[key])
+            s += f" ({ratio:.2f}x)"
+        return s
+
+    print(f"\nseed_cnn, 128x128x1, batch 32, {os.cpu_count()} CPU cores, data {args.data}, {args.epochs} epochs")
+    print("ratios vs Keras: higher is better for cxrkit (speed-ups; for latency and RSS, Keras / cxrkit)\n")
+    cols = [("train_img_per_s", "train img/s", "{:.0f}"), ("infer_b32_img_per_s", "infer b32 img/s", "{:.0f}"),
+            ("infer_b1_p50_ms", "b1 latency p50 ms", "{:.2f}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+            ("predict_img_per_s", "predict JPEG img/s", "{:.0f}")]
+    print("| configuration | " + " | ".join(c[1] for c in cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join(cell(r.get(k), k, f) for k, _, f in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The ``cxrkit`` command: real subprocesses where the process boundary matters, in-process where cheaper."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CLASSES, sample_images
+from cxrkit.cli.main import main
+from cxrkit.inference.bundle import load_bundle, resolve_model
+from cxrkit.models import list_models, model_info
+from cxrkit.recipes import load_recipe
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "cxrkit", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def call(argv, capsys) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def n_test_images() -> int:
+    return sum(len(sample_images("test", c)) for c in CLASSES)
+
+
+def assert_user_error(rc: int, stdout: str, stderr: str):
+    assert rc == 2, (rc, stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("cxrkit: error: ") and len(lines[0]) > len("cxrkit: error: ") + 5, lines[0]
+
+
+# ------------------------------------------------------------------ help
+
+
+def test_help_exits_zero(tmp_path):
+    top = run_cli("--help", cwd=tmp_path)
+    assert top.returncode == 0, top.stderr
+    for command in ("train", "evaluate", "predict", "view", "models", "recipes", "data", "demo"):
+        assert command in top.stdout
+    sub = run_cli("train", "--help", cwd=tmp_path)
+    assert sub.returncode == 0, sub.stderr
+    for flag in ("--recipe", "--data", "--out", "--resume", "--epochs", "--max-steps"):
+        assert flag in sub.stdout
+
+
+def test_missing_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ listing
+
+
+def test_models_json(tmp_path):
+    proc = run_cli("models", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["name"] for r in rows] == list_models()
+    for r in rows:
+        for key in ("name", "family", "classes", "input_size", "shipped", "weights_bytes"):
+            assert key in r, key
+        info = model_info(r["name"])
+        assert r["family"] == info.family and r["classes"] == list(info.classes)
+        assert r["input_size"] == [info.preprocess.channels, info.preprocess.size, info.preprocess.size]
+        assert r["shipped"] == (info.shipped_weights is not None)
+        if r["shipped"]:
+            assert r["weights_bytes"] == info.shipped_weights.stat().st_size
+        else:
+            assert r["weights_bytes"] is None
+    assert {r["name"]: r["shipped"] for r in rows}["cxr_cnn"] is True
+
+
+def test_models_table(capsys):
+    rc, out, _ = call(["models"], capsys)
+    assert rc == 0
+    assert all(name in out for name in list_models())
+
+
+def test_recipes(capsys):
+    rc, out, _ = call(["recipes"], capsys)
+    assert rc == 0 and "seed001" in out and "cxr_cnn" in out
+    rc, out, _ = call(["recipes", "seed001", "--json"], capsys)
+    assert rc == 0
+    assert json.loads(out) == json.loads(json.dumps(load_recipe("seed001").to_dict()))
+
+
+# ------------------------------------------------------------------ predict / evaluate / view / data / demo
+
+
+def test_predict_json_subprocess(sample_dir, tmp_path):
+    proc = run_cli("predict", sample_dir / "test", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    preds = json.loads(proc.stdout)
+    assert isinstance(preds, list) and len(preds) == n_test_images()
+    bundle = resolve_model(None)
+    for p in preds:
+        assert set(p) == {"path", "label", "probabilities"}
+        assert Path(p["path"]).is_file()
+        assert set(p["probabilities"]) == set(bundle.classes)
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        expected = bundle.classes[int(p["probabilities"][bundle.classes[1]] >= bundle.threshold)]
+        assert p["label"] == expected
+
+
+def test_predict_skips_unreadable_but_keeps_going(sample_dir, tmp_path, capsys):
+    bad = tmp_path / "fake.jpeg"
+    bad.write_text("not an image")
+    good = sample_images("test", "NORMAL")[0]
+    rc, out, err = call(["predict", good, bad, "--json"], capsys)
+    assert rc == 1  # partial success is not success
+    preds = json.loads(out)
+    assert [p["path"] for p in preds] == [str(good)]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cxrkit: skipped") and "fake.jpeg" in lines[0]
+
+
+def test_evaluate_json(sample_dir, capsys):
+    rc, out, err = call(["evaluate", "--data", sample_dir, "--json", "--bootstrap", "50"], capsys)
+    assert rc == 0, err
+    m = json.loads(out)  # the whole of stdout is one JSON object
+    assert isinstance(m, dict)
+    for key in ("n", "accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "threshold",
+                "confusion_matrix", "classes"):
+        assert key in m, key
+    assert m["n"] == n_test_images() and m["classes"] == list(CLASSES)
+    assert m["split"] == "test"
+    assert sum(map(sum, m["confusion_matrix"])) == m["n"]
+    assert 0.0 <= m["accuracy"] <= 1.0
+
+
+def test_evaluate_writes_report(sample_dir, tmp_path, capsys):
+    out_dir = tmp_path / "rep"
+    rc, out, err = call(["evaluate", "--data", sample_dir, "--out", out_dir, "--bootstrap", "50"], capsys)
+    assert rc == 0, err
+    assert (out_dir / "report.md").is_file() and (out_dir / "metrics.json").is_file()
+    assert str(out_dir / "report.md") in out
+    assert "ROC-AUC" in out and "ROC-AUC" in (out_dir / "report.md").read_text()
+    assert json.loads((out_dir / "metrics.json").read_text())["n"] == n_test_images()
+
+
+def test_view_writes_png(sample_dir, tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    rc, out, err = call(["view", sample_dir / "test", "--out", png, "--max-images", "4"], capsys)
+    assert rc == 0, err
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert str(png) in out
+
+
+def test_data_check(sample_dir, capsys, tmp_path):
+    rc, out, err = call(["data", "check", sample_dir], capsys)
+    assert rc == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["train"],
+                                                                                                  ["test"])}
+    for split in ("train", "test"):
+        counts = [len(sample_images(split, c)) for c in CLASSES]
+        assert rows[split][:3] == [str(counts[0]), str(counts[1]), str(sum(counts))], out
+    assert "unreadable images:        0" in out
+
+    # a broken copy: the problems are reported, not fatal
+    root = tmp_path / "copy"
+    shutil.copytree(sample_dir, root)
+    (root / "train" / "NORMAL" / "fake.jpeg").write_text("x")
+    shutil.copy(sample_images("train", "NORMAL")[0], root / "test" / "NORMAL" / "leaked.jpeg")
+    rc, out, err = call(["data", "check", root, "--json"], capsys)
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["counts"]["train"]["NORMAL"] == len(sample_images("train", "NORMAL")) + 1
+    assert len(report["unreadable"]) == 1 and "fake.jpeg" in report["unreadable"][0]
+    assert len(report["cross_split_images"]) == 1
+
+
+def test_demo(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    rc, out, err = call(["demo", "--out", out_dir], capsys)
+    assert rc == 0, err
+    for name in ("report.md", "predictions.json", "predictions_grid.png", "metrics.json"):
+        assert (out_dir / name).is_file(), name
+    preds = json.loads((out_dir / "predictions.json").read_text())
+    assert len(preds) == n_test_images()
+    assert (out_dir / "predictions_grid.png").read_bytes()[:8] == PNG_MAGIC
+    assert "report:" in out
+
+
+# ------------------------------------------------------------------ train
+
+
+@pytest.fixture(scope="module")
+def cli_run(sample_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = main(["train", "--recipe", "cxr_cnn", "--data", str(sample_dir), "--out", str(out), "--epochs", "1",
+                   "--max-steps", "1", "--quiet"])
+    return rc, out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_train_smoke(cli_run, sample_dir, capsys):
+    rc, out, stdout, stderr = cli_run
+    assert rc == 0, stderr
+    assert (out / "model.safetensors").is_file()
+    assert str(out) in stdout and "ROC-AUC" in stdout
+    bundle = load_bundle(out / "model.safetensors")
+    assert bundle.arch == "cxr_cnn"
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1
+    assert load_recipe(out).epochs == 1  # the override is what config.yaml records
+    # the fresh run is usable by name of its directory
+    rc, pout, err = call(["predict", sample_images("test", "PNEUMONIA")[0], "--model", out, "--json"], capsys)
+    assert rc == 0, err
+    assert json.loads(pout)[0]["label"] in CLASSES
+
+
+def test_train_refuses_non_empty_run_dir(cli_run, sample_dir, capsys):
+    _, out, _, _ = cli_run
+    before = (out / "model.safetensors").read_bytes()
+    rc, stdout, err = call(["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", out, "--epochs", "1",
+                            "--max-steps", "1", "--quiet"], capsys)
+    assert_user_error(rc, stdout, err)
+    assert "--resume" in err
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+# ------------------------------------------------------------------ user errors, as real processes
+
+
+def _error_cases(sample_dir: Path, tmp: Path) -> dict[str, list]:
+    (tmp / "empty").mkdir()
+    (tmp / "fake.jpeg").write_text("hello, I am text\n")
+    (tmp / "occupied").mkdir()
+    (tmp / "occupied" / "notes.txt").write_text("someone else's files")
+    return {
+        "predict_missing_path": ["predict", tmp / "does_not_exist.jpeg"],
+        "evaluate_empty_folder": ["evaluate", "--data", tmp / "empty"],
+        "predict_text_as_jpeg": ["predict", tmp / "fake.jpeg"],
+        "unknown_model": ["predict", sample_dir / "test", "--model", "resnet9000"],
+        "unknown_recipe": ["train", "--recipe", "no_such_recipe", "--data", sample_dir, "--out", tmp / "r1"],
+        "non_empty_out": ["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", tmp / "occupied"],
+        "resume_nothing": ["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", tmp / "r2", "--resume"],
+    }
+
+
+@pytest.mark.parametrize("case", ["predict_missing_path", "evaluate_empty_folder", "predict_text_as_jpeg",
+                                  "unknown_model", "unknown_recipe", "non_empty_out", "resume_nothing"])
+def test_user_errors_are_one_line(case, sample_dir, tmp_path):
+    argv = _error_cases(sample_dir, tmp_path)[case]
+    proc = run_cli(*argv, cwd=tmp_path)
+    assert_user_error(proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    msg = proc.stderr
+    expect = {"predict_missing_path": "does_not_exist.jpeg", "evaluate_empty_folder": "empty",
+              "predict_text_as_jpeg": "fake.jpeg", "unknown_model": "resnet9000",
+              "unknown_recipe": "no_such_recipe", "non_empty_out": "occupied", "resume_nothing": "resume"}[case]
+    assert expect in msg, msg
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists(), "a failed start must not leave a run"
+    assert (tmp_path / "occupied" / "notes.txt").read_text() == "someone else's files"

@@ -1,0 +1,427 @@
+"""Data layer: patient ids, folder indexing, grouped splits, image decoding (JPEG/PNG/DICOM), cache, augmentation."""
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import copy_images, sample_images
+from cxrkit.data.augment import Augment, augment_batch
+from cxrkit.data.cache import decode_samples
+from cxrkit.data.folder import DatasetError, Sample, index_folder
+from cxrkit.data.io import ImageReadError, read_image
+from cxrkit.data.patients import patient_id, pneumonia_subtype
+from cxrkit.data.preprocess import resize_gray
+from cxrkit.data.splits import grouped_split
+
+# ------------------------------------------------------------------ patient ids
+
+
+@pytest.mark.parametrize("name, patient, subtype", [
+    ("person1_bacteria_1.jpeg", "person1", "bacteria"),
+    ("person1159_virus_1944.jpeg", "person1159", "virus"),
+    ("IM-0115-0001.jpeg", "IM-0115", None),
+    ("IM-0001-0001-0002.jpeg", "IM-0001", None),
+    ("NORMAL2-IM-0587-0001-0001.jpeg", "NORMAL2-IM-0587", None),
+    ("chest_scan_42.png", None, None),
+])
+def test_patient_id_and_subtype(name, patient, subtype):
+    assert patient_id(name) == patient
+    assert patient_id(Path("some/dir") / name) == patient  # only the file name counts
+    assert pneumonia_subtype(name) == subtype
+
+
+def test_same_child_bacterial_and_viral_films_share_a_patient():
+    assert patient_id("person12_bacteria_3.jpeg") == patient_id("person12_virus_40.jpeg")
+    assert patient_id("person12_bacteria_3.jpeg") != patient_id("person120_bacteria_3.jpeg")
+
+
+# ------------------------------------------------------------------ index_folder
+
+
+def test_index_folder_split_layout(tmp_path):
+    root = tmp_path / "data"
+    copy_images(root / "train" / "NORMAL", "train", "NORMAL", 3)
+    copy_images(root / "train" / "PNEUMONIA", "train", "PNEUMONIA", 2)
+    copy_images(root / "test" / "NORMAL", "test", "NORMAL", 1)
+    copy_images(root / "test" / "PNEUMONIA", "test", "PNEUMONIA", 2)
+    (root / "train" / "NORMAL" / "notes.txt").write_text("not an image")
+    (root / "train" / "PNEUMONIA" / "labels.csv").write_text("a,b\n")
+    (root / "train" / "NORMAL" / ".DS_Store").write_bytes(b"\0\0")
+
+    index = index_folder(root)
+    assert index.classes == ("NORMAL", "PNEUMONIA")
+    assert index.has_splits
+    assert index.splits == ["train", "test"]
+    assert len(index.split("train")) == 5 and len(index.split("test")) == 3
+    assert sorted(p.name for p in index.skipped) == ["labels.csv", "notes.txt"]
+    for s in index.samples:
+        assert index.classes[s.label] == s.path.parent.name
+        assert s.split == s.path.parent.parent.name
+        assert s.patient == patient_id(s.path)
+    assert all(s.path.suffix == ".jpeg" for s in index.samples)
+
+
+def test_index_folder_flat_layout_classes_sorted(tmp_path):
+    root = tmp_path / "flat"
+    # created out of order: label ids must follow sorted names, not creation order
+    copy_images(root / "PNEUMONIA", "train", "PNEUMONIA", 2)
+    copy_images(root / "NORMAL", "train", "NORMAL", 2)
+    copy_images(root / "COVID", "test", "NORMAL", 1)
+    index = index_folder(root)
+    assert index.classes == ("COVID", "NORMAL", "PNEUMONIA")
+    assert not index.has_splits and index.splits == [None]
+    assert len(index.samples) == 5
+    assert {s.split for s in index.samples} == {None}
+    for s in index.samples:
+        assert index.classes[s.label] == s.path.parent.name
+
+
+def test_index_folder_fixed_class_order_and_foreign_class(tmp_path):
+    root = tmp_path / "flat"
+    copy_images(root / "NORMAL", "train", "NORMAL", 1)
+    copy_images(root / "PNEUMONIA", "train", "PNEUMONIA", 1)
+    index = index_folder(root, classes=("PNEUMONIA", "NORMAL"))
+    assert index.classes == ("PNEUMONIA", "NORMAL")
+    for s in index.samples:
+        assert index.classes[s.label] == s.path.parent.name
+    with pytest.raises(DatasetError, match="not among the expected classes"):
+        index_folder(root, classes=("NORMAL",))
+
+
+def test_patient_falls_back_to_file_stem(tmp_path):
+    root = tmp_path / "d"
+    src = sample_images("train", "NORMAL")[0]
+    (root / "A").mkdir(parents=True)
+    (root / "B").mkdir()
+    shutil.copy(src, root / "A" / "scan_7.jpeg")
+    shutil.copy(src, root / "B" / "scan_8.png")
+    index = index_folder(root)
+    assert sorted(s.patient for s in index.samples) == ["scan_7", "scan_8"]
+
+
+def test_index_folder_errors(tmp_path):
+    with pytest.raises(DatasetError, match="no such folder"):
+        index_folder(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="no class sub-folders"):
+        index_folder(empty)
+    a_file = tmp_path / "file.jpeg"
+    shutil.copy(sample_images("train", "NORMAL")[0], a_file)
+    with pytest.raises(DatasetError, match="not a folder"):
+        index_folder(a_file)
+    no_images = tmp_path / "noimg"
+    (no_images / "NORMAL").mkdir(parents=True)
+    (no_images / "NORMAL" / "readme.txt").write_text("x")
+    with pytest.raises(DatasetError, match="no JPEG"):
+        index_folder(no_images)
+
+
+def test_dataset_error_messages_are_one_line(tmp_path):
+    for bad in (tmp_path / "missing", tmp_path):
+        with pytest.raises(DatasetError) as info:
+            index_folder(bad)
+        assert "\n" not in str(info.value) and str(bad) in str(info.value)
+
+
+# ------------------------------------------------------------------ grouped_split
+
+
+def _multi_image_samples(n_per_class=20, images_per_patient=3) -> list[Sample]:
+    samples = []
+    for label, prefix in enumerate(("IM", "person")):
+        for p in range(n_per_class):
+            for i in range(images_per_patient + p % 2):  # 3 or 4 films per child
+                name = f"IM-{p:04d}-{i:04d}.jpeg" if label == 0 else f"person{p}_bacteria_{i}.jpeg"
+                path = Path("/data/train") / ("NORMAL", "PNEUMONIA")[label] / name
+                samples.append(Sample(path, label, "train", patient_id(path)))
+    return samples
+
+
+def test_grouped_split_keeps_patients_together_and_stratifies():
+    samples = _multi_image_samples()
+    assert len({s.patient for s in samples}) == 40
+    train, val = grouped_split(samples, 0.2, seed=3)
+    assert len(train) + len(val) == len(samples)
+    assert set(map(id, train)).isdisjoint(map(id, val))
+    assert {s.patient for s in train}.isdisjoint({s.patient for s in val})
+    assert {s.label for s in val} == {0, 1}
+    assert {s.label for s in train} == {0, 1}
+    assert 0.1 < len(val) / len(samples) < 0.3
+
+
+def test_grouped_split_deterministic_per_seed():
+    samples = _multi_image_samples()
+    a = grouped_split(samples, 0.2, seed=11)
+    b = grouped_split(samples, 0.2, seed=11)
+    assert [s.path for s in a[1]] == [s.path for s in b[1]]
+    assert [s.path for s in a[0]] == [s.path for s in b[0]]
+    vals = {tuple(sorted(str(s.path) for s in grouped_split(samples, 0.2, seed=k)[1])) for k in range(5)}
+    assert len(vals) > 1, "the seed has no effect on the split"
+
+
+def test_grouped_split_rejects_bad_fraction():
+    with pytest.raises(ValueError):
+        grouped_split(_multi_image_samples(), 0.0, seed=0)
+    with pytest.raises(ValueError):
+        grouped_split(_multi_image_samples(), 0.6, seed=0)
+
+
+# ------------------------------------------------------------------ read_image: rasters
+
+
+def test_read_real_jpeg_path_and_bytes():
+    path = sample_images("test", "NORMAL")[0]
+    arr = read_image(path)
+    assert arr.dtype == np.uint8 and arr.ndim == 2 and arr.shape == (224, 224)
+    assert arr.std() > 10  # a radiograph, not a flat image
+    np.testing.assert_array_equal(read_image(path.read_bytes()), arr)
+
+
+def test_read_png_8bit_and_rgb(tmp_path):
+    gray = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (10, 1))
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), gray)
+    rgb = np.stack([gray] * 3, axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    out = read_image(tmp_path / "rgb.png")
+    assert out.shape == gray.shape
+    assert np.abs(out.astype(int) - gray).max() <= 1
+
+
+def test_read_png_16bit_is_rescaled_to_8bit(tmp_path):
+    arr16 = np.tile(np.linspace(1000, 40000, 64).astype(np.uint16), (8, 1))
+    Image.fromarray(arr16).save(tmp_path / "x16.png")
+    assert Image.open(tmp_path / "x16.png").mode.startswith("I")
+    out = read_image(tmp_path / "x16.png")
+    assert out.dtype == np.uint8 and out.shape == (8, 64)
+    assert out.min() == 0 and out.max() == 255
+    assert np.all(np.diff(out[0].astype(int)) >= 0) and np.diff(out[0].astype(int)).sum() == 255
+
+
+def _assert_one_line_error(exc_info, name_part: str):
+    msg = str(exc_info.value)
+    assert "\n" not in msg and msg.strip() == msg and msg
+    assert name_part in msg
+
+
+def test_text_file_named_jpeg(tmp_path):
+    bad = tmp_path / "fake.jpeg"
+    bad.write_text("this is not an image\nsecond line\n")
+    with pytest.raises(ImageReadError) as info:
+        read_image(bad)
+    _assert_one_line_error(info, "fake.jpeg")
+
+
+def test_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.jpeg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty") as info:
+        read_image(empty)
+    _assert_one_line_error(info, "empty.jpeg")
+    with pytest.raises(ImageReadError, match="not found"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(ImageReadError, match="directory"):
+        read_image(tmp_path)
+
+
+def test_truncated_jpeg(tmp_path):
+    data = sample_images("test", "PNEUMONIA")[0].read_bytes()
+    cut = tmp_path / "cut.jpeg"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError) as info:
+        read_image(cut)
+    _assert_one_line_error(info, "cut.jpeg")
+    with pytest.raises(ImageReadError):
+        read_image(data[: len(data) // 2], name="upload.jpeg")
+
+
+# ------------------------------------------------------------------ read_image: DICOM
+
+
+def _dicom_bytes(pixels: np.ndarray | None, photometric: str = "MONOCHROME2", samples_per_pixel: int = 1,
+                 window: tuple[float, float] | None = None) -> bytes:
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("test.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    shape = (16, 16) if pixels is None else pixels.shape
+    ds.Rows, ds.Columns = shape[0], shape[1]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SamplesPerPixel = samples_per_pixel
+    if samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if pixels is not None:
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    buf = io.BytesIO()
+    try:
+        pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    except TypeError:  # pydicom 2.x
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        pydicom.dcmwrite(buf, ds, write_like_original=False)
+    data = buf.getvalue()
+    assert data[128:132] == b"DICM"
+    return data
+
+
+GRADIENT = np.tile(np.linspace(0, 4000, 64).astype(np.uint16), (24, 1))
+
+
+def test_dicom_monochrome2_gradient(tmp_path):
+    path = tmp_path / "no_suffix_export"  # DICOM is recognised by content, not name
+    path.write_bytes(_dicom_bytes(GRADIENT))
+    out = read_image(path)
+    assert out.dtype == np.uint8 and out.shape == GRADIENT.shape
+    row = out[0].astype(int)
+    assert np.all(np.diff(row) > 0), "increasing stored values must give increasing brightness"
+    assert row[0] == 0 and row[-1] == 255
+    assert np.all(out == out[0])  # every row identical
+
+
+def test_dicom_monochrome1_is_inverted():
+    m2 = read_image(_dicom_bytes(GRADIENT, "MONOCHROME2"))
+    m1 = read_image(_dicom_bytes(GRADIENT, "MONOCHROME1"))
+    np.testing.assert_array_equal(m1, 255 - m2)
+    assert np.all(np.diff(m1[0].astype(int)) < 0)
+
+
+def test_dicom_window_is_applied():
+    center, width = 2000.0, 1000.0
+    out = read_image(_dicom_bytes(GRADIENT, window=(center, width)))[0].astype(int)
+    values = GRADIENT[0].astype(float)
+    below, above = values < center - width / 2 - 1, values > center + width / 2
+    inside = ~below & ~above
+    assert below.any() and above.any() and inside.sum() > 3
+    assert np.all(out[below] == 0)
+    assert np.all(out[above] == 255)
+    assert np.all(np.diff(out[inside]) > 0)
+    # the window stretches contrast: far more grey levels per stored unit than without it
+    plain = read_image(_dicom_bytes(GRADIENT))[0].astype(int)
+    assert np.ptp(out[inside]) > 2 * np.ptp(plain[inside])
+
+
+def test_dicom_without_pixel_data():
+    with pytest.raises(ImageReadError, match="(?i)pixel data") as info:
+        read_image(_dicom_bytes(None), name="nopix.dcm")
+    _assert_one_line_error(info, "nopix.dcm")
+
+
+@pytest.mark.parametrize("photometric, spp", [("YBR_FULL", 3), ("PALETTE COLOR", 1)])
+def test_dicom_unsupported_photometric(photometric, spp):
+    pixels = np.stack([GRADIENT] * 3, axis=-1) if spp == 3 else GRADIENT
+    with pytest.raises(ImageReadError, match=photometric) as info:
+        read_image(_dicom_bytes(pixels, photometric, spp), name="color.dcm")
+    _assert_one_line_error(info, "color.dcm")
+
+
+# ------------------------------------------------------------------ decode cache
+
+
+def test_decode_samples_skips_unreadable_and_fingerprints(tmp_path):
+    root = tmp_path / "d"
+    good = copy_images(root / "NORMAL", "train", "NORMAL", 2) + copy_images(root / "PNEUMONIA", "train",
+                                                                             "PNEUMONIA", 2)
+    bad = root / "PNEUMONIA" / "broken.jpeg"
+    bad.write_text("garbage")
+    index = index_folder(root)
+    assert len(index.samples) == 5
+    ds = decode_samples(index.samples, 32, root=root, progress=False, workers=2)
+    assert ds.images.shape == (4, 32, 32) and ds.images.dtype == torch.uint8
+    assert ds.labels.tolist() == [s.label for s in ds.samples]
+    assert sorted(s.path for s in ds.samples) == sorted(good)
+    assert len(ds.failures) == 1 and "broken.jpeg" in ds.failures[0]
+
+    again = decode_samples(index.samples, 32, root=root, progress=False, workers=2)
+    assert again.fingerprint == ds.fingerprint
+    assert torch.equal(again.images, ds.images)
+
+    target = good[0]
+    target.write_bytes(sample_images("test", "NORMAL")[0].read_bytes())  # same name, other pixels
+    changed = decode_samples(index.samples, 32, root=root, progress=False, workers=2)
+    assert changed.fingerprint != ds.fingerprint
+    assert not torch.equal(changed.images, ds.images)
+
+
+def test_decode_samples_fingerprint_ignores_location_but_not_labels(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        copy_images(root / "NORMAL", "train", "NORMAL", 2)
+        copy_images(root / "PNEUMONIA", "train", "PNEUMONIA", 2)
+    fa = decode_samples(index_folder(a).samples, 16, root=a, progress=False).fingerprint
+    fb = decode_samples(index_folder(b).samples, 16, root=b, progress=False).fingerprint
+    assert fa == fb  # relative paths: the same data copied elsewhere is the same data
+    swapped = index_folder(a, classes=("PNEUMONIA", "NORMAL")).samples
+    assert decode_samples(swapped, 16, root=a, progress=False).fingerprint != fa
+
+
+# ------------------------------------------------------------------ augmentation and resizing
+
+
+def _batch() -> torch.Tensor:
+    imgs = [read_image(p) for p in sample_images("train", "PNEUMONIA")[:4]]
+    return torch.from_numpy(np.stack([resize_gray(a, 64) for a in imgs])).unsqueeze(1).float() / 255.0
+
+
+def test_augment_batch_shape_range_and_determinism():
+    x = _batch()
+    aug = Augment(rotation=10, zoom=0.15, shift=0.08, hflip=True, brightness=0.2, contrast=0.2)
+    out1 = augment_batch(x, aug, torch.Generator().manual_seed(5))
+    out2 = augment_batch(x, aug, torch.Generator().manual_seed(5))
+    out3 = augment_batch(x, aug, torch.Generator().manual_seed(6))
+    assert out1.shape == x.shape and out1.dtype == x.dtype
+    assert float(out1.min()) >= 0.0 and float(out1.max()) <= 1.0
+    assert torch.equal(out1, out2)
+    assert not torch.equal(out1, out3)
+    assert not torch.equal(out1, x)
+    # each image drawn independently: no two images moved identically
+    assert not torch.allclose(out1[0] - x[0], out1[1] - x[1])
+    assert torch.equal(x, _batch()), "the input batch must not be modified in place"
+
+
+def test_augment_disabled_is_identity():
+    x = _batch()
+    assert not Augment().enabled
+    assert torch.equal(augment_batch(x, Augment(), torch.Generator().manual_seed(0)), x)
+
+
+def test_geometric_only_augment_stays_in_range():
+    x = _batch()
+    out = augment_batch(x, Augment(rotation=30, zoom=0.3, shift=0.2), torch.Generator().manual_seed(1))
+    assert out.shape == x.shape
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 + 1e-6
+
+
+def test_resize_gray_pad_keeps_aspect():
+    wide = np.full((100, 200), 255, dtype=np.uint8)
+    out = resize_gray(wide, 64, "pad")
+    assert out.shape == (64, 64) and out.dtype == np.uint8
+    assert np.all(out[:14] == 0) and np.all(out[-14:] == 0), "black bars top and bottom"
+    assert np.all(out[20:44] == 255), "the image band is untouched white"
+    assert np.all(out[:, 0][20:44] == 255) and np.all(out[:, -1][20:44] == 255), "no bars left/right"
+    squashed = resize_gray(wide, 64, "squash")
+    assert squashed.shape == (64, 64) and np.all(squashed == 255)
+
+
+def test_resize_gray_pad_tall_image_bars_left_right():
+    tall = np.full((200, 50), 200, dtype=np.uint8)
+    out = resize_gray(tall, 40, "pad")
+    assert out.shape == (40, 40)
+    assert np.all(out[:, :12] == 0) and np.all(out[:, -12:] == 0)
+    assert np.all(out[:, 17:23] == 200)

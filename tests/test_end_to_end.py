@@ -1,0 +1,209 @@
+"""Train on the real sample, evaluate, report; resume after an interruption; reproducibility."""
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from conftest import CLASSES, sample_images
+from cxrkit.data.augment import Augment
+from cxrkit.evaluation import metrics as metrics_mod
+from cxrkit.evaluation.evaluate import evaluate_folder, write_report
+from cxrkit.inference.bundle import load_bundle
+from cxrkit.recipes import load_recipe
+from cxrkit.training import rundir, train
+from cxrkit.training import trainer as trainer_mod
+
+TIMING_KEYS = {"train_seconds", "train_img_per_s"}
+
+
+@pytest.fixture(scope="module")
+def fewer_bootstraps():
+    """The trainer's final validation metrics bootstrap 1,000 times by default; 100 is plenty here."""
+    real = metrics_mod.evaluate_probabilities
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_mod, "evaluate_probabilities", functools.partial(real, n_boot=100))
+        yield
+
+
+@pytest.fixture(scope="module")
+def learned_run(fast_recipe, sample_dir, tmp_path_factory, fewer_bootstraps):
+    """8 epochs without augmentation or label smoothing: training loss has to fall."""
+    recipe = fast_recipe.replace(epochs=8, augment=Augment(), label_smoothing=0.0, keep_best=False)
+    out = tmp_path_factory.mktemp("runs") / "learned"
+    result = train(recipe, sample_dir, out, progress=False, command="pytest learned_run")
+    return recipe, result
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
+
+
+def _assert_same_history(a, b):
+    assert len(a) == len(b)
+    for ha, hb in zip(_strip(a), _strip(b)):
+        assert ha.keys() == hb.keys()
+        for key in ha:
+            assert ha[key] == pytest.approx(hb[key], abs=1e-6, nan_ok=True), (ha["epoch"], key)
+
+
+def _assert_same_model(a, b, size):
+    x = torch.rand(6, 1, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(a.model(x), b.model(x), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ one training run, fully inspected
+
+
+def test_run_directory_contents(learned_run, sample_dir):
+    recipe, result = learned_run
+    run = result.run_dir
+    for name in ("config.yaml", "run.json", "history.json", "checkpoint.pt", "training_curves.png",
+                 "val_metrics.json", "model.safetensors"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert not list(run.glob("*.tmp")), "atomic writes left temporary files behind"
+    assert (run / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == recipe.seed and info["recipe"] == recipe.name
+    assert info["classes"] == list(CLASSES)
+    fp = info["data_fingerprint"]
+    assert set(fp) == {"train", "val"} and all(len(v) == 64 for v in fp.values()) and fp["train"] != fp["val"]
+    assert {"torch", "numpy", "python", "cxrkit", "scikit-learn"} <= set(info["versions"])
+    assert info["versions"]["torch"] == torch.__version__
+    assert info["command"] == "pytest learned_run"
+    n_train = len(sample_images("train", "NORMAL")) + len(sample_images("train", "PNEUMONIA"))
+    assert info["split"]["train"] + info["split"]["val"] == n_train
+    assert info["split"]["val"] >= 2 and info["unreadable"] == []
+
+    # config.yaml is itself a recipe that reproduces the run
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config == json.loads(json.dumps(recipe.to_dict()))
+    assert load_recipe(run).to_dict() == config
+
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, recipe.epochs + 1))
+    assert _strip(history) == _strip(result.history)
+    for h in history:
+        assert {"train_loss", "val_loss", "val_acc", "val_auc", "lr"} <= set(h)
+
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == recipe.epochs and len(ck["history"]) == recipe.epochs
+
+    val = json.loads((run / "val_metrics.json").read_text())
+    assert val["n"] == info["split"]["val"]
+    assert val["threshold"] == pytest.approx(result.bundle.threshold)
+
+    bundle = load_bundle(run / "model.safetensors")
+    assert bundle.arch == recipe.model and bundle.classes == CLASSES
+    assert bundle.preprocess.size == recipe.image_size
+    assert bundle.info["recipe"] == recipe.name and bundle.info["threshold_rule"] == recipe.threshold_rule
+    assert 0.0 <= bundle.threshold <= 1.0
+    _assert_same_model(bundle, result.bundle, recipe.image_size)
+
+
+def test_training_learns(learned_run):
+    recipe, result = learned_run
+    assert recipe.class_weighting == "balanced" and recipe.label_smoothing == 0.0
+    losses = [h["train_loss"] for h in result.history]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.85 * losses[0], losses
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    # With balanced class weights, no input-blind prediction gets the weighted BCE below ln 2:
+    # ending well under it means the model separates the training images.
+    assert max(losses[-2:]) < 0.8 * np.log(2), losses
+    assert losses[0] > 0.5 * np.log(2), "the first epoch cannot already be fitted"
+
+
+def test_evaluate_and_report(learned_run, sample_dir, tmp_path):
+    _, result = learned_run
+    ev = evaluate_folder(result.bundle, sample_dir, split="test", progress=False, n_boot=100)
+    n_test = len(sample_images("test", "NORMAL")) + len(sample_images("test", "PNEUMONIA"))
+    m = ev.metrics
+    assert m["n"] == n_test == len(ev.labels) == len(ev.paths)
+    assert ev.probabilities.shape == (n_test, 2)
+    assert all("/test/" in p.replace("\\", "/") for p in ev.paths), "only the test split is scored"
+    assert sum(map(sum, m["confusion_matrix"])) == n_test
+    assert m["threshold"] == pytest.approx(result.bundle.threshold)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(ev.labels, ev.probabilities[:, 1]))
+
+    report = write_report(ev, tmp_path / "report", run_dir=result.run_dir)
+    assert report == tmp_path / "report" / "report.md"
+    text = report.read_text()
+    for word in ("Accuracy", "Sensitivity", "Specificity", "ROC-AUC", "Confusion matrix", "NORMAL", "PNEUMONIA",
+                 f"{m['accuracy']:.3f}", f"{m['roc_auc']:.3f}"):
+        assert word in text, word
+    saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    for key in ("n", "accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "threshold",
+                "confusion_matrix", "classes"):
+        assert key in saved, key
+    assert saved["n"] == n_test and saved["classes"] == list(CLASSES)
+    for fig in ("roc.png", "pr.png", "confusion.png", "reliability.png", "training_curves.png"):
+        assert (tmp_path / "report" / fig).is_file(), fig
+        assert f"({fig})" in text
+
+
+# ------------------------------------------------------------------ resume and reproducibility
+
+
+@pytest.fixture(scope="module")
+def small_recipe(fast_recipe):
+    """Augmentation, dropout and one-cycle on: resuming must restore every RNG and the schedule."""
+    return fast_recipe.replace(epochs=4, image_size=32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def run_a(small_recipe, sample_dir, tmp_path_factory, fewer_bootstraps):
+    return train(small_recipe, sample_dir, tmp_path_factory.mktemp("runs") / "a", progress=False)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(run_a, small_recipe, sample_dir, tmp_path,
+                                                            monkeypatch, fewer_bootstraps):
+    assert small_recipe.augment.enabled
+    real_write = rundir.write_json
+
+    def killing_write(path, obj):
+        real_write(path, obj)
+        if path.name == "history.json" and len(obj) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived right after epoch 2 was saved
+
+    out = tmp_path / "b"
+    monkeypatch.setattr(rundir, "write_json", killing_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_recipe, sample_dir, out, progress=False)
+    monkeypatch.setattr(rundir, "write_json", real_write)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert not (out / "model.safetensors").exists()
+
+    with pytest.raises(FileExistsError):
+        train(small_recipe, sample_dir, out, progress=False)  # never silently overwrite a run
+
+    resumed = train(small_recipe, sample_dir, out, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    _assert_same_history(resumed.history, run_a.history)
+    _assert_same_history(json.loads((out / "history.json").read_text()), run_a.history)
+    _assert_same_model(resumed.bundle, run_a.bundle, small_recipe.image_size)
+    assert resumed.bundle.threshold == pytest.approx(run_a.bundle.threshold, abs=1e-6)
+    assert resumed.bundle.info["best_epoch"] == run_a.bundle.info["best_epoch"]
+
+
+def test_resume_without_checkpoint_is_an_error(small_recipe, sample_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(small_recipe, sample_dir, tmp_path / "never_started", resume=True, progress=False)
+
+
+def test_same_seed_same_run(run_a, small_recipe, sample_dir, tmp_path, fewer_bootstraps):
+    again = train(small_recipe, sample_dir, tmp_path / "c", progress=False)
+    _assert_same_history(again.history, run_a.history)
+    _assert_same_model(again.bundle, run_a.bundle, small_recipe.image_size)
+    run_json = [json.loads((r / "run.json").read_text()) for r in (run_a.run_dir, again.run_dir)]
+    assert run_json[0]["data_fingerprint"] == run_json[1]["data_fingerprint"]
+    losses_a = [h["train_loss"] for h in run_a.history]
+    other = train(small_recipe.replace(seed=4), sample_dir, tmp_path / "d", progress=False)
+    assert [h["train_loss"] for h in other.history] != losses_a, "the seed has no effect"
