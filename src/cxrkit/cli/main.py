@@ -37,7 +37,9 @@ def _progress(args) -> bool:
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2))
+    from ..jsonio import dumps
+
+    print(dumps(obj))
 
 
 def _report_unreadable(paths, preds, errors) -> None:
@@ -187,6 +189,7 @@ def cmd_demo(args) -> int:
     """Screen the bundled sample's test images with the default model: report, viewer grid, predictions."""
     from importlib import resources
 
+    from .. import jsonio
     from ..evaluation.evaluate import evaluate_folder, metrics_table, write_report
     from ..inference.bundle import resolve_model
     from ..inference.predictor import expand_paths, predict_paths
@@ -198,7 +201,7 @@ def cmd_demo(args) -> int:
     ev = evaluate_folder(bundle, sample, split="test", progress=False)
     report = write_report(ev, out)
     preds, _ = predict_paths(bundle, expand_paths([sample / "test"]))
-    (out / "predictions.json").write_text(json.dumps([p.to_dict() for p in preds], indent=2))
+    (out / "predictions.json").write_text(jsonio.dumps([p.to_dict() for p in preds]))
     save_grid(preds, bundle.classes, out / "predictions_grid.png")
     print(f"cxrkit demo: model {bundle.source} screened {len(preds)} sample images "
           f"(bundled test images, never trained on)\n")
@@ -295,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"cxrkit: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cxrkit ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         hint = " (continue with --resume)" if getattr(args, "command", "") == "train" else ""
         print(f"cxrkit: interrupted{hint}", file=sys.stderr)

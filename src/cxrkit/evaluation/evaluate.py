@@ -1,13 +1,13 @@
 """Evaluate a model on a labelled folder and write a readable report."""
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import jsonio
 from ..data.cache import decode_samples
 from ..data.folder import DatasetError, index_folder
 from ..inference.bundle import ModelBundle
@@ -86,7 +86,7 @@ def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = Non
     if run_dir is not None and (run_dir / "training_curves.png").is_file():
         shutil.copy(run_dir / "training_curves.png", out / "training_curves.png")
         figures.append("training_curves.png")
-    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    jsonio.write(out / "metrics.json", m)
     counts = np.bincount(ev.labels, minlength=len(classes))
     cm_rows = ["| true \\ predicted | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
     cm_rows += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, m["confusion_matrix"])]

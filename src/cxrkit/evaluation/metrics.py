@@ -50,6 +50,24 @@ def expected_calibration_error(y_onehot: np.ndarray, probs: np.ndarray, n_bins: 
     return float(ece)
 
 
+def _ranking_scores(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """ROC-AUC and average precision exactly as scikit-learn computes them (ties grouped).
+
+    Inlined because the bootstrap calls it 1,000 times and scikit-learn's input
+    validation would make that take seconds instead of a fraction of one.
+    """
+    order = np.argsort(-p, kind="mergesort")
+    ps, ys = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # end of each tie group
+    tps = np.cumsum(ys)[last].astype(float)
+    fps = (last + 1) - tps
+    tpr, fpr = np.r_[0.0, tps / tps[-1]], np.r_[0.0, fps / fps[-1]]
+    auc = float(np.trapezoid(tpr, fpr))
+    precision = tps / (tps + fps)
+    ap = float(np.sum(np.diff(tpr) * precision))
+    return auc, ap
+
+
 def _binary_point(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     # counts in numpy, not via sklearn: this runs 1,000 times per bootstrap
     pred = p >= threshold
@@ -59,6 +77,7 @@ def _binary_point(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, f
     sens = tp / (tp + fn) if tp + fn else float("nan")
     spec = tn / (tn + fp) if tn + fp else float("nan")
     both = tp + fn > 0 and tn + fp > 0
+    auc, ap = _ranking_scores(y, p) if both else (float("nan"), float("nan"))
     return {
         "accuracy": (tp + tn) / len(y),
         "balanced_accuracy": (sens + spec) / 2 if both else float("nan"),
@@ -66,8 +85,8 @@ def _binary_point(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, f
         "specificity": spec,
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
         "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
-        "roc_auc": skm.roc_auc_score(y, p) if both else float("nan"),
-        "pr_auc": skm.average_precision_score(y, p) if both else float("nan"),
+        "roc_auc": auc,
+        "pr_auc": ap,
         "brier": float(np.mean((p - y) ** 2)),
     }
 

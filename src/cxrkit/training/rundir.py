@@ -6,13 +6,13 @@ and the exact command, so a reader can reproduce or distrust a number.
 """
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from pathlib import Path
 
 import yaml
 
+from .. import jsonio
 from ..data.cache import DecodedSet
 from ..recipes import Recipe
 
@@ -29,9 +29,7 @@ def _versions() -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    tmp.replace(path)
+    jsonio.write(path, obj)
 
 
 def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet, val: DecodedSet,
