@@ -43,13 +43,13 @@ def worker(args) -> dict:
 
     recipe = RECIPES["seed001"].replace(epochs=args.epochs, precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(recipe, args.data, Path(tmp) / "run", progress=False)
+        result = train(recipe, args.data, Path(tmp) / "run", progress=False, verbose=False)
         hist = result.history[1:] or result.history
         train_ips = sum(h["train_img_per_s"] * h["train_seconds"] for h in hist) / sum(h["train_seconds"] for h in hist)
         bundle = resolve_model(Path(tmp) / "run")
     model = bundle.model.to(memory_format=torch.channels_last).eval()
     xb = torch.rand(32, 1, 128, 128).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         for _ in range(5):
             model(xb), model(xb[:1])
         t = time.perf_counter()
@@ -78,7 +78,9 @@ def run_cxrkit(args, env_extra: dict, precision: str) -> dict:
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--worker", "--data", args.data, "--epochs", str(args.epochs),
            "--precision", precision]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"cxrkit worker failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -89,8 +91,10 @@ def run_keras(args) -> dict | None:
         print(f"(no Keras peer: {venv_py} or {script} missing; create it with bash {PEERS}/run_peers.sh)",
               file=sys.stderr)
         return None
-    out = subprocess.run([str(venv_py), str(script), "--data", args.data, "--epochs", str(args.epochs)],
-                         capture_output=True, text=True, cwd=PEERS, check=True)
+    out = subprocess.run([str(venv_py), str(script), "--data", str(Path(args.data).resolve()), "--epochs",
+                          str(args.epochs)], capture_output=True, text=True, cwd=PEERS)
+    if out.returncode:
+        sys.exit(f"Keras peer failed:\n{out.stderr[-2000:]}")
     summary = [json.loads(line) for line in out.stdout.splitlines() if '"summary"' in line][-1]
     return {"train_img_per_s": summary["train_img_per_s_excl_first_epoch"],
             "infer_b32_img_per_s": summary["infer_b32_img_per_s"], "infer_b1_p50_ms": summary["infer_b1_p50_ms"],

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import save_file
 
@@ -39,6 +40,21 @@ def test_seed_cnn_matches_seed_001_keras_model():
     with torch.no_grad():
         out = model(torch.rand(3, 1, 128, 128))
     assert out.shape == (3, 1)
+
+
+def test_seed_cnn_fast_rewrite_is_the_keras_function():
+    """Pool-before-ReLU and HWC flatten must compute exactly Keras' Conv-ReLU-Pool-...-Flatten(HWC) network."""
+    torch.manual_seed(0)
+    m = model = create_model("seed_cnn").eval()
+    x = torch.randn(3, 1, 128, 128)
+    with torch.no_grad():
+        h = F.max_pool2d(F.relu(m.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(m.conv2(h)), 2)
+        h = h.permute(0, 2, 3, 1).reshape(3, -1)  # Keras flattens NHWC tensors
+        want = m.fc2(F.relu(m.fc1(h)))
+        got = model(x)
+        got_cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(got_cl, want, atol=1e-4)
 
 
 def test_cxr_cnn_is_smaller_and_accepts_224():

@@ -30,34 +30,41 @@ class DecodedSet:
     fingerprint: str  # sha256 over (relative path, label, file sha256)
 
 
-def _load_one(sample: Sample, size: int, policy: str):
+def _load_one(sample: Sample, size: int, policy: str, out: np.ndarray):
+    """Decode one file into its slot of ``out``; return (sha256, error or None)."""
     data = Path(sample.path).read_bytes() if Path(sample.path).is_file() else b""
     digest = hashlib.sha256(data).hexdigest()
     try:
-        arr = read_image(data, name=str(sample.path))
+        out[...] = resize_gray(read_image(data, name=str(sample.path)), size, policy)
     except ImageReadError as exc:
-        return None, digest, str(exc)
-    return resize_gray(arr, size, policy), digest, None
+        return digest, str(exc)
+    return digest, None
 
 
 def decode_samples(
     samples: Sequence[Sample], size: int, policy: str = "squash", root: Path | None = None,
     desc: str = "decode", progress: bool = True, workers: int = 4,
 ) -> DecodedSet:
-    """Decode, resize and fingerprint ``samples``; unreadable files are listed, not fatal."""
+    """Decode, resize and fingerprint ``samples``; unreadable files are listed, not fatal.
+
+    Images are written straight into one preallocated array, so peak memory is
+    the cache itself, not the cache plus a list of per-image arrays.
+    """
+    images = np.empty((len(samples), size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding
-        results = list(tqdm(pool.map(lambda s: _load_one(s, size, policy), samples), total=len(samples),
-                            desc=desc, disable=not progress, leave=False, unit="img"))
-    arrays, kept, failures = [], [], []
+        results = list(tqdm(pool.map(lambda i: _load_one(samples[i], size, policy, images[i]), range(len(samples))),
+                            total=len(samples), desc=desc, disable=not progress, leave=False, unit="img"))
+    kept_idx, kept, failures = [], [], []
     fp = hashlib.sha256()
-    for sample, (arr, digest, err) in zip(samples, results):
+    for i, (sample, (digest, err)) in enumerate(zip(samples, results)):
         rel = sample.path.relative_to(root) if root and sample.path.is_relative_to(root) else sample.path.name
         fp.update(f"{rel.as_posix() if isinstance(rel, Path) else rel}\t{sample.label}\t{digest}\n".encode())
         if err:
             failures.append(err)
             continue
-        arrays.append(arr)
+        kept_idx.append(i)
         kept.append(sample)
-    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty((0, size, size), dtype=torch.uint8)
+    if failures:
+        images = images[kept_idx]
     labels = torch.tensor([s.label for s in kept], dtype=torch.int64)
-    return DecodedSet(images, labels, kept, failures, fp.hexdigest())
+    return DecodedSet(torch.from_numpy(images), labels, kept, failures, fp.hexdigest())

@@ -2,14 +2,21 @@
 
 A :class:`Preprocess` travels inside every saved model, so an image is resized
 and normalised at prediction time exactly as it was during training.
+
+Only :func:`to_model_input` needs PyTorch, and imports it itself: the torch-free
+ONNX runtime (``cxrkit.runtime``) uses the rest of this module unchanged, so an
+exported model sees exactly the pixels the PyTorch model saw.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -42,16 +49,37 @@ def resize_gray(arr: np.ndarray, size: int, policy: str = "squash") -> np.ndarra
         w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
         canvas = Image.new("L", (size, size), 0)
         canvas.paste(img.resize((w, h), Image.BILINEAR), ((size - w) // 2, (size - h) // 2))
-        return np.asarray(canvas)
+        return _own(canvas)
     if img.size == (size, size):
         return arr
-    return np.asarray(img.resize((size, size), Image.BILINEAR))
+    return _own(img.resize((size, size), Image.BILINEAR))
+
+
+def _own(img: Image.Image) -> np.ndarray:
+    """A compact copy: ``np.asarray(img)`` keeps a ~64 KB Pillow buffer alive per image (measured: 192 MB
+    instead of 49 MB for 3,000 cached 128 px images)."""
+    return np.asarray(img).copy()
 
 
 def to_model_input(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 ``(B, H, W)`` or float ``(B, 1, H, W)`` in [0, 1] → normalised float ``(B, C, H, W)``."""
+    import torch
+
     x = batch.unsqueeze(1).float().div_(255.0) if batch.dtype == torch.uint8 else batch
     x = (x - pre.mean) / pre.std
     if pre.channels == 3:
         x = x.expand(-1, 3, -1, -1)
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def to_model_array(batch: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """NumPy twin of :func:`to_model_input` for uint8 ``(B, H, W)``: float32 ``(B, C, H, W)``.
+
+    Same float32 operations in the same order, so the result is bit-identical
+    (checked in tests/test_export.py); ONNX models are fed through this.
+    """
+    x = batch[:, None].astype(np.float32) / np.float32(255.0)
+    x = (x - np.float32(pre.mean)) / np.float32(pre.std)
+    if pre.channels == 3:
+        x = np.repeat(x, 3, axis=1)
+    return np.ascontiguousarray(x)
