@@ -3,10 +3,12 @@
 
 Each configuration runs in a fresh subprocess (so peak RSS and malloc settings are its own):
 
-- ``cxrkit``          — the default path: channels_last, fast glibc malloc settings (what the ``cxrkit`` command sets)
-- ``cxrkit-default-malloc`` — the same with glibc's default malloc, to show what the setting buys
-- ``cxrkit-bf16``     — bf16 autocast (measured, not the default: see the table)
-- ``keras``           — ``../shared/peers/keras_small_cnn.py`` on TensorFlow-CPU 2.15 (if its venv exists)
+- ``cxrkit``: the default path — recipe ``seed001`` as shipped (precision ``auto``: bf16 autocast for training where
+  the CPU has native bf16, fp32 inference), channels_last, fast glibc malloc settings (what the ``cxrkit`` command sets)
+- ``cxrkit, fp32 training``: the same with fp32 training
+- ``cxrkit, default malloc``: the default path with glibc's default malloc, to show what the setting buys
+- ``cxrkit, bf16 inference``: the default path with bf16 autocast at inference too (not the default)
+- ``keras``: ``../shared/peers/keras_small_cnn.py`` on TensorFlow-CPU 2.15 (if its venv exists)
 
 Training img/s is cxrkit's real training loop (``cxrkit.training.train`` on the decoded cache, recipe ``seed001``),
 excluding the first epoch, as the peer harness does. Inference is the model's forward pass; ``predict`` is the
@@ -41,7 +43,7 @@ def worker(args) -> dict:
     from cxrkit.recipes import RECIPES
     from cxrkit.training import train
 
-    recipe = RECIPES["seed001"].replace(epochs=args.epochs, precision=args.precision)
+    recipe = RECIPES["seed001"].replace(epochs=args.epochs, precision=args.train_precision)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(recipe, args.data, Path(tmp) / "run", progress=False, verbose=False)
         hist = result.history[1:] or result.history
@@ -49,7 +51,7 @@ def worker(args) -> dict:
         bundle = resolve_model(Path(tmp) / "run")
     model = bundle.model.to(memory_format=torch.channels_last).eval()
     xb = torch.rand(32, 1, 128, 128).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.infer_precision == "bf16"):
         for _ in range(5):
             model(xb), model(xb[:1])
         t = time.perf_counter()
@@ -73,11 +75,11 @@ def worker(args) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_cxrkit(args, env_extra: dict, precision: str) -> dict:
+def run_cxrkit(args, env_extra: dict, train_precision: str = "auto", infer_precision: str = "fp32") -> dict:
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--worker", "--data", args.data, "--epochs", str(args.epochs),
-           "--precision", precision]
+           "--train-precision", train_precision, "--infer-precision", infer_precision]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"cxrkit worker failed:\n{out.stderr[-2000:]}")
@@ -108,7 +110,8 @@ def main() -> None:
     p.add_argument("--peer-venv", default=os.environ.get("VENV", "/tmp/venv-tf"))
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--train-precision", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--infer-precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--infer-iters", type=int, default=30)
     p.add_argument("--latency-iters", type=int, default=200)
     args = p.parse_args()
@@ -119,9 +122,11 @@ def main() -> None:
     rows = {}
     if not args.no_peer:
         rows["keras (seed 001, TF 2.15)"] = run_keras(args)
-    rows["cxrkit"] = run_cxrkit(args, {"GLIBC_TUNABLES": FAST_MALLOC}, "fp32")
-    rows["cxrkit, default malloc"] = run_cxrkit(args, {}, "fp32")
-    rows["cxrkit, bf16 autocast"] = run_cxrkit(args, {"GLIBC_TUNABLES": FAST_MALLOC}, "bf16")
+    fast = {"GLIBC_TUNABLES": FAST_MALLOC}
+    rows["cxrkit"] = run_cxrkit(args, fast)
+    rows["cxrkit, fp32 training"] = run_cxrkit(args, fast, train_precision="fp32")
+    rows["cxrkit, default malloc"] = run_cxrkit(args, {})
+    rows["cxrkit, bf16 inference"] = run_cxrkit(args, fast, infer_precision="bf16")
     rows = {k: v for k, v in rows.items() if v}
     ref = rows.get("keras (seed 001, TF 2.15)")
 

@@ -272,3 +272,16 @@ def test_resolve_shipped_model():
         assert torch.equal(a, b), k
     assert any(not torch.equal(a, b) for a, b in zip(bundle.model.state_dict().values(),
                                                      fresh.state_dict().values()))
+
+
+def test_precision_auto_follows_native_bf16_and_rejects_unknown():
+    from pathlib import Path
+
+    from cxrkit.training.trainer import resolve_precision
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("fp8")
