@@ -207,3 +207,10 @@ def test_same_seed_same_run(run_a, small_recipe, sample_dir, tmp_path, fewer_boo
     losses_a = [h["train_loss"] for h in run_a.history]
     other = train(small_recipe.replace(seed=4), sample_dir, tmp_path / "d", progress=False)
     assert [h["train_loss"] for h in other.history] != losses_a, "the seed has no effect"
+
+
+def test_one_cycle_schedule_survives_a_handful_of_steps(fast_recipe, sample_dir, tmp_path):
+    """A smoke run of 1 epoch x 2 steps must not crash inside OneCycleLR's warm-up arithmetic."""
+    recipe = fast_recipe.replace(epochs=1, image_size=32, schedule="onecycle")
+    result = train(recipe, sample_dir, tmp_path / "short", progress=False, verbose=False, max_steps=2)
+    assert len(result.history) == 1 and (tmp_path / "short" / "model.safetensors").is_file()

@@ -285,3 +285,19 @@ def test_precision_auto_follows_native_bf16_and_rejects_unknown():
     assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("fp8")
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "cxr_cnn"])
+def test_frozen_inference_copy_matches_the_eager_model(name):
+    from cxrkit.inference.predictor import predict_resized
+
+    torch.manual_seed(1)
+    pre = model_info(name).preprocess
+    bundle = ModelBundle(create_model(name).eval(), name, ("NORMAL", "PNEUMONIA"), pre)
+    size = pre.size
+    for n in (1, 5):
+        images = torch.randint(0, 256, (n, size, size), dtype=torch.uint8)
+        eager = predict_resized(bundle, images, optimize=False)
+        fast = predict_resized(bundle, images)
+        assert fast.shape == (n, 2) and abs(fast - eager).max() < 1e-4
+    assert isinstance(bundle.frozen, torch.jit.ScriptModule)  # the fast path was really taken

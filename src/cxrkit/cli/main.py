@@ -70,11 +70,11 @@ def cmd_models(args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    print(f"{'name':<12} {'family':<8} {'input':<12} {'shipped':<9} {'weights':>9}  description")
+    print(f"{'name':<16} {'family':<8} {'input':<12} {'shipped':<9} {'weights':>9}  description")
     for r in rows:
         size = f"{r['weights_bytes'] / 1e6:.2f} MB" if r["weights_bytes"] else "-"
         inp = "x".join(map(str, r["input_size"]))
-        print(f"{r['name']:<12} {r['family']:<8} {inp:<12} {'yes' if r['shipped'] else 'no':<9} {size:>9}  "
+        print(f"{r['name']:<16} {r['family']:<8} {inp:<12} {'yes' if r['shipped'] else 'no':<9} {size:>9}  "
               f"{r['description']}")
     return 0
 
@@ -92,7 +92,7 @@ def cmd_recipes(args) -> int:
         _print_json([r.to_dict() for r in RECIPES.values()])
         return 0
     for r in RECIPES.values():
-        print(f"{r.name:<12} model={r.model:<10} {r.image_size}px {r.epochs} epochs  {r.description}")
+        print(f"{r.name:<12} model={r.model:<15} {r.image_size}px {r.epochs} epochs  {r.description}")
     return 0
 
 
@@ -106,7 +106,7 @@ def cmd_train(args) -> int:
     if changes:
         recipe = recipe.replace(**changes)
     command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = train(recipe, args.data, args.out, resume=args.resume, progress=_progress(args),
+    result = train(recipe, args.data, args.out, resume=args.resume, progress=_progress(args), verbose=not args.quiet,
                    max_steps=args.max_steps, command=command)
     m = result.val_metrics
     print(f"run: {result.run_dir}\nvalidation ({m['n']} images, patient-grouped): accuracy {m['accuracy']:.3f}, "
@@ -125,7 +125,7 @@ def cmd_evaluate(args) -> int:
     report = None
     if args.out or not args.json:
         out = Path(args.out) if args.out else (run_dir / f"report_{args.split}" if run_dir else Path("cxrkit_report"))
-        report = write_report(ev, out, run_dir)
+        report = write_report(ev, out, run_dir, explain=bundle)
     if args.json:
         _print_json(ev.metrics)
         return 0
@@ -174,6 +174,55 @@ def cmd_view(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from ..explain import explain_files
+    from ..inference.bundle import resolve_model
+    from ..inference.predictor import expand_paths
+
+    bundle = resolve_model(args.model)
+    paths = expand_paths(args.inputs)
+    if not paths:
+        raise ValueError(f"no images found in {' '.join(args.inputs)}")
+    records, errors = explain_files(bundle, paths, args.out, method=args.method, target=args.target,
+                                    progress=_progress(args))
+    _report_unreadable(paths, records, errors)
+    if args.json:
+        _print_json(records)
+    else:
+        for r in records:
+            print(f"{r['label']:<10} {r['confidence']:.3f}  {r['overlay']}  ({r['path']})")
+        print(f"gallery: {Path(args.out) / 'index.html'}")
+    return 1 if errors else 0
+
+
+def cmd_tune(args) -> int:
+    from ..recipes import load_recipe
+    from ..recipes.spaces import load_space, search_space
+    from ..tune import tune, write_outputs
+
+    recipe = load_recipe(args.recipe)
+    space = load_space(args.space) if args.space else search_space(recipe.name)
+    if args.batch_size:
+        recipe = recipe.replace(batch_size=args.batch_size)
+    result = tune(recipe, space, args.data, args.out, args.trials, timeout=args.timeout, storage=args.storage,
+                  study_name=args.study, metric=args.metric, pruner=args.pruner, seed=args.seed, epochs=args.epochs,
+                  max_steps=args.max_steps, progress=_progress(args))
+    files = write_outputs(result)
+    study = result.study
+    states = {}
+    for t in study.trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    print(f"study {study.study_name}: {len(study.trials)} trials ({', '.join(f'{n} {s}' for s, n in states.items())}), "
+          f"{result.new_trials} finished by this run")
+    print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
+    if result.best_recipe is None:
+        raise ValueError(f"no trial completed yet (see {files['table']})")
+    print(f"best {args.metric} {study.best_value:.4f} (trial {study.best_trial.number}): "
+          + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in study.best_params.items()))
+    print(f"next: cxrkit train --recipe {files['best_recipe']} --data {args.data} --out RUN_DIR")
+    return 0
+
+
 def cmd_data_check(args) -> int:
     from ..data.check import check_folder
 
@@ -210,6 +259,46 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from ..export import export_model
+    from ..inference.bundle import resolve_model
+
+    result = export_model(resolve_model(args.model), args.format, args.out, calib_dir=args.calib,
+                          calib_method=args.calib_method, n_calib=args.n_calib)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    print(f"wrote {result.path} ({args.format}, {result.size_bytes / 1024:,.0f} KB)")
+    c = result.check
+    if c:
+        print(f"check against PyTorch on {c['images']} sample test images: max |ΔP| {c['max_abs_prob_diff']:.1e}, "
+              f"mean |ΔP| {c['mean_abs_prob_diff']:.1e}, decisions agree {100 * c['decision_agreement']:.0f}%")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .. import jsonio
+    from ..export.bench import bench_model, to_markdown
+    from ..inference.bundle import resolve_model
+
+    try:
+        threads = tuple(int(t) for t in args.threads.split(","))
+    except ValueError:
+        raise ValueError(f"--threads must be comma-separated integers, got {args.threads!r}") from None
+    result = bench_model(resolve_model(args.model), [f.strip() for f in args.formats.split(",") if f.strip()],
+                         args.out, data_dir=args.data, calib_dir=args.calib, calib_method=args.calib_method,
+                         n_calib=args.n_calib, threads=threads, runs=args.runs, batch=args.batch)
+    out = Path(args.out)
+    jsonio.write(out / "bench.json", result)
+    table = to_markdown(result)
+    (out / "bench.md").write_text(table)
+    if args.json:
+        _print_json(result)
+    else:
+        print(table + f"\nwritten: {out / 'bench.md'}, {out / 'bench.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"cxrkit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    model_help = "model: a registry name with shipped weights (see `cxrkit models`), a run directory or a .safetensors file (default: the shipped default model)"
+    model_help = "model: a registry name with shipped weights (see `cxrkit models`), a run directory, a .safetensors file or an exported .onnx file (default: the shipped default model)"
 
     s = sub.add_parser("demo", help="screen the bundled sample images with the default model and write a report")
     s.add_argument("--out", default="cxrkit_demo", help="report folder (default: %(default)s)")
@@ -265,6 +354,85 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-images", type=int, default=36, help="at most this many images (default: %(default)s)")
     s.set_defaults(func=cmd_view)
 
+    s = sub.add_parser("explain", help="Grad-CAM heatmap overlays (PNG) and an HTML gallery for images or folders",
+                       description="Explain the model's decision with a class activation map (pytorch-grad-cam). The "
+                                   "layer is chosen from the model: the last module whose output is still a spatial "
+                                   "map (docs/explain.md). Writes OUT/NNNN_NAME.png per image, OUT/index.html "
+                                   "(most confident first) and OUT/explanations.json.")
+    s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="JPEG, PNG or DICOM files, or folders")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam", "eigencam", "layercam"],
+                   help="CAM method (default: %(default)s)")
+    s.add_argument("--target", help="class to explain (default: the predicted class)")
+    s.add_argument("--out", default="cxrkit_explain", help="output folder (default: %(default)s)")
+    s.add_argument("--json", action="store_true", help="print a JSON list of {path, overlay, label, probabilities, ...}")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_explain)
+
+    s = sub.add_parser("export", help="export to ONNX (float32 or int8) or a packed BNN, checked against PyTorch",
+                       description="Export a model for deployment. The file carries classes, preprocessing and "
+                                   "threshold, so `cxrkit predict --model FILE.onnx` needs nothing else. Every ONNX "
+                                   "export is compared with the PyTorch model on the bundled sample test images and "
+                                   "not written if it disagrees beyond the stated tolerance.")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--format", required=True, choices=["onnx", "onnx-int8", "onnx-int8-dense", "bnn-packed"],
+                   help="onnx-int8: static, calibrated (CNNs); onnx-int8-dense: dynamic, Gemm/MatMul weights only "
+                        "(dense-heavy models)")
+    s.add_argument("--out", help="file to write (default: MODEL.onnx, MODEL.int8.onnx or MODEL.bnn.npz here)")
+    s.add_argument("--calib", help="onnx-int8: training images to calibrate on (a folder's train/ split if it has one)")
+    s.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="onnx-int8 activation-range calibration (default: %(default)s)")
+    s.add_argument("--n-calib", type=int, default=200, help="calibration images drawn at random (default: %(default)s)")
+    s.add_argument("--json", action="store_true", help="print the result and its check as JSON")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("bench", help="size, peak RAM, latency, throughput and accuracy of a model in several formats",
+                       description="Export the model to each format and measure it on this machine: file size, peak "
+                                   "RSS of a fresh torch-free process, estimated activation memory, batch-1 latency "
+                                   "p50/p95 and batch throughput per thread count, accuracy and ROC-AUC on --data. "
+                                   "Writes OUT/bench.md and OUT/bench.json (and the exported files).")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--formats", default="float32,int8",
+                   help="comma-separated: float32, int8, int8-dense, bnn (default: %(default)s)")
+    s.add_argument("--data", help="labelled folder to score (its test/ split if it has one; int8 calibrates on train/)")
+    s.add_argument("--calib", help="calibration images for int8 (default: --data's train/ split)")
+    s.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    s.add_argument("--n-calib", type=int, default=200, help="calibration images (default: %(default)s)")
+    s.add_argument("--threads", default="1,2", help="thread counts to time (default: %(default)s)")
+    s.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per thread count (default: %(default)s)")
+    s.add_argument("--batch", type=int, default=32, help="batch size for throughput (default: %(default)s)")
+    s.add_argument("--out", default="cxrkit_bench", help="folder for the files and the table (default: %(default)s)")
+    s.add_argument("--json", action="store_true", help="print the full result as JSON")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("tune", help="hyperparameter search with Optuna (TPE, pruning, resumable, multi-worker)",
+                       description="Search a recipe's hyperparameters: each trial is a training run under "
+                                   "OUT/trials/, scored on the patient-grouped validation split (never the test "
+                                   "set) and pruned early when its per-epoch metric falls below the median. The study "
+                                   "lives in a database (default: OUT/study.db), so rerunning the same command after "
+                                   "a kill resumes it and several processes may share one --storage. Writes "
+                                   "OUT/best_recipe.yaml (for `cxrkit train --recipe`), OUT/trials.md, OUT/trials.csv "
+                                   "and Optuna's optimization-history and parameter-importance PNGs.")
+    s.add_argument("--recipe", required=True, help="built-in recipe with a search space, or a recipe file")
+    s.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
+    s.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (resume counts)")
+    s.add_argument("--out", required=True, help="study folder (created; reused to resume)")
+    s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    s.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db for several workers "
+                                     "(default: sqlite:///OUT/study.db)")
+    s.add_argument("--study", help="study name (default: the recipe's name)")
+    s.add_argument("--space", help="search space YAML (default: the recipe's built-in space; docs/tune.md)")
+    s.add_argument("--metric", default="val_auc", choices=["val_auc", "val_loss"],
+                   help="validation metric to optimise and prune on (default: %(default)s)")
+    s.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
+                   help="(default: %(default)s)")
+    s.add_argument("--seed", type=int, help="TPE sampler seed (leave unset when several workers share a study)")
+    s.add_argument("--epochs", type=int, help="override the recipe's epochs for every trial")
+    s.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_tune)
+
     s = sub.add_parser("models", help="list registered models")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_models)
@@ -302,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        hint = " (continue with --resume)" if getattr(args, "command", "") == "train" else ""
+        hint = {"train": " (continue with --resume)", "tune": " (rerun the same command to resume the study)"}.get(
+            getattr(args, "command", ""), "")
         print(f"cxrkit: interrupted{hint}", file=sys.stderr)
         return 130

@@ -72,8 +72,13 @@ def metrics_table(m: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = None) -> Path:
-    """``out_dir/report.md`` with PNG figures and ``metrics.json`` beside it."""
+def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = None,
+                 explain: ModelBundle | None = None) -> Path:
+    """``out_dir/report.md`` with PNG figures and ``metrics.json`` beside it.
+
+    ``explain``: the evaluated model, to add Grad-CAM heatmaps of its most
+    confident mistakes (:mod:`cxrkit.explain.errors`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = ev.metrics
@@ -96,6 +101,11 @@ def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = Non
     decision = (f"P({classes[1]}) ≥ **{m['threshold']:.3f}** (rule: `{m['threshold_rule']}`, chosen on validation "
                 f"data, never on this set); the last column shows the naive 0.5 cut-off."
                 if len(classes) == 2 else "the most probable class.")
+    explanations = ""
+    if explain is not None:
+        from ..explain.errors import errors_section
+
+        explanations = errors_section(explain, ev.probabilities, ev.labels, ev.paths, out) + "\n"
     text = f"""# Evaluation report
 
 - **Model:** `{m['model']}` (architecture `{m['arch']}`)
@@ -118,7 +128,7 @@ def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = Non
 
 {chr(10).join(per_class)}
 
-## Figures
+{explanations}## Figures
 
 """ + "\n".join(f"![{f[:-4]}]({f})" for f in figures) + "\n"
     (out / "report.md").write_text(text)

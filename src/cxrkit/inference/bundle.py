@@ -36,6 +36,7 @@ class ModelBundle:
     model_kwargs: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # recipe, threshold rule, validation metrics, ...
     source: str = ""
+    frozen: nn.Module | None = field(default=None, repr=False, compare=False)  # see predictor.frozen_for_inference
 
     @property
     def is_binary(self) -> bool:
@@ -82,7 +83,11 @@ def load_bundle(path: str | Path) -> ModelBundle:
 
 
 def resolve_model(spec: str | Path | None = None) -> ModelBundle:
-    """Load by registry name (shipped weights), run directory, or ``.safetensors`` file.
+    """Load by registry name (shipped weights), run directory, ``.safetensors``, ``.onnx`` or packed ``.npz`` file.
+
+    An ``.onnx`` file gives a ``cxrkit.runtime.OnnxModel`` and a packed BNN a
+    ``cxrkit.bnn.PackedModel``; prediction and evaluation accept both in place
+    of a :class:`ModelBundle`.
 
     ``None`` means the shipped default model.
     """
@@ -102,6 +107,20 @@ def resolve_model(spec: str | Path | None = None) -> ModelBundle:
             raise ModelLoadError(f"{spec}: run directory has no model.safetensors (did training finish?)")
     elif not path.exists():
         raise ModelLoadError(f"{spec}: not a model name ({', '.join(list_models())}), run directory or file")
+    elif path.suffix.lower() == ".onnx":  # exported by `cxrkit export`; runs on ONNX Runtime, not PyTorch
+        from ..runtime.onnx_model import RuntimeModelError, load_onnx
+
+        try:
+            return load_onnx(path)
+        except RuntimeModelError as exc:
+            raise ModelLoadError(str(exc)) from None
+    elif path.suffix.lower() == ".npz":  # bit-packed BNN from `cxrkit export --format bnn-packed`: NumPy engine
+        from ..bnn import PackedFormatError, load_packed
+
+        try:
+            return load_packed(path)
+        except PackedFormatError as exc:
+            raise ModelLoadError(str(exc)) from None
     return load_bundle(path)
 
 

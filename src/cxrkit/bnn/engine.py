@@ -1,0 +1,293 @@
+"""Torch-free inference for packed BNN files: XNOR + popcount where both sides are binary, float elsewhere.
+
+The file's header lists ``ops`` that run in order on an NHWC float32 tensor:
+
+``conv``/``dense``
+    ``weight_bits`` true: weights are packed signs (:mod:`.packing`), rows in
+    ``(kh, kw, cin)`` order. With ``binarize_input`` the input is binarized as
+    ``x >= threshold`` (sign(x - threshold), zero → +1), padded with +1 bits
+    (one padding, see :mod:`cxrkit.models._binary`), packed 8 channels per byte
+    per pixel, cut into patches of those bytes (im2col on packed bits: 8x less
+    to copy than on booleans), viewed as uint64 words and compared with every
+    filter, re-packed at load time in the same per-tap layout, by XOR +
+    popcount: ``dot = K - 2 * popcount(a XOR w)``. Filler bits (channel
+    padding to a byte, row padding to a word) are 0 on both sides, so they
+    never count. Without ``binarize_input`` (a real
+    input, e.g. the image) the signs are unpacked once to ±1 floats and the
+    layer is a float im2col matrix product with zero padding. Then ``scale``
+    (per output channel) and ``bias`` are applied, in that order, as PyTorch does.
+``affine`` (BatchNorm folded to scale/shift), ``relu``, ``rprelu``, ``maxpool``
+(2x2, floor), ``gap``, ``flatten`` (NHWC order; the exporter permutes the next
+dense layer's columns to match), ``residual_begin`` (push x) and
+``residual_end`` (pop the pushed x, 2x2-average-pool it when ``stride`` is 2,
+repeat its channels ``repeat`` times, add).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..data.preprocess import Preprocess, resize_gray, to_model_array
+from .packing import FORMAT, VERSION, PackedFormatError, read_packed, unpack_signs
+
+_CHUNK_WORDS = 1 << 20  # XOR block size (8 MB of uint64) per popcount step
+_PLANE_WORDS = 16  # rows up to this many words take the per-word route in _xnor_dot
+
+_POP8 = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
+
+
+def _popcount_table(words: np.ndarray) -> np.ndarray:
+    """Bits set per uint64 by byte lookup: the fallback for NumPy < 2, which has no ``bitwise_count``."""
+    return _POP8[np.ascontiguousarray(words).view(np.uint8)].reshape(*words.shape, 8).sum(axis=-1, dtype=np.uint8)
+
+
+_popcount = getattr(np, "bitwise_count", _popcount_table)
+
+
+def _to_words(packed: np.ndarray) -> np.ndarray:
+    """``(R, nbytes)`` uint8 → ``(R, ceil(nbytes / 8))`` uint64, zero-filled."""
+    extra = -packed.shape[1] % 8
+    if extra:
+        packed = np.pad(packed, ((0, 0), (0, extra)))
+    return np.ascontiguousarray(packed).view("<u8")
+
+
+def _xnor_dot(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """±1 dot products of packed rows: ``(M, nw)`` and ``(Cout, nw)`` words → ``(M, Cout)`` int32.
+
+    With few words per row (early, narrow layers) one XOR + popcount pass per
+    word over ``(rows, Cout)`` planes is ~4x faster than one 3-D temporary,
+    whose reduction over a short last axis dominates; long rows (the dense
+    layers) take the 3-D route.
+    """
+    m, nw = a.shape
+    out = np.empty((m, w.shape[0]), dtype=np.int32)
+    step = max(1, _CHUNK_WORDS // (w.shape[0] * (1 if nw <= _PLANE_WORDS else nw)))
+    if nw <= _PLANE_WORDS:
+        at, wt = np.ascontiguousarray(a.T), np.ascontiguousarray(w.T)
+        for s in range(0, m, step):
+            diff = np.zeros((min(step, m - s), w.shape[0]), dtype=np.int32)
+            for j in range(nw):
+                diff += _popcount(at[j, s:s + step, None] ^ wt[j])
+            out[s:s + step] = k - 2 * diff
+        return out
+    for s in range(0, m, step):
+        diff = _popcount(a[s:s + step, None, :] ^ w[None]).sum(axis=-1, dtype=np.int32)
+        out[s:s + step] = k - 2 * diff
+    return out
+
+
+def _patches(x: np.ndarray, k: int, stride: int, pad: int, pad_value) -> np.ndarray:
+    """NHWC → ``(N, Ho, Wo, k * k * C)`` patches in ``(kh, kw, c)`` order."""
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
+    if k == 1 and stride == 1:
+        return x
+    _, h, w, _ = x.shape
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    cols = [x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride] for i in range(k)
+            for j in range(k)]
+    return np.concatenate(cols, axis=-1)
+
+
+def _vector(arrays: dict, key, n: int, name: str) -> np.ndarray | None:
+    if key is None:
+        return None
+    a = arrays.get(key)
+    if a is None or a.shape != (n,):
+        raise PackedFormatError(f"{name}: array {key!r} missing or not of shape ({n},)")
+    return a.astype(np.float32)
+
+
+class _Conv:
+    def __init__(self, spec: dict, arrays: dict):
+        self.k, self.stride, self.pad = spec.get("kernel", 1), spec.get("stride", 1), spec.get("pad", 0)
+        cin, self.cout = spec["in"], spec["out"]
+        self.kk = self.k * self.k * cin
+        self.binarize = bool(spec.get("binarize_input", False))
+        w = arrays.get(spec["weight"])
+        if spec.get("weight_bits"):
+            if w is None or w.dtype != np.uint8 or w.shape != (self.cout, -(-self.kk // 8)):
+                raise PackedFormatError(f"weight {spec['weight']!r}: missing or not packed bits of shape "
+                                        f"({self.cout}, {-(-self.kk // 8)})")
+            if self.binarize:  # re-packed per tap, so that patches can be cut from channel-packed pixels
+                taps = np.unpackbits(w, axis=-1, count=self.kk, bitorder="little").reshape(self.cout, -1, cin)
+                self.words = _to_words(np.packbits(taps, axis=-1, bitorder="little").reshape(self.cout, -1))
+            else:
+                self.matrix = np.ascontiguousarray(unpack_signs(w, self.kk).T)
+        elif self.binarize:
+            raise PackedFormatError(f"weight {spec['weight']!r}: a binarized input needs binary weights")
+        else:
+            if w is None or w.shape != (self.cout, self.kk):
+                raise PackedFormatError(f"weight {spec['weight']!r}: missing or not of shape ({self.cout}, {self.kk})")
+            self.matrix = np.ascontiguousarray(w.astype(np.float32).T)
+        thr = _vector(arrays, spec.get("threshold"), cin, spec["weight"])
+        self.threshold = np.zeros(cin, np.float32) if thr is None else thr
+        self.scale = _vector(arrays, spec.get("scale"), self.cout, spec["weight"])
+        self.bias = _vector(arrays, spec.get("bias"), self.cout, spec["weight"])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.binarize:
+            bits = x >= self.threshold
+            if self.pad:
+                bits = np.pad(bits, ((0, 0), (self.pad, self.pad), (self.pad, self.pad), (0, 0)), constant_values=True)
+            p = _patches(np.packbits(bits, axis=-1, bitorder="little"), self.k, self.stride, 0, 0)
+            shape = p.shape[:3]
+            y = _xnor_dot(_to_words(p.reshape(-1, p.shape[-1])), self.words, self.kk).astype(np.float32)
+        else:
+            p = _patches(x, self.k, self.stride, self.pad, 0.0)
+            shape = p.shape[:3]
+            y = p.reshape(-1, self.kk) @ self.matrix
+        if self.scale is not None:
+            y *= self.scale
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*shape, self.cout)
+
+
+class _Dense(_Conv):
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return super().__call__(x[:, None, None, :])[:, 0, 0, :]
+
+
+def _pool2(x: np.ndarray) -> np.ndarray:
+    n, h, w, c = x.shape
+    return x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+class _Residual:
+    def __init__(self, spec: dict):
+        self.stride, self.repeat = spec.get("stride", 1), spec.get("repeat", 1)
+
+    def shortcut(self, x: np.ndarray) -> np.ndarray:
+        if self.stride == 2:
+            q = _pool2(x)
+            x = (q[:, :, 0, :, 0] + q[:, :, 0, :, 1] + q[:, :, 1, :, 0] + q[:, :, 1, :, 1]) / np.float32(4)
+        return np.tile(x, (1, 1, 1, self.repeat)) if self.repeat > 1 else x
+
+
+def _simple(spec: dict, arrays: dict):
+    op = spec["op"]
+    if op == "relu":
+        return lambda x: np.maximum(x, np.float32(0))
+    if op == "maxpool":
+        return lambda x: _pool2(x).max(axis=(2, 4))
+    if op == "gap":
+        return lambda x: x.mean(axis=(1, 2), dtype=np.float32)
+    if op == "flatten":
+        return lambda x: x.reshape(len(x), -1)
+    if op not in ("affine", "rprelu"):
+        raise PackedFormatError(f"unknown op {op!r}")
+    n = spec["channels"]
+    if op == "affine":
+        scale, shift = (_vector(arrays, spec[k], n, op) for k in ("scale", "shift"))
+        return lambda x: x * scale + shift
+    shift_in, slope, shift_out = (_vector(arrays, spec[k], n, op) for k in ("shift_in", "slope", "shift_out"))
+
+    def rprelu(x):
+        x = x - shift_in
+        return np.where(x >= 0, x, x * slope) + shift_out
+    return rprelu
+
+
+def _probabilities(z: np.ndarray) -> np.ndarray:
+    """``(N, 1)`` logits → sigmoid pair, ``(N, K)`` → softmax, as ``inference.bundle.probabilities``."""
+    z = z.astype(np.float64)
+    if z.shape[1] == 1:
+        p = 0.5 * (1 + np.tanh(z[:, 0] / 2))  # the logistic function without overflow for huge logits
+        return np.stack([1 - p, p], axis=1).astype(np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class PackedModel:
+    """A packed BNN loaded for inference; mirrors ``ModelBundle``'s arch, classes, preprocess and threshold."""
+
+    def __init__(self, header: dict, arrays: dict[str, np.ndarray], source: str = ""):
+        try:
+            self.arch = header["arch"]
+            self.classes = tuple(header["classes"])
+            self.preprocess = Preprocess(**header["preprocess"])
+            self.threshold = float(header.get("threshold", 0.5))
+            self.info = header.get("info", {})
+            self._ops = [self._build(spec, arrays) for spec in header["ops"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, PackedFormatError):
+                raise PackedFormatError(f"{source}: {exc}") from None
+            raise PackedFormatError(f"{source}: malformed header ({exc.__class__.__name__}: {exc})") from None
+        self.source = source
+
+    @staticmethod
+    def _build(spec: dict, arrays: dict):
+        op = spec["op"]
+        if op == "conv":
+            return _Conv(spec, arrays)
+        if op == "dense":
+            return _Dense(spec, arrays)
+        if op in ("residual_begin", "residual_end"):
+            return (op, _Residual(spec))
+        return _simple(spec, arrays)
+
+    @property
+    def is_binary(self) -> bool:
+        return len(self.classes) == 2
+
+    def metadata(self) -> dict:
+        return {"format": FORMAT, "format_version": VERSION, "arch": self.arch, "classes": list(self.classes),
+                "preprocess": self.preprocess.to_dict(), "threshold": self.threshold, "info": self.info}
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed float32 ``(N, C, H, W)`` (as the PyTorch model takes it) → raw outputs ``(N, K)``."""
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1))
+        saved = []
+        for op in self._ops:
+            if isinstance(op, tuple):
+                kind, res = op
+                if kind == "residual_begin":
+                    saved.append(x)
+                else:
+                    x = x + res.shortcut(saved.pop())
+            else:
+                x = op(x)
+        return x
+
+    def predict_resized(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """uint8 ``(N, S, S)`` images already at the model's size → ``(N, classes)`` probabilities.
+
+        The same call as ``OnnxModel.predict_resized``, so the predictor and
+        evaluator can take a packed model where they take a bundle.
+        """
+        images = np.asarray(images, dtype=np.uint8)
+        out = [self.logits(to_model_array(images[i:i + batch_size], self.preprocess))
+               for i in range(0, len(images), batch_size)]
+        return _probabilities(np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32))
+
+    def predict_proba(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """uint8 grayscale images of any size, or preprocessed float NCHW arrays → ``(N, classes)`` probabilities."""
+        pre = self.preprocess
+        if isinstance(images, np.ndarray) and images.dtype.kind == "f":
+            if images.ndim != 4 or images.shape[1] != pre.channels:
+                raise ValueError(f"preprocessed input must be (N, {pre.channels}, H, W) float, got {images.shape}")
+            out = [self.logits(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+            return _probabilities(np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32))
+        arrays = list(images) if not isinstance(images, np.ndarray) or images.ndim == 3 else [images]
+        if any(a.dtype != np.uint8 or a.ndim != 2 for a in arrays):
+            raise ValueError("images must be 2-D uint8 grayscale arrays (or preprocessed float NCHW arrays)")
+        if not arrays:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.predict_resized(np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays]), batch_size)
+
+    def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> list[str]:
+        """Class names; binary tasks compare P(classes[1]) with the stored threshold, as ``cxrkit predict``."""
+        probs = self.predict_proba(images)
+        if self.is_binary:
+            return [self.classes[int(p >= self.threshold)] for p in probs[:, 1]]
+        return [self.classes[i] for i in probs.argmax(axis=1)]
+
+
+def load_packed(path: str | Path) -> PackedModel:
+    """Read a file written by :func:`cxrkit.bnn.export_packed`; :class:`PackedFormatError` if unusable."""
+    header, arrays = read_packed(path)
+    return PackedModel(header, arrays, str(path))

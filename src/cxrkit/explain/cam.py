@@ -1,0 +1,150 @@
+"""Class activation maps through pytorch-grad-cam, for any registered model.
+
+The target layer is found from the model itself, not from its name: one probe
+forward pass records every module's output, and the layer explained is the
+**last module to finish whose output is still a spatial map** (4-D, both sides
+> 1). Forward hooks fire when a module returns, so an enclosing block finishes
+after its children and wins: ``features`` of cxr_cnn (after the last ReLU),
+``blocks`` of cxr_bnn and its float twin (after the last residual RPReLU),
+``features`` of MobileNetV2 or ``layer4`` of a ResNet, ``conv2`` of seed_cnn
+(its pooling and ReLU are functional). Global pooling (1x1) and the classifier
+are never chosen. ``layer="name"`` overrides the rule with a module path from
+``model.named_modules()``.
+
+The heatmap comes back in the frame of the image that was passed in (the
+model-size map is mapped through the bundle's squash or pad resize), so it can
+be laid over the original film.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from ..data.preprocess import Preprocess, resize_gray, to_model_input
+from ..inference.bundle import ModelBundle, probabilities
+from ..inference.predictor import decide
+
+METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam")
+
+_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+class ExplainError(ValueError):
+    """A model or option that cannot be explained; one line for the user."""
+
+
+@dataclass
+class Explanation:
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1], in the input image's frame
+    probabilities: dict[str, float]
+    label: str  # the bundle's decision (threshold for binary models)
+    explained: str  # the class the map is for
+    layer: str
+
+
+def target_layer_name(model: nn.Module, pre: Preprocess) -> str:
+    """The module explained by default (rule in the module docstring); cached per model object."""
+    if model in _LAYER_CACHE:
+        return _LAYER_CACHE[model]
+    names = {m: n for n, m in model.named_modules() if n}
+    finished: list[str] = []
+
+    def record(module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
+            finished.append(names[module])
+
+    handles = [m.register_forward_hook(record) for m in names]
+    try:
+        with torch.inference_mode():
+            model.eval()(to_model_input(torch.zeros(1, pre.size, pre.size, dtype=torch.uint8), pre))
+    finally:
+        for h in handles:
+            h.remove()
+    if not finished:
+        raise ExplainError(f"{type(model).__name__} has no layer with a spatial output to explain")
+    _LAYER_CACHE[model] = finished[-1]
+    return finished[-1]
+
+
+def _cam_class(method: str):
+    import pytorch_grad_cam as pgc
+
+    classes = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "scorecam": pgc.ScoreCAM,
+               "eigencam": pgc.EigenCAM, "layercam": pgc.LayerCAM}
+    if method not in classes:
+        raise ExplainError(f"unknown method {method!r} ({' | '.join(METHODS)})")
+    return classes[method]
+
+
+class _ClassScore:
+    """The score whose gradient is explained: ``+logit`` / ``-logit`` for the two classes of a one-logit
+    binary model, the class's logit otherwise."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        if out.shape[-1] == 1:
+            return out[0] if self.index == 1 else -out[0]
+        return out[self.index]
+
+
+def _to_image_frame(cam: np.ndarray, shape: tuple[int, int], pre: Preprocess) -> np.ndarray:
+    """Undo the bundle's resize: crop the padded border (``pad``), then stretch to ``shape``."""
+    h, w = shape
+    if pre.resize == "pad":
+        scale = pre.size / max(h, w)
+        ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (pre.size - ch) // 2, (pre.size - cw) // 2
+        cam = cam[top:top + ch, left:left + cw]
+    if cam.shape != (h, w):
+        cam = np.asarray(Image.fromarray(cam.astype(np.float32)).resize((w, h), Image.BILINEAR))
+    return np.clip(cam, 0.0, 1.0).astype(np.float32)
+
+
+def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | None = None,
+                  method: str = "gradcam", layer: str | None = None) -> Explanation:
+    """Heatmap, probabilities and decision for one grayscale uint8 ``(H, W)`` image.
+
+    ``target``: a class name or index to explain; ``None`` explains the
+    predicted class.
+    """
+    if not isinstance(bundle, ModelBundle):
+        raise ExplainError("explanations need a PyTorch model (.safetensors, run directory or name), not an "
+                           "exported ONNX file")
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ExplainError(f"expected a grayscale uint8 (H, W) image, got {image.dtype} {image.shape}")
+    model, pre = bundle.model.eval(), bundle.preprocess
+    index = None
+    if target is not None:
+        index = bundle.classes.index(target) if isinstance(target, str) and target in bundle.classes else target
+        if not isinstance(index, int) or not 0 <= index < len(bundle.classes):
+            raise ExplainError(f"unknown class {target!r}; the model's classes: {', '.join(bundle.classes)}")
+    name = layer or target_layer_name(model, pre)
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise ExplainError(f"{bundle.arch} has no layer {name!r}")
+    x = to_model_input(torch.from_numpy(np.array(resize_gray(image, pre.size, pre.resize)))[None], pre)
+    with torch.inference_mode():  # decide first: ScoreCAM scores masked copies, never the image itself
+        probs = probabilities(model(x))[0].numpy()
+    label = decide(bundle, probs[None])[0]
+    index = bundle.classes.index(label) if index is None else index
+    cam = _cam_class(method)(model=model, target_layers=[modules[name]])
+    try:
+        heat = cam(input_tensor=x, targets=[_ClassScore(index)])[0]
+    finally:
+        cam.activations_and_grads.release()
+    return Explanation(_to_image_frame(heat, image.shape, pre), {c: float(p) for c, p in zip(bundle.classes, probs)},
+                       label, bundle.classes[index], name)
+
+
+def gradcam(bundle: ModelBundle, image: np.ndarray, target: str | int | None = None,
+            method: str = "gradcam", layer: str | None = None) -> np.ndarray:
+    """Grad-CAM heatmap ``(H, W)`` float32 in [0, 1] for a grayscale uint8 image (the predicted class by default)."""
+    return explain_image(bundle, image, target, method, layer).heatmap

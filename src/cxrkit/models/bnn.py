@@ -1,0 +1,129 @@
+"""Binarized networks: seed 000's Larq model, exactly, and cxrkit's own residual BNN.
+
+Both are built from :mod:`cxrkit.models._binary`; the packed, torch-free
+inference engine in :mod:`cxrkit.bnn` runs them with XNOR + popcount.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.preprocess import Preprocess
+from ._binary import BinaryConv2d, BinaryLinear
+from ._registry import register_model
+
+
+def _keras_init(module: nn.Module) -> None:
+    """Keras defaults (Glorot-uniform kernels, zero biases), so seed 000 starts where Larq starts."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class SeedBNN(nn.Module):
+    """QuantConv32-ReLU-MaxPool-QuantConv64-MaxPool-Flatten-QuantDense128-Dense (valid padding, biases).
+
+    ``binarize_inputs`` applies ``ste_sign`` to the inputs of the 2nd and 3rd
+    quantized layers (Larq's usual pattern; the seed text does not say). Note
+    that the 2nd conv then reads ``sign(MaxPool(ReLU(.)))``, which is +1
+    everywhere because ReLU outputs are >= 0 and sign(0) = +1: with this option
+    the network's output does not depend on its input at all.
+    """
+
+    def __init__(self, num_classes: int = 2, in_chans: int = 3, img_size: int = 128, binarize_inputs: bool = True):
+        super().__init__()
+        self.features = nn.Sequential(
+            BinaryConv2d(in_chans, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            BinaryConv2d(32, 64, 3, binarize_input=binarize_inputs), nn.MaxPool2d(2),
+        )
+        side = ((img_size - 2) // 2 - 2) // 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(), BinaryLinear(64 * side * side, 128, binarize_input=binarize_inputs),
+            nn.Linear(128, num_classes),
+        )
+        _keras_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class RPReLU(nn.Module):
+    """ReActNet's RPReLU: PReLU with learnable per-channel shifts before and after."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.shift_in = nn.Parameter(torch.zeros(channels))
+        self.slope = nn.Parameter(torch.full((channels,), 0.25))
+        self.shift_out = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - self.shift_in.view(1, -1, 1, 1)
+        x = torch.where(x >= 0, x, x * self.slope.view(1, -1, 1, 1))
+        return x + self.shift_out.view(1, -1, 1, 1)
+
+
+class BinaryBlock(nn.Module):
+    """RSign → binary 3x3 conv (mean-|W| scaled) → BN → + real shortcut → RPReLU.
+
+    The shortcut is parameter-free: 2x2 average pooling when the block strides,
+    the channels repeated when it widens (ReActNet's concatenation), so every
+    weight of the block except BN and the activation shifts is binary.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, binary: bool = True):
+        super().__init__()
+        if cout % cin:
+            raise ValueError(f"block width {cout} must be a multiple of its input width {cin}")
+        self.conv = BinaryConv2d(cin, cout, 3, stride, 1, bias=False, binarize_input=True, learn_threshold=True,
+                                 scale_weights=True) if binary else nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = RPReLU(cout)
+        self.stride, self.repeat = stride, cout // cin
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 2:
+            x = F.avg_pool2d(x, 2)
+        return x.repeat(1, self.repeat, 1, 1) if self.repeat > 1 else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)) + self.shortcut(x))
+
+
+class CxrBNN(nn.Module):
+    """Real stem, four stages of residual binary blocks, global average pooling, real classifier.
+
+    Input sides must be multiples of 32 (five stride-2 steps). ``binary=False``
+    builds the float twin (same layers, real 3x3 convs), the reference the
+    packed engine's speed and size are compared with.
+    """
+
+    def __init__(self, num_classes: int = 2, in_chans: int = 1, stem: int = 32, widths=(32, 64, 128, 256),
+                 depth: int = 2, dropout: float = 0.2, binary: bool = True):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem))
+        blocks, cin = [], stem
+        for width in widths:
+            for i in range(depth):
+                blocks.append(BinaryBlock(cin, width, 2 if i == 0 else 1, binary))
+                cin = width
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(cin, 1 if num_classes == 2 else num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+@register_model("bnn", Preprocess(size=128, channels=3), paper="000")
+def seed_bnn(num_classes: int = 2, **kwargs) -> nn.Module:
+    """Seed 000's Larq BNN (128x128 RGB, 7.39M binary-weight parameters), layer for layer."""
+    return SeedBNN(num_classes=num_classes, **kwargs)
+
+
+@register_model("bnn", Preprocess(size=160, channels=1, mean=0.5, std=0.25))
+def cxr_bnn(num_classes: int = 2, **kwargs) -> nn.Module:
+    """cxrkit's residual BNN: real stem and classifier, RSign/RPReLU, 1.18M binary weights (99.5%), 160 px."""
+    return CxrBNN(num_classes=num_classes, **kwargs)

@@ -1,0 +1,74 @@
+"""``python -m cxrkit.runtime --model FILE.onnx IMAGE_OR_DIR...``: ``cxrkit predict`` for a torch-free install.
+
+The full ``cxrkit`` command imports PyTorch for its other sub-commands; this
+entry point imports only ONNX Runtime, NumPy, Pillow (and pydicom for DICOM),
+and prints the same lines (or ``--json``) as ``cxrkit predict``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import ImageReadError, is_image_file, read_image
+from ..data.preprocess import resize_gray
+from .onnx_model import OnnxModel, RuntimeModelError, load_onnx
+
+
+def _expand(inputs: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        found = sorted(q for q in item.rglob("*") if q.is_file() and is_image_file(q)) if item.is_dir() else [item]
+        paths.extend(found)
+    return paths
+
+
+def _labels(model: OnnxModel, probs: np.ndarray) -> list[str]:
+    """As ``inference.predictor.decide``: binary by the stored threshold, otherwise the most probable class."""
+    if model.is_binary:
+        return [model.classes[int(p >= model.threshold)] for p in probs[:, 1]]
+    return [model.classes[i] for i in probs.argmax(axis=1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cxrkit.runtime", description="Classify chest X-rays with an "
+                                "exported .onnx model (ONNX Runtime, no PyTorch).")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--model", required=True, help=".onnx file written by `cxrkit export`")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: ONNX Runtime's choice)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities}")
+    args = p.parse_args(argv)
+    try:
+        model = load_onnx(args.model, threads=args.threads)
+    except RuntimeModelError as exc:
+        print(f"cxrkit: error: {exc}", file=sys.stderr)
+        return 2
+    pre = model.preprocess
+    paths, kept, arrays = _expand(args.inputs), [], []
+    for path in paths:
+        try:
+            arrays.append(resize_gray(read_image(path), pre.size, pre.resize))
+            kept.append(path)
+        except ImageReadError as exc:
+            print(f"cxrkit: skipped {exc}", file=sys.stderr)
+    if not arrays:
+        print("cxrkit: error: no readable images in " + " ".join(args.inputs), file=sys.stderr)
+        return 2
+    probs = model.predict_resized(np.stack(arrays))
+    rows = [{"path": str(path), "label": label,
+             "probabilities": {c: round(float(v), 6) for c, v in zip(model.classes, row)}}
+            for path, row, label in zip(kept, probs, _labels(model, probs))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            probs_text = "  ".join(f"{c} {v:.3f}" for c, v in r["probabilities"].items())
+            print(f"{r['label']:<10} {probs_text}  {r['path']}")
+    return 1 if len(kept) < len(paths) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Explanations: Grad-CAM heatmaps, overlays, the CLI, and the two sanity checks of issue 6.
+
+The sanity checks run on a model that provably learnt something: a tiny CNN
+trained here on synthetic films whose class is a bright patch at a random place
+(the shipped default model would not do: a check needs a known right answer).
+The tiny CNN has no BatchNorm on purpose: a BN network (cxr_cnn's design)
+finds the patch by its edges, so its CAM peaks on the rim, outside the box
+(docs/explain.md has the numbers).
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import CLASSES, sample_images
+from cxrkit.cli.main import main
+from cxrkit.data.io import read_image
+from cxrkit.data.preprocess import Preprocess, to_model_input
+from cxrkit.explain import (explain_image, gradcam, overlay, overlay_png, pointing_game, randomization_test,
+                            randomized_copy, target_layer_name)
+from cxrkit.inference.bundle import ModelBundle, resolve_model
+from cxrkit.models import create_model, list_models, model_info
+
+SIDE, PATCH = 64, 14
+
+
+def _patch_films(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
+    """Noisy gray films; label 1 carries a bright square at a random place (its box is returned)."""
+    imgs = rng.normal(110, 25, size=(n, SIDE, SIDE)).clip(0, 255)
+    labels = np.arange(n) % 2
+    boxes = []
+    for img, y in zip(imgs, labels):
+        top, left = rng.integers(0, SIDE - PATCH, size=2)
+        boxes.append((int(top), int(left), int(top) + PATCH, int(left) + PATCH))
+        if y:
+            img[top:top + PATCH, left:left + PATCH] = rng.normal(235, 10, size=(PATCH, PATCH)).clip(0, 255)
+    return imgs.astype(np.uint8), labels, boxes
+
+
+def _tiny_cnn() -> nn.Module:
+    """Three conv-ReLU stages, global average pooling, one logit: the CAM is at 1/4 of the input side."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 1))
+
+
+@pytest.fixture(scope="module")
+def patch_task():
+    """(trained bundle, positive test images, their boxes); trains in a few seconds on one thread."""
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    pre = Preprocess(size=SIDE, channels=1, mean=0.5, std=0.25)
+    model = _tiny_cnn()
+    x_train, y_train, _ = _patch_films(256, rng)
+    x = to_model_input(torch.from_numpy(x_train), pre)
+    y = torch.from_numpy(y_train).float()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(12):
+        for idx in torch.randperm(len(x)).split(32):
+            loss = F.binary_cross_entropy_with_logits(model(x[idx])[:, 0], y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    bundle = ModelBundle(model.eval(), "tiny_cnn", CLASSES, pre)
+    x_test, y_test, boxes = _patch_films(60, rng)
+    with torch.inference_mode():
+        acc = ((model(to_model_input(torch.from_numpy(x_test), pre))[:, 0] > 0).numpy() == y_test).mean()
+    assert acc >= 0.9, f"the synthetic task did not train (test accuracy {acc:.2f})"
+    pos = y_test == 1
+    return bundle, list(x_test[pos]), [b for b, p in zip(boxes, pos) if p]
+
+
+def test_pointing_game_trained_model_finds_the_patch(patch_task):
+    bundle, images, boxes = patch_task
+    assert pointing_game(bundle, images, boxes, target="PNEUMONIA") >= 0.8
+
+
+def test_pointing_game_fails_for_a_randomized_model(patch_task):
+    """The check can fail: a model with re-initialised weights no longer points at the patch."""
+    bundle, images, boxes = patch_task
+    assert pointing_game(randomized_copy(bundle), images, boxes, target="PNEUMONIA") < 0.5
+
+
+def test_randomization_test_heatmaps_depend_on_the_weights(patch_task):
+    bundle, images, _ = patch_task
+    result = randomization_test(bundle, images[:12], bound=0.5)
+    assert result.passed, result
+    assert len(result.spearman) == 12 and result.median < 0.5
+
+
+def test_randomization_test_fails_when_the_weights_do_not_change(patch_task, monkeypatch):
+    """The bound is not vacuous: an 'explanation' that ignores the weights (here the same model twice) fails."""
+    import cxrkit.explain.sanity as sanity
+
+    bundle, images, _ = patch_task
+    monkeypatch.setattr(sanity, "randomized_copy", lambda b, seed=0: b)
+    result = sanity.randomization_test(bundle, images[:4])
+    assert not result.passed and min(result.spearman) > 0.99
+
+
+def test_randomized_copy_leaves_the_original_alone(patch_task):
+    bundle, images, _ = patch_task
+    before = gradcam(bundle, images[0], target="PNEUMONIA")
+    rand = randomized_copy(bundle, seed=1)
+    assert not torch.equal(rand.model[-1].weight, bundle.model[-1].weight)
+    np.testing.assert_array_equal(gradcam(bundle, images[0], target="PNEUMONIA"), before)
+
+
+def test_gradcam_shape_range_in_the_input_frame():
+    bundle = resolve_model("cxr_cnn")
+    img = read_image(sample_images("test", "PNEUMONIA")[0])[:, :180]  # not square: the map follows the image
+    e = explain_image(bundle, img, target="PNEUMONIA")
+    assert e.heatmap.shape == img.shape and e.heatmap.dtype == np.float32
+    assert 0.0 <= e.heatmap.min() and e.heatmap.max() <= 1.0 and e.heatmap.max() > 0.5
+    assert e.layer == "features" and e.explained == "PNEUMONIA"
+    assert abs(sum(e.probabilities.values()) - 1) < 1e-5 and e.label in CLASSES
+
+
+def test_gradcam_pad_resize_maps_back_to_the_content():
+    """A 'pad' model sees the image letterboxed; the heatmap must cover the image, not the padding."""
+    bundle = resolve_model("cxr_cnn")
+    bundle.preprocess = Preprocess(**{**bundle.preprocess.to_dict(), "resize": "pad"})
+    img = read_image(sample_images("test", "NORMAL")[0])[:, :112]
+    heat = gradcam(bundle, img, target="PNEUMONIA")
+    assert heat.shape == img.shape and heat.max() > 0.5
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_target_layer_is_a_spatial_block_for_every_model(name):
+    model = create_model(name)
+    layer = target_layer_name(model, model_info(name).preprocess)
+    assert layer in dict(model.named_modules())
+    assert layer not in ("head", "classifier", "fc2", "")
+
+
+def test_overlay_and_png_bytes():
+    img = np.tile(np.arange(64, dtype=np.uint8), (32, 1))
+    heat = np.zeros((32, 64), np.float32)
+    heat[:, 32:] = 1.0
+    rgb = np.asarray(overlay(img, heat))
+    assert rgb.shape == (32, 64, 3)
+    np.testing.assert_array_equal(rgb[:, :32], np.repeat(img[:, :32, None], 3, axis=2))  # no heat: plain film
+    assert (rgb[:, 40:, 0] > rgb[:, 40:, 2]).all()  # full heat: red end of the colour map
+    assert Image.open(io.BytesIO(overlay_png(img, heat))).size == (64, 32)
+    with pytest.raises(ValueError):
+        overlay(img, heat[:, :10])
+
+
+def test_cli_explain_folder_writes_overlays_gallery_and_json(tmp_path, capsys, sample_dir):
+    rc = main(["explain", str(sample_dir / "test" / "NORMAL"), "--out", str(tmp_path / "x"), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    records = json.loads(out)
+    assert len(records) == len(sample_images("test", "NORMAL"))
+    assert [r["confidence"] for r in records] == sorted((r["confidence"] for r in records), reverse=True)
+    for r in records:
+        assert Image.open(r["overlay"]).mode == "RGB" and r["true_label"] == "NORMAL"
+    assert "<img" in (tmp_path / "x" / "index.html").read_text()
+
+
+def test_cli_explain_bad_file_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "scan.jpeg"
+    bad.write_text("not an image")
+    rc = main(["explain", str(bad), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("cxrkit: error: ") and "scan.jpeg" in err[0]
+
+
+def test_cli_explain_unknown_class_is_one_error_line(tmp_path, capsys):
+    rc = main(["explain", str(sample_images("test", "NORMAL")[0]), "--target", "COVID", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["cxrkit: error: unknown class 'COVID'; the model's classes: NORMAL, PNEUMONIA"]
+
+
+def test_confident_errors_groups_and_orders_mistakes():
+    from cxrkit.explain.errors import confident_errors
+
+    bundle = ModelBundle(nn.Identity(), "x", CLASSES, Preprocess(), threshold=0.6)
+    p_pos = np.array([0.95, 0.70, 0.55, 0.10, 0.40, 0.99, 0.61])
+    labels = np.array([0, 0, 0, 1, 1, 1, 0])  # 0.55 is below the 0.6 threshold: a correct NORMAL
+    groups = confident_errors(bundle, np.stack([1 - p_pos, p_pos], axis=1), labels, k=2)
+    assert groups == {("NORMAL", "PNEUMONIA"): [0, 1], ("PNEUMONIA", "NORMAL"): [3, 4]}
+
+
+def test_evaluate_report_shows_the_most_confident_mistakes(tmp_path, sample_dir):
+    from cxrkit.evaluation.evaluate import evaluate_folder, write_report
+
+    bundle = resolve_model("cxr_cnn")
+    ev = evaluate_folder(bundle, sample_dir, progress=False, n_boot=0)
+    text = write_report(ev, tmp_path, explain=bundle).read_text()
+    section = text[text.index("## Explanations"):text.index("## Figures")]
+    wrong = {(t, p) for t, p in zip(ev.labels, ev.probabilities[:, 1] >= bundle.threshold) if t != p}
+    assert wrong, "the shipped model makes mistakes on the sample; the check needs some"
+    pngs = sorted((tmp_path / "explanations").glob("*.png"))
+    assert 1 <= len(pngs) <= 6 and all(f"explanations/{p.name}" in section for p in pngs)
+    assert ("false negatives" in section) == any(t == 1 for t, _ in wrong)
+    assert ("false positives" in section) == any(t == 0 for t, _ in wrong)

@@ -1,0 +1,317 @@
+"""Edge deployment: ONNX / int8 export, the torch-free runtime, `cxrkit export` and `cxrkit bench`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import CLASSES, sample_images
+from cxrkit.cli.main import main
+from cxrkit.data.io import read_image
+from cxrkit.data.preprocess import Preprocess, resize_gray, to_model_array, to_model_input
+from cxrkit.evaluation.evaluate import evaluate_folder
+from cxrkit.export import ExportError, export_model
+from cxrkit.export import api as export_api
+from cxrkit.export.bench import bench_model, to_markdown
+from cxrkit.export.footprint import activation_peak_bytes
+from cxrkit.inference.bundle import ModelBundle, ModelLoadError, resolve_model
+from cxrkit.inference.predictor import expand_paths, predict_paths
+from cxrkit.models import create_model, model_info
+from cxrkit.runtime import METADATA_KEY, OnnxModel, load_onnx
+
+SMALL = Preprocess(size=64, mean=0.5, std=0.25)
+
+
+@pytest.fixture(scope="module")
+def small_bundle() -> ModelBundle:
+    """An untrained seed_cnn at 64 px whose last layer is scaled up so that logits spread over about ±1."""
+    torch.manual_seed(0)
+    model = create_model("seed_cnn", img_size=64).eval()
+    x = torch.from_numpy(to_model_array(_sample_arrays(64), SMALL))
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.weight.mul_(50)
+        head.bias.sub_(model(x).mean())
+    return ModelBundle(model, "seed_cnn", CLASSES, SMALL, threshold=0.5, model_kwargs={"img_size": 64},
+                       info={"threshold_rule": "fixed:0.5"}, source="small")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> ModelBundle:
+    return resolve_model("cxr_cnn")
+
+
+@pytest.fixture(scope="module")
+def shipped_exports(shipped, sample_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shipped")
+    fp32 = export_model(shipped, "onnx", out / "cxr.onnx")
+    int8 = export_model(shipped, "onnx-int8", out / "cxr.int8.onnx", calib_dir=sample_dir, n_calib=32)
+    return fp32, int8
+
+
+def _sample_arrays(size: int) -> np.ndarray:
+    paths = sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA")
+    return np.stack([resize_gray(read_image(p), size) for p in paths])
+
+
+# ------------------------------------------------------------------ preprocessing and export fidelity
+
+
+@pytest.mark.parametrize("pre", [Preprocess(size=64, mean=0.5, std=0.25),
+                                 Preprocess(size=64, channels=3, mean=0.449, std=0.226)])
+def test_numpy_preprocessing_is_bit_identical_to_torch(pre):
+    images = _sample_arrays(pre.size)
+    np.testing.assert_array_equal(to_model_array(images, pre), to_model_input(torch.from_numpy(images), pre).numpy())
+
+
+def test_float_export_matches_pytorch_at_any_batch_size(small_bundle, tmp_path):
+    result = export_model(small_bundle, "onnx", tmp_path / "small.onnx")
+    assert result.check["max_abs_prob_diff"] <= export_api.FLOAT_MAX_ABS
+    assert result.check["images"] == 24 and result.check["decision_agreement"] == 1.0
+    proto = onnx.load(str(result.path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch axis
+    model = load_onnx(result.path, threads=1)
+    x = to_model_array(_sample_arrays(64), small_bundle.preprocess)
+    for n in (1, 5, 24):
+        with torch.no_grad():
+            ref = small_bundle.model(torch.from_numpy(x[:n])).numpy()
+        np.testing.assert_allclose(model.logits(x[:n]), ref, rtol=0, atol=1e-4)
+    assert np.ptp(ref) > 0.5, "test model should not be constant"
+
+
+def test_metadata_round_trip(small_bundle, tmp_path):
+    path = export_model(small_bundle, "onnx", tmp_path / "m.onnx").path
+    model = resolve_model(path)
+    assert isinstance(model, OnnxModel)
+    assert model.classes == small_bundle.classes and model.preprocess == small_bundle.preprocess
+    assert model.threshold == 0.5 and model.arch == "seed_cnn" and model.info == small_bundle.info
+    assert model.export["format"] == "onnx" and model.export["opset"] >= 17
+    assert model.export["check"]["images"] == 24
+    raw = {p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY]
+    meta = json.loads(raw)
+    assert {k: meta[k] for k in small_bundle.metadata()} == json.loads(json.dumps(small_bundle.metadata()))
+
+
+def test_int8_is_smaller_and_keeps_accuracy_on_the_sample(shipped, shipped_exports, sample_dir):
+    fp32, int8 = shipped_exports
+    assert int8.size_bytes < fp32.size_bytes / 3
+    assert int8.check["decision_agreement"] >= export_api.INT8_MIN_AGREEMENT
+    proto = onnx.load(str(int8.path))
+    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+    assert json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])["export"]["calibration"] == {
+        "method": "minmax", "images": 32, "seed": 0, "folder": sample_dir.name}
+    ref = evaluate_folder(shipped, sample_dir, progress=False, n_boot=0).metrics
+    got = evaluate_folder(resolve_model(int8.path), sample_dir, progress=False, n_boot=0).metrics
+    assert got["n"] == ref["n"] == 24
+    assert abs(got["accuracy"] - ref["accuracy"]) <= 2 / 24  # at most two of 24 decisions move
+    assert abs(got["roc_auc"] - ref["roc_auc"]) <= 0.05
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_other_calibration_methods(small_bundle, sample_dir, tmp_path, method, monkeypatch):
+    monkeypatch.setattr(export_api, "INT8_MIN_AGREEMENT", 0.0)  # an untrained model: only the mechanics count here
+    monkeypatch.setattr(export_api, "INT8_MEAN_ABS", 1.0)
+    paths = {m: export_model(small_bundle, "onnx-int8", tmp_path / f"{m}.int8.onnx", calib_dir=sample_dir, n_calib=20,
+                             calib_method=m).path for m in ("minmax", method)}
+    assert load_onnx(paths[method]).export["calibration"]["method"] == method
+
+    def activation_scales(path):
+        return {i.name: float(onnx.numpy_helper.to_array(i)) for i in onnx.load(str(path)).graph.initializer
+                if i.name.endswith("_output_0_scale")}
+
+    # histogram methods clip outliers: narrower ranges than minmax somewhere (ORT's own default bins gave none)
+    minmax, other = activation_scales(paths["minmax"]), activation_scales(paths[method])
+    assert minmax.keys() == other.keys() and any(other[k] < 0.99 * minmax[k] for k in minmax)
+
+
+def test_failed_check_writes_nothing(small_bundle, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_api, "FLOAT_MAX_ABS", -1.0)
+    with pytest.raises(ExportError, match="disagrees with PyTorch.*nothing written"):
+        export_model(small_bundle, "onnx", tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_errors(small_bundle, shipped_exports, sample_dir, tmp_path):
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_model(small_bundle, "tflite", tmp_path / "m")
+    with pytest.raises(ExportError, match="needs calibration images"):
+        export_model(small_bundle, "onnx-int8", tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="unknown calibration method"):
+        export_model(small_bundle, "onnx-int8", tmp_path / "m.onnx", calib_dir=sample_dir, calib_method="mse")
+    only_test = tmp_path / "only_test"
+    (only_test / "test" / "NORMAL").mkdir(parents=True)
+    (only_test / "test" / "NORMAL" / "a.jpeg").write_bytes(sample_images("test", "NORMAL")[0].read_bytes())
+    with pytest.raises(ExportError, match="no train/"):
+        export_model(small_bundle, "onnx-int8", tmp_path / "m.onnx", calib_dir=only_test)
+    with pytest.raises(ExportError, match="binarized model"):
+        export_model(small_bundle, "bnn-packed", tmp_path / "m.npz")
+    with pytest.raises(ExportError, match="already exported"):
+        export_model(resolve_model(shipped_exports[0].path), "onnx", tmp_path / "again.onnx")
+
+
+# ------------------------------------------------------------------ bad files
+
+
+def _foreign_onnx(path, metadata: dict | None = None, names=("x", "y")):
+    """A valid ONNX model that cxrkit did not write: Identity on a float tensor."""
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("Identity", [names[0]], [names[1]])], "foreign",
+                         [h.make_tensor_value_info(names[0], onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+                         [h.make_tensor_value_info(names[1], onnx.TensorProto.FLOAT, [1, 1, 4, 4])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    if metadata is not None:
+        h.set_model_props(model, metadata)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_corrupt_and_foreign_onnx_files_are_clear_errors(shipped_exports, tmp_path, capsys):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(shipped_exports[0].path.read_bytes()[:5000])
+    meta = json.dumps({"classes": list(CLASSES), "preprocess": Preprocess().to_dict()})
+    cases = {
+        garbage: "not a loadable ONNX model",
+        truncated: "not a loadable ONNX model",
+        _foreign_onnx(tmp_path / "foreign.onnx"): "without cxrkit metadata",
+        _foreign_onnx(tmp_path / "badjson.onnx", {METADATA_KEY: "{oops"}): "not valid JSON",
+        _foreign_onnx(tmp_path / "newer.onnx", {METADATA_KEY: json.dumps(
+            {"format_version": 99, "classes": ["a", "b"], "preprocess": {}})}): "newer cxrkit",
+        _foreign_onnx(tmp_path / "names.onnx", {METADATA_KEY: meta}): "expected one input 'image'",
+        tmp_path / "missing.onnx": "not a model name",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ModelLoadError, match=message):
+            resolve_model(path)
+        rc = main(["predict", str(sample_images("test", "NORMAL")[0]), "--model", str(path)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("cxrkit: error: ") and len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------ torch-free runtime
+
+# `python -m cxrkit.runtime` with torch made unimportable: any `import torch` on the path raises ImportError
+TORCH_FREE = "import sys; sys.modules['torch'] = None; from cxrkit.runtime.__main__ import main; sys.exit(main())"
+
+
+def test_runtime_never_imports_torch(shipped, shipped_exports, sample_dir):
+    paths = [str(p) for p in sample_images("test", "PNEUMONIA")[:3] + sample_images("test", "NORMAL")[:3]]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, "--model", str(shipped_exports[0].path), "--threads", "1",
+                           "--json", *paths], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    ref, errors = predict_paths(shipped, paths)
+    assert not errors and [o["path"] for o in out] == paths
+    assert [o["label"] for o in out] == [p.label for p in ref]
+    for o, p in zip(out, ref):
+        assert o["probabilities"] == pytest.approx(p.probabilities, abs=1e-5)
+
+
+def test_runtime_entry_point_errors(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"junk")
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, "--model", str(bad), "x.jpeg"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("cxrkit: error: ") and "Traceback" not in proc.stderr
+
+
+def test_predict_and_evaluate_accept_onnx(shipped, shipped_exports, sample_dir, capsys):
+    ref, _ = predict_paths(shipped, expand_paths([sample_dir / "test"]))
+    for result in shipped_exports:
+        rc = main(["predict", str(sample_dir / "test"), "--model", str(result.path), "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert rc == 0 and len(out) == len(ref) == 24
+        if result.format == "onnx":
+            assert [o["label"] for o in out] == [p.label for p in ref]
+            for o, p in zip(out, ref):
+                assert o["probabilities"] == pytest.approx(p.probabilities, abs=1e-5)
+        rc = main(["evaluate", "--model", str(result.path), "--data", str(sample_dir), "--json", "--bootstrap", "20"])
+        metrics = json.loads(capsys.readouterr().out)
+        assert rc == 0 and metrics["n"] == 24 and metrics["model"] == str(result.path)
+
+
+# ------------------------------------------------------------------ CLI and bench
+
+
+def test_cli_export(sample_dir, tmp_path, capsys):
+    out = tmp_path / "cli.int8.onnx"
+    rc = main(["export", "--format", "onnx-int8", "--calib", str(sample_dir), "--n-calib", "16", "--out", str(out),
+               "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out.is_file() and result["format"] == "onnx-int8" and result["size_bytes"] == out.stat().st_size
+    rc = main(["export", "--format", "onnx-int8"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("cxrkit: error: onnx-int8 needs calibration images")
+
+
+def test_activation_estimate_of_shipped_model(shipped_exports):
+    fp32, int8 = shipped_exports
+    # largest layer: the 16→32 convolution at 112x112 (input + output); Relu runs in place
+    expected = 112 * 112 * (16 + 32)
+    assert activation_peak_bytes(fp32.path, 4) == 4 * expected
+    assert activation_peak_bytes(int8.path, 1) == expected
+
+
+def test_bench_table(small_bundle, sample_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_api, "INT8_MIN_AGREEMENT", 0.0)  # untrained model: the table is what is tested
+    monkeypatch.setattr(export_api, "INT8_MEAN_ABS", 1.0)
+    result = bench_model(small_bundle, ["float32", "int8"], tmp_path, data_dir=sample_dir, n_calib=16, threads=(1,),
+                         runs=5, batch=4, max_seconds=5)
+    fp32, int8 = result["rows"]
+    for row in (fp32, int8):
+        assert row["test_images"] == 24 and 0 <= row["accuracy"] <= 1
+        assert 0 < row["rss_after_import_kb"] <= row["peak_rss_kb"] < 1_000_000  # fresh torch-free process
+        t = row["threads"]["1"]
+        assert 0 < t["latency_ms_p50"] <= t["latency_ms_p95"] and t["throughput_img_s"] > 0
+    assert int8["size_bytes"] < fp32["size_bytes"] and int8["activation_peak_bytes_est"] * 4 == fp32[
+        "activation_peak_bytes_est"]
+    rel = result["relative"][0]
+    assert rel["size_ratio"] == pytest.approx(int8["size_bytes"] / fp32["size_bytes"])
+    assert rel["accuracy_change_points"] == pytest.approx(100 * (int8["accuracy"] - fp32["accuracy"]))
+    table = to_markdown(result)
+    assert table.startswith("| Model version | Accuracy | ROC-AUC |") and "\n| int8 |" in table
+    assert "int8 vs float32: size ×" in table
+
+
+def test_bench_rejects_unknown_format(small_bundle, tmp_path):
+    with pytest.raises(ExportError, match="unknown bench formats"):
+        bench_model(small_bundle, ["float16"], tmp_path)
+
+
+def test_seed003_edge_model_exports_under_700_kb(sample_dir, tmp_path, monkeypatch):
+    """Seed 003's int8 MobileNetV2-0.35 was 713 KB of flash; ours must fit in 700 KB (issue 7)."""
+    monkeypatch.setattr(export_api, "INT8_MIN_AGREEMENT", 0.0)  # untrained weights: size and mechanics only
+    monkeypatch.setattr(export_api, "INT8_MEAN_ABS", 1.0)
+    pre = model_info("mobilenetv2_035").preprocess
+    bundle = ModelBundle(create_model("mobilenetv2_035").eval(), "mobilenetv2_035", CLASSES, pre)
+    result = export_model(bundle, "onnx-int8", tmp_path / "edge.int8.onnx", calib_dir=sample_dir, n_calib=16)
+    assert result.size_bytes <= 700 * 1024
+    assert load_onnx(result.path).predict_resized(_sample_arrays(160)[:2]).shape == (2, 2)
+
+
+def test_default_output_names(small_bundle):
+    cases = {"cxr_cnn": "cxr_cnn.onnx", "runs/edge/model.safetensors": "edge.onnx", "/m/best.safetensors": "best.onnx"}
+    for source, name in cases.items():
+        bundle = ModelBundle(small_bundle.model, "seed_cnn", CLASSES, SMALL, source=source)
+        assert export_api.default_output(bundle, "onnx").name == name
+    assert export_api.default_output(small_bundle, "onnx-int8").name == "small.int8.onnx"
+
+
+def test_dense_int8_quantizes_only_the_dense_layers(small_bundle, tmp_path):
+    fp32 = export_model(small_bundle, "onnx", tmp_path / "m.onnx")
+    dense = export_model(small_bundle, "onnx-int8-dense", tmp_path / "m.int8dense.onnx")
+    ops = {n.op_type for n in onnx.load(str(dense.path)).graph.node}
+    assert "Conv" in ops and "QLinearConv" not in ops and "QuantizeLinear" not in ops  # convolutions stay float
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear"}
+    assert dense.size_bytes < fp32.size_bytes / 3  # seed_cnn's weights are almost all in its first dense layer
+    assert dense.check["decision_agreement"] >= export_api.INT8_MIN_AGREEMENT
