@@ -11,8 +11,8 @@ Each configuration runs in a fresh subprocess (so peak RSS and malloc settings a
 - ``keras``: ``../shared/peers/keras_small_cnn.py`` on TensorFlow-CPU 2.15 (if its venv exists)
 
 Training img/s is cxrkit's real training loop (``cxrkit.training.train`` on the decoded cache, recipe ``seed001``),
-excluding the first epoch, as the peer harness does. Inference is the model's forward pass; ``predict`` is the
-end-to-end ``cxrkit predict`` path on a folder of JPEGs (decode + resize + forward).
+excluding the first epoch, as the peer harness does. Inference is the model's forward pass as ``cxrkit predict``
+runs it (frozen TorchScript, fp32); ``predict`` is the end-to-end ``cxrkit predict`` path on a folder of JPEGs (decode + resize + forward).
 
     python benchmarks/bench_small_cnn.py --data ../shared/data/kermany_224            # full table
     python benchmarks/bench_small_cnn.py --data src/cxrkit/sample_data/kermany_sample --epochs 2   # quick look
@@ -39,7 +39,7 @@ def worker(args) -> dict:
     import torch
 
     from cxrkit.inference.bundle import resolve_model
-    from cxrkit.inference.predictor import expand_paths, predict_paths
+    from cxrkit.inference.predictor import expand_paths, frozen_for_inference, predict_paths
     from cxrkit.recipes import RECIPES
     from cxrkit.training import train
 
@@ -49,7 +49,8 @@ def worker(args) -> dict:
         hist = result.history[1:] or result.history
         train_ips = sum(h["train_img_per_s"] * h["train_seconds"] for h in hist) / sum(h["train_seconds"] for h in hist)
         bundle = resolve_model(Path(tmp) / "run")
-    model = bundle.model.to(memory_format=torch.channels_last).eval()
+    # fp32: the frozen TorchScript copy that `cxrkit predict` runs; bf16: the eager model under autocast
+    model = frozen_for_inference(bundle) if args.infer_precision == "fp32" else bundle.model.eval()
     xb = torch.rand(32, 1, 128, 128).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.infer_precision == "bf16"):
         for _ in range(5):
