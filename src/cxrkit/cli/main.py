@@ -301,6 +301,14 @@ def cmd_bench(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def _add_calibration_args(s: argparse.ArgumentParser, calib_help: str) -> None:
+    """int8 calibration options, shared by `export` and `bench`."""
+    s.add_argument("--calib", help=calib_help)
+    s.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="int8 activation-range calibration (default: %(default)s)")
+    s.add_argument("--n-calib", type=int, default=200, help="calibration images drawn at random (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxrkit", description="Train, evaluate and use chest X-ray classifiers on a CPU.",
                                 epilog=EPILOG)
@@ -379,10 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx-int8: static, calibrated (CNNs); onnx-int8-dense: dynamic, Gemm/MatMul weights only "
                         "(dense-heavy models)")
     s.add_argument("--out", help="file to write (default: MODEL.onnx, MODEL.int8.onnx or MODEL.bnn.npz here)")
-    s.add_argument("--calib", help="onnx-int8: training images to calibrate on (a folder's train/ split if it has one)")
-    s.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
-                   help="onnx-int8 activation-range calibration (default: %(default)s)")
-    s.add_argument("--n-calib", type=int, default=200, help="calibration images drawn at random (default: %(default)s)")
+    _add_calibration_args(s, "training images to calibrate on (a folder's train/ split if it has one)")
     s.add_argument("--json", action="store_true", help="print the result and its check as JSON")
     s.set_defaults(func=cmd_export)
 
@@ -395,9 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--formats", default="float32,int8",
                    help="comma-separated: float32, int8, int8-dense, bnn (default: %(default)s)")
     s.add_argument("--data", help="labelled folder to score (its test/ split if it has one; int8 calibrates on train/)")
-    s.add_argument("--calib", help="calibration images for int8 (default: --data's train/ split)")
-    s.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    s.add_argument("--n-calib", type=int, default=200, help="calibration images (default: %(default)s)")
+    _add_calibration_args(s, "calibration images for int8 (default: --data's train/ split)")
     s.add_argument("--threads", default="1,2", help="thread counts to time (default: %(default)s)")
     s.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per thread count (default: %(default)s)")
     s.add_argument("--batch", type=int, default=32, help="batch size for throughput (default: %(default)s)")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -189,6 +189,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         best = {"score": ck["best_score"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
         start_epoch = ck["epoch"] + 1
 
+    # binarized layers keep their latent weights in [-1, 1] after every step (Larq's weight_clip)
+    clipped = [m for m in model.modules() if hasattr(m, "clip_latent_weights")]
     monitor = recipe.early_stopping_metric
     for epoch in range(start_epoch, recipe.epochs + 1):
         model.train()
@@ -207,9 +209,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            for m in model.modules():  # binarized layers keep latent weights in [-1, 1] (Larq's weight_clip)
-                if hasattr(m, "clip_latent_weights"):
-                    m.clip_latent_weights()
+            for m in clipped:
+                m.clip_latent_weights()
             sched.step()
             seen += len(idx)
             total_loss += loss.item() * len(idx)
@@ -225,8 +226,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                     "state": {k_: v.detach().clone() for k_, v in model.state_dict().items()}}
         if verbose:
             _log(f"epoch {epoch}/{recipe.epochs}: loss {record['train_loss']:.4f}  val_loss {val['val_loss']:.4f}  "
-                       f"val_auc {val['val_auc']:.4f}  val_acc {val['val_acc']:.4f}  "
-                       f"({record['train_img_per_s']:.0f} img/s)")
+                 f"val_auc {val['val_auc']:.4f}  val_acc {val['val_acc']:.4f}  "
+                 f"({record['train_img_per_s']:.0f} img/s)")
         _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best)
         rundir.write_json(out / "history.json", history)
         if on_epoch is not None:
