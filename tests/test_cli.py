@@ -112,7 +112,7 @@ def test_predict_json_subprocess(sample_dir, tmp_path):
     assert isinstance(preds, list) and len(preds) == n_test_images()
     bundle = resolve_model(None)
     for p in preds:
-        assert set(p) == {"path", "label", "probabilities"}
+        assert set(p) == {"path", "label", "probabilities", "uncertain"}
         assert Path(p["path"]).is_file()
         assert set(p["probabilities"]) == set(bundle.classes)
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)

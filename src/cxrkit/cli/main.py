@@ -155,7 +155,7 @@ def cmd_predict(args) -> int:
     else:
         for p in preds:
             probs = "  ".join(f"{c} {v:.3f}" for c, v in p.probabilities.items())
-            print(f"{p.label:<10} {probs}  {p.path}")
+            print(f"{p.label:<10} {'UNCERTAIN ' if p.uncertain else ''}{probs}  {p.path}")
     return 1 if errors else 0
 
 
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="class probabilities and decision for images or folders")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="JPEG, PNG or DICOM files, or folders")
     s.add_argument("--model", help=model_help)
-    s.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities}")
+    s.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities, uncertain}")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_predict)
 

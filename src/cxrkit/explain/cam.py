@@ -132,7 +132,7 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
         raise ExplainError(f"{bundle.arch} has no layer {name!r}")
     x = to_model_input(torch.from_numpy(np.array(resize_gray(image, pre.size, pre.resize)))[None], pre)
     with torch.inference_mode():  # decide first: ScoreCAM scores masked copies, never the image itself
-        probs = probabilities(model(x))[0].numpy()
+        probs = probabilities(model(x), bundle.temperature)[0].numpy()
     label = decide(bundle, probs[None])[0]
     index = bundle.classes.index(label) if index is None else index
     cam = _cam_class(method)(model=model, target_layers=[modules[name]])

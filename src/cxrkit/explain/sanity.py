@@ -41,7 +41,8 @@ def randomized_copy(bundle: ModelBundle, seed: int = 0) -> ModelBundle:
         if isinstance(m, nn.Module) and hasattr(m, "reset_parameters") and m is not model:
             m.reset_parameters()
     return ModelBundle(model.eval(), bundle.arch, bundle.classes, bundle.preprocess, bundle.threshold,
-                       bundle.model_kwargs, bundle.info, bundle.source)
+                       bundle.model_kwargs, bundle.info, bundle.source, temperature=bundle.temperature,
+                       confidence_threshold=bundle.confidence_threshold)
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

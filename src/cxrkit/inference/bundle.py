@@ -1,7 +1,9 @@
 """A trained model in one file: safetensors weights + everything needed to use them.
 
-The metadata header carries architecture, classes, preprocessing and the
-validation-chosen threshold, so ``predict``/``evaluate`` need only the file and
+The metadata header carries architecture, classes, preprocessing, the
+validation-chosen threshold and the calibration (softmax/sigmoid temperature and
+the confidence below which a prediction is UNCERTAIN, both fitted on validation
+data by :mod:`cxrkit.evaluation.calibration`), so ``predict``/``evaluate`` need only the file and
 never unpickle anything (safetensors cannot execute code).
 """
 from __future__ import annotations
@@ -37,6 +39,11 @@ class ModelBundle:
     info: dict = field(default_factory=dict)  # recipe, threshold rule, validation metrics, ...
     source: str = ""
     frozen: nn.Module | None = field(default=None, repr=False, compare=False)  # see predictor.frozen_for_inference
+    # Calibration, fitted on validation data (evaluation/calibration.py); the defaults mean "none", which is what
+    # files written before these fields existed get: logits are divided by ``temperature`` before the
+    # softmax/sigmoid, and a prediction whose confidence is below ``confidence_threshold`` is UNCERTAIN.
+    temperature: float = 1.0
+    confidence_threshold: float = 0.0
 
     @property
     def is_binary(self) -> bool:
@@ -45,6 +52,7 @@ class ModelBundle:
     def metadata(self) -> dict:
         return {"format_version": FORMAT_VERSION, "arch": self.arch, "classes": list(self.classes),
                 "preprocess": self.preprocess.to_dict(), "threshold": self.threshold,
+                "temperature": self.temperature, "confidence_threshold": self.confidence_threshold,
                 "model_kwargs": self.model_kwargs, "info": self.info}
 
 
@@ -79,7 +87,8 @@ def load_bundle(path: str | Path) -> ModelBundle:
     model.eval()
     return ModelBundle(model, meta["arch"], tuple(meta["classes"]), Preprocess(**meta["preprocess"]),
                        float(meta.get("threshold", 0.5)), meta.get("model_kwargs", {}), meta.get("info", {}),
-                       str(path))
+                       str(path), temperature=float(meta.get("temperature", 1.0)),
+                       confidence_threshold=float(meta.get("confidence_threshold", 0.0)))
 
 
 def resolve_model(spec: str | Path | None = None) -> ModelBundle:
@@ -124,9 +133,10 @@ def resolve_model(spec: str | Path | None = None) -> ModelBundle:
     return load_bundle(path)
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(B, 1) binary logits → (B, 2); (B, C) → softmax."""
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits.float())
+def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, 1) binary logits → (B, 2); (B, C) → softmax; both of ``logits / temperature``."""
+    x = logits.float() / temperature if temperature != 1.0 else logits.float()
+    if x.shape[1] == 1:
+        p = torch.sigmoid(x)
         return torch.cat([1 - p, p], dim=1)
-    return torch.softmax(logits.float(), dim=1)
+    return torch.softmax(x, dim=1)

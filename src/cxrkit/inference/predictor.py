@@ -20,9 +20,11 @@ class Prediction:
     path: str
     label: str
     probabilities: dict[str, float]
+    uncertain: bool = False  # confidence in ``label`` below the model's validation-chosen confidence threshold
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "label": self.label, "probabilities": self.probabilities}
+        return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
+                "uncertain": self.uncertain}
 
 
 def frozen_for_inference(bundle: ModelBundle) -> torch.nn.Module:
@@ -70,7 +72,7 @@ def predict_resized(bundle: ModelBundle, images: torch.Tensor, batch_size: int =
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = to_model_input(images[i:i + batch_size], bundle.preprocess)
-            out.append(probabilities(forward(x)).numpy())
+            out.append(probabilities(forward(x), bundle.temperature).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(bundle.classes)), dtype=np.float32)
 
 
@@ -83,11 +85,30 @@ def predict_arrays(bundle: ModelBundle, arrays: Sequence[np.ndarray], batch_size
     return predict_resized(bundle, resized, batch_size)
 
 
-def decide(bundle: ModelBundle, probs: np.ndarray) -> list[str]:
-    """Binary: P(classes[1]) ≥ the bundle's threshold; N-class: the most probable class."""
+def decide_indices(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
+    """Binary: P(classes[1]) ≥ the bundle's threshold; N-class: the most probable class. Class indices."""
     if bundle.is_binary:
-        return [bundle.classes[int(p >= bundle.threshold)] for p in probs[:, 1]]
-    return [bundle.classes[i] for i in probs.argmax(axis=1)]
+        return (probs[:, 1] >= bundle.threshold).astype(int)
+    return probs.argmax(axis=1)
+
+
+def decide(bundle: ModelBundle, probs: np.ndarray) -> list[str]:
+    """Class names of :func:`decide_indices`."""
+    return [bundle.classes[i] for i in decide_indices(bundle, probs)]
+
+
+def confidence(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
+    """Probability of the decided class: the top probability, except for a binary model whose validation
+    threshold is not 0.5, where it is the probability of the label actually given (the one a user trusts)."""
+    return probs[np.arange(len(probs)), decide_indices(bundle, probs)]
+
+
+def uncertain_mask(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
+    """True where the confidence is below the bundle's ``confidence_threshold`` (0: nothing is uncertain).
+
+    Exported and packed models without the field (written before it existed) never flag anything.
+    """
+    return confidence(bundle, probs) < getattr(bundle, "confidence_threshold", 0.0)
 
 
 def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:
@@ -119,6 +140,7 @@ def predict_paths(bundle: ModelBundle, paths: Sequence[str | Path], batch_size: 
         if not arrays:
             continue
         probs = predict_resized(bundle, torch.from_numpy(np.stack(arrays)), batch_size)
-        for p, row, label in zip(chunk, probs, decide(bundle, probs)):
-            preds.append(Prediction(str(p), label, {c: round(float(v), 6) for c, v in zip(bundle.classes, row)}))
+        for p, row, label, unsure in zip(chunk, probs, decide(bundle, probs), uncertain_mask(bundle, probs)):
+            preds.append(Prediction(str(p), label, {c: round(float(v), 6) for c, v in zip(bundle.classes, row)},
+                                    bool(unsure)))
     return preds, errors

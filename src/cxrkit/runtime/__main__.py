@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.io import ImageReadError, is_image_file, read_image
 from ..data.preprocess import resize_gray
-from .onnx_model import OnnxModel, RuntimeModelError, load_onnx
+from .onnx_model import RuntimeModelError, load_onnx
 
 
 def _expand(inputs: list[str]) -> list[Path]:
@@ -26,20 +26,13 @@ def _expand(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def _labels(model: OnnxModel, probs: np.ndarray) -> list[str]:
-    """As ``inference.predictor.decide``: binary by the stored threshold, otherwise the most probable class."""
-    if model.is_binary:
-        return [model.classes[int(p >= model.threshold)] for p in probs[:, 1]]
-    return [model.classes[i] for i in probs.argmax(axis=1)]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cxrkit.runtime", description="Classify chest X-rays with an "
                                 "exported .onnx model (ONNX Runtime, no PyTorch).")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--model", required=True, help=".onnx file written by `cxrkit export`")
     p.add_argument("--threads", type=int, help="intra-op threads (default: ONNX Runtime's choice)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities}")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities, uncertain}")
     args = p.parse_args(argv)
     try:
         model = load_onnx(args.model, threads=args.threads)
@@ -58,15 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         print("cxrkit: error: no readable images in " + " ".join(args.inputs), file=sys.stderr)
         return 2
     probs = model.predict_resized(np.stack(arrays))
-    rows = [{"path": str(path), "label": label,
-             "probabilities": {c: round(float(v), 6) for c, v in zip(model.classes, row)}}
-            for path, row, label in zip(kept, probs, _labels(model, probs))]
+    rows = [{"path": str(path), "label": model.classes[i],
+             "probabilities": {c: round(float(v), 6) for c, v in zip(model.classes, row)}, "uncertain": bool(unsure)}
+            for path, row, i, unsure in zip(kept, probs, model.decide_indices(probs), model.uncertain(probs))]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             probs_text = "  ".join(f"{c} {v:.3f}" for c, v in r["probabilities"].items())
-            print(f"{r['label']:<10} {probs_text}  {r['path']}")
+            print(f"{r['label']:<10} {'UNCERTAIN ' if r['uncertain'] else ''}{probs_text}  {r['path']}")
     return 1 if len(kept) < len(paths) else 0
 
 

@@ -1,7 +1,7 @@
 """Load a cxrkit ``.onnx`` file and turn uint8 images into class probabilities, without PyTorch.
 
 The file is self-describing: ``cxrkit export`` writes the bundle metadata
-(classes, preprocessing, threshold, ...) as JSON under the ``cxrkit`` key of the
+(classes, preprocessing, threshold, temperature, confidence threshold, ...) as JSON under the ``cxrkit`` key of the
 ONNX ``metadata_props``, so a user needs nothing but the file. Pixels go
 through the same ``resize_gray`` and a bit-identical NumPy twin of
 ``to_model_input`` (``data/preprocess.py``), so PyTorch and ONNX models see the
@@ -27,12 +27,15 @@ class RuntimeModelError(ValueError):
     """An ``.onnx`` file that cannot be used; one line for the user."""
 
 
-def softmax_or_sigmoid(logits: np.ndarray) -> np.ndarray:
-    """``(B, 1)`` binary logits → ``(B, 2)``; ``(B, C)`` → softmax. Mirrors ``inference.bundle.probabilities``.
+def softmax_or_sigmoid(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``(B, 1)`` binary logits → ``(B, 2)``; ``(B, C)`` → softmax; both of ``logits / temperature``.
+    Mirrors ``inference.bundle.probabilities``.
 
     The sigmoid is written with tanh so that large logits neither overflow nor warn.
     """
     x = logits.astype(np.float32)
+    if temperature != 1.0:
+        x = x / np.float32(temperature)
     if x.shape[1] == 1:
         p = np.float32(0.5) * (np.float32(1) + np.tanh(np.float32(0.5) * x))
         return np.concatenate([1 - p, p], axis=1)
@@ -52,6 +55,8 @@ class OnnxModel:
     info: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)  # format, opset, calibration, export-time check
     source: str = ""
+    temperature: float = 1.0  # calibration, as ``ModelBundle``'s: logits / T before the softmax/sigmoid
+    confidence_threshold: float = 0.0  # confidence in the decided class below this: UNCERTAIN
 
     @property
     def is_binary(self) -> bool:
@@ -59,8 +64,19 @@ class OnnxModel:
 
     def metadata(self) -> dict:
         return {"format_version": FORMAT_VERSION, "arch": self.arch, "classes": list(self.classes),
-                "preprocess": self.preprocess.to_dict(), "threshold": self.threshold, "info": self.info,
-                "export": self.export}
+                "preprocess": self.preprocess.to_dict(), "threshold": self.threshold,
+                "temperature": self.temperature, "confidence_threshold": self.confidence_threshold,
+                "info": self.info, "export": self.export}
+
+    def decide_indices(self, probs: np.ndarray) -> np.ndarray:
+        """As ``inference.predictor.decide_indices``: binary by the stored threshold, else the most probable class."""
+        if self.is_binary:
+            return (probs[:, 1] >= self.threshold).astype(int)
+        return probs.argmax(axis=1)
+
+    def uncertain(self, probs: np.ndarray) -> np.ndarray:
+        """As ``inference.predictor.uncertain_mask``: the decided class's probability below the confidence threshold."""
+        return probs[np.arange(len(probs)), self.decide_indices(probs)] < self.confidence_threshold
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(B, C, H, W)`` → raw model outputs."""
@@ -69,7 +85,8 @@ class OnnxModel:
     def predict_resized(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """uint8 ``(N, S, S)`` images already at the model's size → ``(N, C)`` probabilities."""
         images = np.asarray(images, dtype=np.uint8)
-        out = [softmax_or_sigmoid(self.logits(to_model_array(images[i:i + batch_size], self.preprocess)))
+        out = [softmax_or_sigmoid(self.logits(to_model_array(images[i:i + batch_size], self.preprocess)),
+                                  self.temperature)
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
@@ -119,4 +136,5 @@ def load_onnx(path: str | Path, threads: int | None = None) -> OnnxModel:
     except (TypeError, ValueError) as exc:
         raise RuntimeModelError(f"{path}: bad preprocessing in cxrkit metadata ({exc})") from None
     return OnnxModel(session, str(meta.get("arch", "onnx")), tuple(meta["classes"]), pre,
-                     float(meta.get("threshold", 0.5)), meta.get("info", {}), meta.get("export", {}), str(path))
+                     float(meta.get("threshold", 0.5)), meta.get("info", {}), meta.get("export", {}), str(path),
+                     float(meta.get("temperature", 1.0)), float(meta.get("confidence_threshold", 0.0)))
