@@ -111,6 +111,8 @@ def cmd_train(args) -> int:
     m = result.val_metrics
     print(f"run: {result.run_dir}\nvalidation ({m['n']} images, patient-grouped): accuracy {m['accuracy']:.3f}, "
           f"ROC-AUC {m['roc_auc']:.3f}, threshold {result.bundle.threshold:.3f} ({args.recipe})\n"
+          f"calibration: temperature {result.bundle.temperature:.3f}, UNCERTAIN below confidence "
+          f"{result.bundle.confidence_threshold:.3f} (coverage {m['selective']['coverage']:.3f} on validation)\n"
           f"next: cxrkit evaluate --model {result.run_dir} --data {args.data}")
     return 0
 
@@ -134,6 +136,16 @@ def cmd_evaluate(args) -> int:
     print(f"threshold {m['threshold']:.3f} ({m['threshold_rule']})\n")
     print(metrics_table(m))
     print(f"\nconfusion matrix (rows true, columns predicted; {', '.join(m['classes'])}): {m['confusion_matrix']}")
+    sel = m["selective"]
+    print(f"UNCERTAIN below confidence {sel['confidence_threshold']:.3f}: coverage {sel['coverage']:.3f}, accuracy "
+          f"on covered cases {sel['covered_accuracy']:.3f}; temperature {m['calibration']['temperature']:.3f}")
+    if "macro_auc" in m:
+        print("one-vs-rest ROC-AUC: " + ", ".join(f"{c} {v:.3f}" for c, v in m["roc_auc_ovr"].items())
+              + f"; macro {m['macro_auc']:.3f}")
+    if "bacterial_vs_viral" in m:
+        bv = m["bacterial_vs_viral"]
+        print(f"bacterial vs viral ({bv['n']} cases): accuracy {bv['accuracy']:.3f}, ROC-AUC {bv['roc_auc']:.3f} "
+              f"(Kermany et al. 2018: 0.907, 0.940)")
     if m["unreadable"]:
         print(f"skipped {len(m['unreadable'])} unreadable files (listed in metrics.json)")
     print(f"report: {report}")
@@ -231,6 +243,17 @@ def cmd_data_check(args) -> int:
         _print_json(report.to_dict())
     else:
         print(report.summary())
+    return 0
+
+
+def cmd_data_derive(args) -> int:
+    from ..data.derive import derive
+
+    result = derive(args.task, args.src, args.out, link=args.link)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(result.summary())
     return 0
 
 
@@ -452,6 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_data_check)
+    c = dsub.add_parser("derive", help="derive a new labelled tree, e.g. NORMAL/BACTERIAL/VIRAL from Kermany names",
+                        description="kermany3: SRC/SPLIT/{NORMAL,PNEUMONIA} → OUT/SPLIT/{NORMAL,BACTERIAL,VIRAL} by the "
+                                    "personN_bacteria_* / personN_virus_* file names (docs/nclass.md). Refuses files "
+                                    "it cannot classify and a non-empty OUT; writes nothing in either case.")
+    c.add_argument("src", help="Kermany-layout folder")
+    c.add_argument("out", help="folder to create (must not exist or be empty)")
+    c.add_argument("--task", required=True, choices=["kermany3"])
+    c.add_argument("--link", default="symlink", choices=["symlink", "hardlink", "copy"],
+                   help="how files are placed; symlink falls back to hard link, then copy (default: %(default)s)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_data_derive)
     return p
 
 

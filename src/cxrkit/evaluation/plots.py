@@ -53,13 +53,15 @@ def plot_pr(y, probs, classes, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> Path:
+def plot_confusion(cm: list[list[int]], classes: list[str], path: Path, columns: list[str] | None = None) -> Path:
+    """Rows: true ``classes``; columns: predicted ``columns`` (default the classes; seed 003 adds UNCERTAIN)."""
     cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(classes), 1.4 + 1.0 * len(classes)))
+    columns = columns or classes
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.4 + 1.0 * len(classes)))
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
     return _save(fig, path)

@@ -46,7 +46,21 @@ class Recipe:
     early_stopping_patience: int = 5
     keep_best: bool = True  # restore the best-validation epoch's weights at the end
     threshold_rule: str = "youden"  # youden | fixed:0.5 | sensitivity:0.95
+    # Temperature scaling and the UNCERTAIN cut-off, fitted on the validation split (evaluation/calibration.py).
+    # coverage:0.95 flags the 5% least confident cases: near seed 003's UNCERTAIN share (1-17% per class) and a
+    # target validation can hit exactly; error:E needs enough validation errors to be estimated, which small
+    # validation sets lack. none: nothing is flagged.
+    calibrate: bool = True
+    uncertain_rule: str = "coverage:0.95"  # coverage:C | error:E | none
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ..evaluation.calibration import parse_uncertain_rule  # a bad rule must fail before, not after, training
+
+        try:
+            parse_uncertain_rule(self.uncertain_rule)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -116,6 +130,23 @@ RECIPES: dict[str, Recipe] = {
             description="Seed 003's edge model: MobileNetV2-0.35 at 160x160 RGB, Adam 5e-4, 15 epochs, "
                         "augmentation on, argmax cut-off 0.5; 2 classes here and trained from scratch (no "
                         "ImageNet weights exist at width 0.35). Export with `cxrkit export --format onnx-int8`.",
+        ),
+        Recipe(
+            name="seed003", model="mobilenetv2_035", image_size=160, epochs=15, batch_size=32, lr=5e-4,
+            augment=Augment(rotation=10, zoom=0.1, shift=0.1, brightness=0.2),
+            description="Seed 003 as published, for its 6 classes by folder (COVID-19, Emphysema, Normal, "
+                        "Pneumonia-Bacterial, Pneumonia-Viral, Tuberculosis; any N works): MobileNetV2-0.35 at "
+                        "160x160 RGB, Adam 5e-4, 15 epochs, augmentation on, argmax; UNCERTAIN below the "
+                        "validation confidence cut-off, as its confusion matrices (docs/nclass.md).",
+        ),
+        Recipe(
+            name="kermany3", model="cxr_cnn", image_size=128, epochs=8, batch_size=32, optimizer="adamw",
+            lr=3e-3, weight_decay=5e-4, schedule="onecycle", augment=Augment(rotation=10, zoom=0.15, shift=0.08,
+            brightness=0.2, contrast=0.2), class_weighting="balanced", label_smoothing=0.05,
+            early_stopping_metric="val_auc", early_stopping_patience=100,
+            description="NORMAL/BACTERIAL/VIRAL from `cxrkit data derive --task kermany3` (classes come from the "
+                        "folders): cxr_cnn's recipe at 128 px for 8 epochs, a ~15-minute one-thread CPU budget. "
+                        "A stronger backbone is a change of `model` alone.",
         ),
     )
 }

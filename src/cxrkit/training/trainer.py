@@ -27,6 +27,7 @@ from ..data.cache import DecodedSet, decode_samples
 from ..data.folder import DatasetError, index_folder
 from ..data.preprocess import Preprocess, to_model_input
 from ..data.splits import grouped_split
+from ..evaluation.calibration import calibrate
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
 from ..inference.bundle import ModelBundle, probabilities, save_bundle
 from ..inference.predictor import predict_resized
@@ -244,12 +245,18 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     threshold = 0.5
     if k == 2:
         threshold = choose_threshold(val_set.labels.numpy(), val_probs[:, 1], recipe.threshold_rule)
-    val_metrics = evaluate_probabilities(val_set.labels.numpy(), val_probs, classes, threshold)
+    # temperature (if recipe.calibrate) and UNCERTAIN cut-off on validation; binary decisions stay the same
+    cal = calibrate(val_probs, val_set.labels.numpy(), threshold, recipe.uncertain_rule, fit=recipe.calibrate)
+    val_probs, threshold = cal.probs, cal.threshold
+    val_metrics = evaluate_probabilities(val_set.labels.numpy(), val_probs, classes, threshold,
+                                         confidence_threshold=cal.confidence_threshold)
     bundle = ModelBundle(model.to(memory_format=torch.contiguous_format), recipe.model, tuple(classes), pre,
                          threshold, dict(recipe.model_kwargs),
                          {"recipe": recipe.name, "recipe_version": recipe.version,
                           "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
-                          "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")}})
+                          "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")},
+                          "calibration": cal.report},
+                         temperature=cal.temperature, confidence_threshold=cal.confidence_threshold)
     save_bundle(bundle, out / "model.safetensors")
     rundir.write_json(out / "val_metrics.json", val_metrics)
     rundir.plot_history(history, out / "training_curves.png")

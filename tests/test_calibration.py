@@ -1,0 +1,141 @@
+"""Temperature scaling, the UNCERTAIN threshold rule, selective metrics and their trip through ONNX."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CLASSES, sample_images
+from cxrkit.data.io import read_image
+from cxrkit.data.preprocess import Preprocess, resize_gray
+from cxrkit.evaluation.calibration import (calibrate, choose_confidence_threshold, fit_temperature, nll,
+                                           parse_uncertain_rule, probabilities_from_logits)
+from cxrkit.evaluation.metrics import evaluate_probabilities
+from cxrkit.inference.bundle import ModelBundle
+from cxrkit.inference.predictor import predict_resized, uncertain_mask
+from cxrkit.models import create_model
+from cxrkit.recipes import RecipeError, load_recipe
+
+
+def _draw(rng, logits: np.ndarray, true_t: float) -> np.ndarray:
+    """Labels drawn from the model ``logits / true_t``: the logits are miscalibrated by exactly ``true_t``."""
+    p = probabilities_from_logits(logits / true_t)
+    return (rng.random(len(p))[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+
+
+@pytest.mark.parametrize("k,true_t", [(3, 2.0), (6, 0.7), (1, 0.5), (1, 3.0)])
+def test_fit_temperature_recovers_known_temperature_and_lowers_nll(k, true_t):
+    rng = np.random.default_rng(k)
+    logits = rng.normal(0, 3, (20000, k))
+    y = _draw(rng, logits, true_t)
+    t = fit_temperature(logits, y)
+    assert t == pytest.approx(true_t, rel=0.05)
+    assert nll(logits / t, y) < nll(logits, y) - 1e-3
+
+
+def test_calibrate_from_probabilities_keeps_binary_decisions():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 4, (5000, 1))
+    y = _draw(rng, z, 2.5)
+    probs = probabilities_from_logits(z)
+    cal = calibrate(probs, y, threshold=0.3, rule="coverage:0.9")
+    assert cal.temperature == pytest.approx(2.5, rel=0.05)
+    assert np.array_equal(probs[:, 1] >= 0.3, cal.probs[:, 1] >= cal.threshold)  # threshold moved with T
+    assert cal.report["val_ece_after"] < cal.report["val_ece_before"]
+    assert cal.report["val_nll_after"] < cal.report["val_nll_before"]
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.95, 1.0])
+def test_coverage_rule_hits_target_on_validation(target):
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.34, 1.0, 1001)
+    cut, reached = choose_confidence_threshold(conf, np.ones_like(conf), f"coverage:{target}")
+    covered = (conf >= cut).mean()
+    assert reached and target <= covered < target + 1 / len(conf) + 1e-12
+
+
+def test_error_rule_takes_largest_coverage_within_target():
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([1, 1, 1, 1, 0, 1, 0, 0], dtype=float)
+    # covering down to 0.6: 1 error in 6 (0.167); down to 0.8: 0 in 4; down to 0.7: 1 in 5 (0.2)
+    assert choose_confidence_threshold(conf, correct, "error:0.17") == (0.6, True)
+    assert choose_confidence_threshold(conf, correct, "error:0.1") == (0.8, True)
+    assert choose_confidence_threshold(conf, correct, "none") == (0.0, True)
+    assert choose_confidence_threshold(conf, 1 - np.ones_like(conf), "error:0.1")[1] is False
+
+
+@pytest.mark.parametrize("rule", ["coverage:0", "coverage:1.5", "error:1", "cov:0.9", "coverage", "none:1"])
+def test_bad_rules_are_one_line_errors(rule):
+    with pytest.raises(ValueError, match="uncertain rule"):
+        parse_uncertain_rule(rule)
+    with pytest.raises(RecipeError):
+        load_recipe("cxr_cnn").replace(uncertain_rule=rule)
+
+
+def test_selective_metrics_by_hand():
+    classes = ["A", "B", "C"]
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.9, 0.05, 0.05],   # A, sure, right
+                      [0.5, 0.3, 0.2],     # A, unsure
+                      [0.1, 0.8, 0.1],     # B, sure, right
+                      [0.7, 0.2, 0.1],     # A, sure, wrong
+                      [0.3, 0.35, 0.35],   # B (first max), unsure
+                      [0.0, 0.1, 0.9]])    # C, sure, right
+    m = evaluate_probabilities(y, probs, classes, n_boot=0, confidence_threshold=0.6)["selective"]
+    assert m["columns"] == ["A", "B", "C", "UNCERTAIN"]
+    assert m["confusion_matrix"] == [[1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 1]]
+    assert (m["n_covered"], m["n_uncertain"]) == (4, 2)
+    assert m["coverage"] == pytest.approx(4 / 6)
+    assert m["covered_accuracy"] == pytest.approx(3 / 4)
+    everything = evaluate_probabilities(y, probs, classes, n_boot=0)["selective"]
+    assert everything["coverage"] == 1.0 and everything["confusion_matrix"][1] == [1, 1, 0, 0]
+
+
+def test_nclass_aucs_and_bacterial_vs_viral_by_hand():
+    classes = ["BACTERIAL", "NORMAL", "VIRAL"]
+    y = np.array([0, 0, 1, 2, 2])
+    probs = np.array([[0.6, 0.1, 0.3], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1], [0.3, 0.1, 0.6], [0.5, 0.2, 0.3]])
+    m = evaluate_probabilities(y, probs, classes, n_boot=0)
+    assert m["macro_auc"] == pytest.approx(np.mean(list(m["roc_auc_ovr"].values())))
+    assert m["roc_auc_ovr"]["NORMAL"] == 1.0
+    bv = m["bacterial_vs_viral"]
+    # P(V)/(P(B)+P(V)): bacterial 0.333, 0.6; viral 0.667, 0.375 → at 0.5: right, wrong, right, wrong
+    assert (bv["n"], bv["n_viral"], bv["accuracy"]) == (4, 2, 0.5)
+    assert bv["roc_auc"] == pytest.approx(0.75)  # (viral, bacterial) pairs ranked right: 3 of 4
+    assert "bacterial_vs_viral" not in evaluate_probabilities(y, probs, ["X", "Y", "Z"], n_boot=0)
+
+
+def _bundle(temperature: float, confidence: float) -> ModelBundle:
+    torch.manual_seed(0)
+    pre = Preprocess(size=64, mean=0.5, std=0.25)
+    return ModelBundle(create_model("seed_cnn", img_size=64).eval(), "seed_cnn", CLASSES, pre,
+                       model_kwargs={"img_size": 64}, temperature=temperature, confidence_threshold=confidence,
+                       source="calibrated")
+
+
+def test_onnx_carries_and_applies_calibration(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cxrkit.export import export_model
+    from cxrkit.runtime import load_onnx
+
+    files = sample_images("test", "NORMAL")[:4] + sample_images("test", "PNEUMONIA")[:4]
+    images = np.stack([resize_gray(read_image(p), 64) for p in files])
+    bundle = _bundle(3.0, 0.0)
+    ref = predict_resized(bundle, torch.from_numpy(images))
+    bundle.confidence_threshold = float(np.median(ref.max(axis=1)))  # some flagged, some not
+    out = export_model(bundle, "onnx", tmp_path / "m.onnx").path
+    onnx_model = load_onnx(out)
+    assert (onnx_model.temperature, onnx_model.confidence_threshold) == (3.0, bundle.confidence_threshold)
+    got = onnx_model.predict_resized(images)
+    assert np.abs(got - ref).max() < 1e-5
+    assert not np.allclose(ref, predict_resized(_bundle(1.0, 0.0), torch.from_numpy(images)))  # T matters
+    flags = uncertain_mask(bundle, ref)
+    assert 0 < flags.sum() < len(flags)
+    assert onnx_model.uncertain(got).tolist() == flags.tolist()
+    run = subprocess.run([sys.executable, "-m", "cxrkit.runtime", "--model", str(out), "--json", *map(str, files)],
+                         capture_output=True, text=True, check=True)
+    assert [r["uncertain"] for r in json.loads(run.stdout)] == flags.tolist()
