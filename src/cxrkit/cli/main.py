@@ -322,6 +322,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        from ..serving.server import serve
+    except ImportError as exc:
+        raise ValueError(f"`cxrkit serve` needs the serve extra: pip install 'cxrkit[serve]' ({exc})") from None
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, save_dir=args.save_dir,
+          max_files=args.max_files, workers=args.workers)
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def _add_calibration_args(s: argparse.ArgumentParser, calib_help: str) -> None:
@@ -458,6 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("serve", help="screening web app and JSON API (upload JPEG/PNG/DICOM, see decision and heatmap)",
+                       description="Serve a page to drop chest X-rays on (decision, probability bar, UNCERTAIN, "
+                                   "Grad-CAM overlay, model card) and a JSON API: POST /api/predict, GET /api/models, "
+                                   "GET /healthz, OpenAPI docs at /docs (docs/serve.md). Uploads stay in memory "
+                                   "unless --save-dir is given. Not a medical device.")
+    s.add_argument("--model", action="append",
+                   help=model_help.replace("(default:", "; repeat to serve several, the first is the default (default:"))
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="request size limit, 413 above it (default: %(default)s)")
+    s.add_argument("--max-files", type=int, default=32, help="files per request (default: %(default)s)")
+    s.add_argument("--save-dir", help="keep every upload here under a random name (default: nothing is written)")
+    s.add_argument("--workers", type=int, help="inference threads (default: one per core, at most 4)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("models", help="list registered models")
     s.add_argument("--json", action="store_true")

@@ -95,21 +95,25 @@ def _read_dicom(data: bytes, label: str) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
         raise ImageReadError(f"{label}: unsupported DICOM photometric interpretation {photometric}")
-    try:
+    try:  # checked before decoding: RLE or JPEG pixel data of a small upload can expand to gigabytes
+        pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        raise ImageReadError(f"{label}: unreadable DICOM (bad image size)") from None
+    if pixels > MAX_PIXELS:
+        raise ImageReadError(f"{label}: image exceeds the {MAX_PIXELS:,}-pixel limit")
+    try:  # malformed rescale or window values fail in the LUTs: also the file's fault, not ours
         arr = ds.pixel_array
+        if photometric == "RGB":
+            arr = np.asarray(arr, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
+        else:
+            if arr.ndim == 3:  # multi-frame: a radiograph is one frame, take the first
+                arr = arr[0]
+            arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)
     except Exception as exc:
         raise ImageReadError(f"{label}: cannot decode DICOM pixels ({type(exc).__name__})") from None
-    if photometric == "RGB":
-        arr = np.asarray(arr, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
-    else:
-        if arr.ndim == 3:  # multi-frame: a radiograph is one frame, take the first
-            arr = arr[0]
-        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)
     out = _to_uint8(np.asarray(arr, dtype=np.float64))
     if photometric == "MONOCHROME1":
         out = 255 - out
-    if out.shape[0] * out.shape[1] > MAX_PIXELS:
-        raise ImageReadError(f"{label}: image exceeds the {MAX_PIXELS:,}-pixel limit")
     return out
 
 

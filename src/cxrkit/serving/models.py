@@ -1,0 +1,115 @@
+"""The models a server holds: loaded once at start-up, warmed up, shared by every request.
+
+PyTorch models get one private copy per worker thread for Grad-CAM: the CAM
+library hooks the target layer of the model it is given, so two requests
+explaining on one shared model would read each other's activations. Plain
+prediction goes through the bundle's frozen TorchScript copy, which is safe to
+call from several threads at once. Exported ONNX (and packed BNN) models
+predict but have no gradients, so they serve without heatmaps and say so.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import queue
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..explain import explain_image
+from ..inference.bundle import ModelBundle, resolve_model
+from ..inference.predictor import frozen_for_inference, predict_arrays
+from ..models import is_model, model_info
+
+INTENDED_USE = ("Research and teaching: showing students and clinicians how an image classifier trained on one "
+                "public pediatric dataset (Kermany et al. 2018) reacts to a frontal chest X-ray. Not for diagnosis, "
+                "triage or any decision about a patient.")
+NOT_A_DEVICE = "Not a medical device."
+NO_HEATMAP = "heatmaps need a PyTorch model (name, run directory or .safetensors); this model is an exported file"
+
+
+@dataclasses.dataclass
+class ServedModel:
+    id: str
+    bundle: object  # ModelBundle, or a runtime OnnxModel / PackedModel from resolve_model
+    card: dict
+    explainers: queue.Queue | None  # per-thread copies of a PyTorch bundle; None: no heatmaps
+
+    def explain(self, image: np.ndarray, label: str) -> np.ndarray:
+        """Grad-CAM heatmap of ``label`` in the image's frame, on a copy no other thread is using."""
+        bundle = self.explainers.get()
+        try:
+            return explain_image(bundle, image, target=label).heatmap
+        finally:
+            self.explainers.put(bundle)
+
+
+def _model_id(source: str, taken: set[str]) -> str:
+    """The registry name, or the file / run directory name; made unique with ``-2``, ``-3``, ..."""
+    base = source if is_model(source) else Path(source).name
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _card_text(source: str) -> str | None:
+    """The markdown model card shipped next to the weights (``weights/NAME.md``, or ``FILE.md`` beside a file)."""
+    if is_model(source):
+        weights = model_info(source).shipped_weights
+        path = weights.with_suffix(".md") if weights else None
+    else:
+        path = Path(source).with_suffix(".md") if Path(source).is_file() else None
+    return path.read_text(encoding="utf-8") if path and path.is_file() else None
+
+
+def model_card(model_id: str, source: str, bundle) -> dict:
+    """What ``GET /api/models`` and the page show about a model."""
+    pre = bundle.preprocess
+    info = getattr(bundle, "info", {}) or {}
+    torch_model = isinstance(bundle, ModelBundle)
+    return {"id": model_id, "arch": bundle.arch, "classes": list(bundle.classes),
+            "positive_class": bundle.classes[1] if bundle.is_binary else None,
+            "threshold": round(float(bundle.threshold), 6) if bundle.is_binary else None,
+            "threshold_rule": info.get("threshold_rule"),
+            "input": f"{pre.size}x{pre.size} {'grayscale' if pre.channels == 1 else 'RGB'}",
+            "format": "pytorch" if torch_model else type(bundle).__name__,
+            "heatmap": torch_model, "heatmap_note": None if torch_model else NO_HEATMAP,
+            "recipe": info.get("recipe"), "validation_metrics": info.get("val_metrics"),
+            "intended_use": INTENDED_USE, "disclaimer": NOT_A_DEVICE, "card_markdown": _card_text(source)}
+
+
+def _warm_up(model: ServedModel, copies: list[ModelBundle]) -> None:
+    """Trace/freeze and run every path once, so the first request is as fast as the others."""
+    if isinstance(model.bundle, ModelBundle):
+        frozen_for_inference(model.bundle)
+    film = np.full((model.bundle.preprocess.size,) * 2, 128, dtype=np.uint8)
+    for _ in range(3):  # TorchScript's profiling executor optimises a graph after its first runs
+        predict_arrays(model.bundle, [film])
+    for bundle in copies:
+        explain_image(bundle, film)
+
+
+def load_models(specs: Sequence, workers: int) -> list[ServedModel]:
+    """Resolve each spec (name, path, or an already loaded bundle) once; the first one is the default."""
+    served: list[ServedModel] = []
+    taken: set[str] = set()
+    for spec in specs:
+        bundle = spec if hasattr(spec, "preprocess") else resolve_model(spec)
+        source = str(getattr(bundle, "source", "") or spec or bundle.arch)
+        model_id = _model_id(source, taken)
+        taken.add(model_id)
+        copies: list[ModelBundle] = []
+        explainers = None
+        if isinstance(bundle, ModelBundle):
+            copies = [dataclasses.replace(bundle, model=copy.deepcopy(bundle.model).eval(), frozen=None)
+                      for _ in range(workers)]
+            explainers = queue.Queue()
+            for c in copies:
+                explainers.put(c)
+        model = ServedModel(model_id, bundle, model_card(model_id, source, bundle), explainers)
+        _warm_up(model, copies)
+        served.append(model)
+    return served

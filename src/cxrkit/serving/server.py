@@ -1,0 +1,25 @@
+"""``cxrkit serve``: build the app and run it under uvicorn.
+
+PyTorch's intra-op threads are divided between the inference threads
+(cores // workers each), so concurrent requests do not oversubscribe the CPU.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .app import create_app, default_workers
+
+
+def serve(models=None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
+          save_dir: str | None = None, max_files: int = 32, workers: int | None = None) -> None:
+    import torch
+    import uvicorn
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers or default_workers())))
+    app = create_app(models or None, max_upload_mb=max_upload_mb, save_dir=save_dir, max_files=max_files,
+                     workers=workers)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"cxrkit serve: listening on {host}: anyone who can reach this machine can upload images",
+              file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,339 @@
+"""The screening API (issue 8) through FastAPI's TestClient: page, models, predictions, DICOM, every bad input."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import dataclasses
+import io
+import json
+import logging
+import tempfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import sample_images
+from cxrkit.cli.main import main
+from cxrkit.inference.bundle import resolve_model
+from cxrkit.inference.predictor import predict_paths
+from cxrkit.serving import create_app
+from serve_support import PATIENT_STRINGS, dicom_bytes, encode, film
+
+MB = 2**20
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return resolve_model(None)
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    return TestClient(create_app(bundle, max_upload_mb=4, max_files=4, workers=2))
+
+
+def _post(client, files, query: str = ""):
+    """``files``: [(name, bytes)]."""
+    return client.post(f"/api/predict{query}", files=[("files", (n, d, "application/octet-stream")) for n, d in files])
+
+
+def _image(uri: str) -> Image.Image:
+    head, b64 = uri.split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def _assert_refused(r, status: int, file: str | None, reason: str):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"detail", "errors"} and "\n" not in body["detail"] and "Traceback" not in r.text
+    assert body["errors"][0]["file"] == file
+    assert reason in body["errors"][0]["reason"]
+
+
+# ---------------------------------------------------------------- page, health, models, docs
+
+
+def test_page_has_drop_zone_model_card_and_disclaimer(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "Not a medical device" in r.text and 'type="file"' in r.text and "multiple" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "/api/predict" in js.text and "heatmap" in js.text
+    assert "innerHTML" not in js.text  # file names and reasons are inserted as text, never parsed as HTML
+    assert client.get("/static/app.css").status_code == 200
+
+
+def test_health_and_model_card(client, bundle):
+    assert client.get("/healthz").json() == {"status": "ok", "models": ["cxr_cnn"]}
+    body = client.get("/api/models").json()
+    assert body["default"] == "cxr_cnn"
+    card = body["models"][0]
+    assert card["classes"] == ["NORMAL", "PNEUMONIA"] and card["positive_class"] == "PNEUMONIA"
+    assert card["threshold"] == pytest.approx(bundle.threshold, abs=1e-6) and card["threshold_rule"] == "youden"
+    assert card["heatmap"] is True and card["format"] == "pytorch" and card["input"] == "224x224 grayscale"
+    assert card["disclaimer"] == "Not a medical device." and "Not for diagnosis" in card["intended_use"]
+    assert "Kermany" in card["card_markdown"] and "test split" in card["card_markdown"]  # data and metrics
+    assert card["validation_metrics"]["n"] == 522
+
+
+def test_openapi_documents_the_api(client):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/api/predict"]["post"]
+    assert "multipart/form-data" in op["requestBody"]["content"]
+    assert {p["name"] for p in op["parameters"]} == {"heatmap", "preview", "model"}
+    assert {"200", "400", "404", "413", "415", "422"} <= set(op["responses"])
+    assert {"/api/models", "/healthz"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def test_jpeg_and_png_agree_with_cxrkit_predict(client, bundle):
+    path = sample_images("test", "PNEUMONIA")[0]
+    expected = predict_paths(bundle, [path])[0][0]
+    png = encode(film("PNEUMONIA"), "PNG")
+    r = _post(client, [("a.jpeg", path.read_bytes()), ("a.png", png)])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "cxr_cnn" and [x["file"] for x in body["results"]] == ["a.jpeg", "a.png"]
+    for res in body["results"]:
+        assert res["label"] == expected.label and res["uncertain"] is False
+        assert res["probabilities"]["PNEUMONIA"] == pytest.approx(expected.probabilities["PNEUMONIA"], abs=1e-4)
+        assert res["heatmap"] is None and res["preview"] is None
+
+
+def test_normal_film_is_called_normal(client):
+    r = _post(client, [("n.jpeg", sample_images("test", "NORMAL")[0].read_bytes())])
+    res = r.json()["results"][0]
+    assert res["probabilities"]["NORMAL"] + res["probabilities"]["PNEUMONIA"] == pytest.approx(1.0, abs=1e-5)
+    assert set(res["probabilities"]) == {"NORMAL", "PNEUMONIA"}
+
+
+def test_heatmap_and_preview_are_display_sized_jpegs(client, bundle):
+    big = encode(film("PNEUMONIA"), "JPEG", side=1024)
+    res = _post(client, [("big.jpeg", big)], "?heatmap=true&preview=true").json()["results"][0]
+    assert (res["width"], res["height"]) == (1024, 1024)
+    preview, heat = _image(res["preview"]), _image(res["heatmap"])
+    assert preview.size == heat.size == (512, 512) and preview.mode == "L" and heat.mode == "RGB"
+    rgb = np.asarray(heat).astype(int)
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 60  # coloured where the model looked, not a gray copy
+
+
+def test_dicom_windowed_inverted_and_equal_to_the_jpeg(client):
+    gray = film("PNEUMONIA")
+    jpeg = _post(client, [("f.png", encode(gray, "PNG"))]).json()["results"][0]
+    stored = gray.astype(np.uint16) * 16  # 12-bit detector values
+    m2 = _post(client, [("f.dcm", dicom_bytes(stored))]).json()["results"][0]
+    m1 = _post(client, [("f1.dcm", dicom_bytes(4080 - stored, "MONOCHROME1"))]).json()["results"][0]
+    for res in (m1, m2):
+        assert res["label"] == jpeg["label"]
+        assert res["probabilities"]["PNEUMONIA"] == pytest.approx(jpeg["probabilities"]["PNEUMONIA"], abs=2e-3)
+    ramp = np.tile(np.linspace(0, 4000, 64).astype(np.uint16), (24, 1))
+    res = _post(client, [("w.dcm", dicom_bytes(ramp, window=(1000, 500)))], "?preview=true").json()["results"][0]
+    row = np.asarray(_image(res["preview"]))[12].astype(int)
+    assert row[:8].max() <= 8 and row[-24:].min() >= 247  # values outside the window are clipped
+
+
+def test_dicom_patient_identifiers_never_shown_or_logged(client, caplog, capfd):
+    stored = film("NORMAL").astype(np.uint16) * 16
+    with caplog.at_level(logging.DEBUG):
+        ok = _post(client, [("scan.dcm", dicom_bytes(stored))], "?heatmap=true&preview=true")
+        bad = _post(client, [("nopix.dcm", dicom_bytes(None))])
+        page = client.get("/").text + client.get("/api/models").text
+    assert ok.status_code == 200 and bad.status_code == 422
+    seen = ok.text + bad.text + page + caplog.text + "".join(capfd.readouterr())
+    for secret in PATIENT_STRINGS:
+        assert secret not in seen
+
+
+def test_uncertain_when_the_model_abstains(bundle):
+    unsure = dataclasses.replace(bundle, confidence_threshold=0.999999)
+    client = TestClient(create_app(unsure, workers=1))
+    files = [(p.name, p.read_bytes()) for p in sample_images("test", "NORMAL")[:2] + sample_images("test", "PNEUMONIA")[:2]]
+    results = _post(client, files).json()["results"]
+    assert len(results) == 4 and all(r["uncertain"] is True for r in results)
+    sure = _post(TestClient(create_app(bundle, workers=1)), files).json()["results"]
+    assert [r["label"] for r in sure] == [r["label"] for r in results]  # abstaining does not change the decision
+    assert not any(r["uncertain"] for r in sure)
+
+
+def test_onnx_model_serves_without_heatmap(bundle, tmp_path):
+    from cxrkit.export import export_model
+
+    onnx = export_model(bundle, "onnx", tmp_path / "cxr.onnx").path
+    client = TestClient(create_app([bundle, onnx], workers=1))
+    models = client.get("/api/models").json()
+    assert [m["id"] for m in models["models"]] == ["cxr_cnn", "cxr.onnx"] and models["default"] == "cxr_cnn"
+    assert models["models"][1]["heatmap"] is False and "PyTorch" in models["models"][1]["heatmap_note"]
+    data = sample_images("test", "PNEUMONIA")[1].read_bytes()
+    torch_res = _post(client, [("x.jpeg", data)]).json()["results"][0]
+    r = _post(client, [("x.jpeg", data)], "?model=cxr.onnx&heatmap=true&preview=true")
+    assert r.status_code == 200 and r.json()["model"] == "cxr.onnx"
+    res = r.json()["results"][0]
+    assert res["heatmap"] is None and "PyTorch" in res["heatmap_note"] and res["preview"].startswith("data:image/jpeg")
+    assert res["probabilities"]["PNEUMONIA"] == pytest.approx(torch_res["probabilities"]["PNEUMONIA"], abs=1e-3)
+
+
+# ---------------------------------------------------------------- bad input: clear 4xx, and the server goes on
+
+
+def _bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (8000, 7000)).save(buf, format="PNG")  # 56 Mpx of zeros: ~55 KB on the wire
+    return buf.getvalue()
+
+
+BAD_FILES = {
+    "empty": ("empty.jpeg", lambda: b"", "empty file"),
+    "not an image": ("notes.jpeg", lambda: b"patient notes, not an image\n" * 20, "not a JPEG, PNG or DICOM"),
+    "truncated JPEG": ("cut.jpeg", lambda: sample_images("test", "NORMAL")[0].read_bytes()[:3000], "truncated"),
+    "decompression bomb": ("bomb.png", _bomb_png, "pixel limit"),
+    "DICOM without pixels": ("nopix.dcm", lambda: dicom_bytes(None), "no pixel data"),
+    "unsupported photometric": ("color.dcm", lambda: dicom_bytes(np.zeros((8, 8, 3), np.uint16), "YBR_FULL", 3),
+                                "unsupported DICOM photometric interpretation YBR_FULL"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_file_is_a_clear_422_and_the_server_keeps_serving(client, case):
+    name, make, reason = BAD_FILES[case]
+    good = sample_images("test", "NORMAL")[1].read_bytes()
+    _assert_refused(_post(client, [("fine.jpeg", good), (name, make())]), 422, name, reason)
+    assert _post(client, [("fine.jpeg", good)]).status_code == 200
+
+
+def test_every_bad_file_of_a_request_is_listed(client):
+    r = _post(client, [("a.jpeg", b""), ("b.jpeg", b"xx")])
+    assert [e["file"] for e in r.json()["errors"]] == ["a.jpeg", "b.jpeg"]
+    assert r.json()["detail"] == "a.jpeg: empty file (and 1 more)"
+
+
+def test_too_many_pixels_in_one_request(client):
+    wide = encode(np.zeros((6000, 6000), np.uint8), "PNG")  # 36 Mpx each: one passes, two exceed 50 Mpx
+    _assert_refused(_post(client, [("a.png", wide), ("b.png", wide)]), 422, "b.png", "in total")
+
+
+def _multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"cxrkitboundary") -> tuple[bytes, dict]:
+    """A raw multipart body (file names as given, unlike httpx, which percent-encodes odd characters)."""
+    body = b"".join(b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; filename="' + name
+                    + b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + data + b"\r\n" for name, data in parts)
+    return body + b"--" + boundary + b"--\r\n", {"content-type": "multipart/form-data; boundary=" + boundary.decode()}
+
+
+def test_upload_over_the_size_limit_is_413_while_streaming(client):
+    """Driven as raw ASGI with an endless body: the app must stop reading at the 4 MB limit by itself."""
+    head, headers = _multipart([(b"huge.dcm", b"")])
+    head = head[:head.index(b"\r\n--cxrkitboundary--")]
+    chunk, pulled, sent = b"\xff" * 65536, [], []
+
+    async def receive():
+        pulled.append(1)
+        return {"type": "http.request", "body": head if len(pulled) == 1 else chunk, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/predict", "raw_path": b"/api/predict", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", headers["content-type"].encode())], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    asyncio.run(asyncio.wait_for(client.app(scope, receive, send), timeout=30))
+    assert sent[0]["status"] == 413
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["errors"] == [{"file": "huge.dcm", "reason": "request exceeds the 4 MB upload limit"}]
+    assert 4 * MB <= len(pulled) * len(chunk) <= 4 * MB + 2 * len(chunk)
+    big = _post(client, [("big.jpeg", b"\xff" * (5 * MB))])  # the same through the HTTP client
+    _assert_refused(big, 413, "big.jpeg", "4 MB upload limit")
+    assert _post(client, [("ok.jpeg", sample_images("test", "NORMAL")[0].read_bytes())]).status_code == 200
+
+
+def test_too_many_files_names_the_first_one_over(client):
+    data = sample_images("test", "NORMAL")[0].read_bytes()
+    _assert_refused(_post(client, [(f"f{i}.jpeg", data) for i in range(6)]), 400, "f4.jpeg", "more than 4 files")
+
+
+@pytest.mark.parametrize("kwargs, status, reason", [
+    ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "multipart/form-data"),
+    ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 400, "without a boundary"),
+    ({"content": b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n",
+      "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, "no files"),
+    ({"content": b"garbage without any boundary", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+     400, ""),
+])
+def test_malformed_requests(client, kwargs, status, reason):
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == status and reason in r.json()["detail"]
+
+
+def test_unknown_model_and_bad_options(client):
+    data = sample_images("test", "NORMAL")[0].read_bytes()
+    r = _post(client, [("x.jpeg", data)], "?model=../../etc/passwd")
+    assert r.status_code == 404 and "cxr_cnn" in r.json()["detail"]
+    assert _post(client, [("x.jpeg", data)], "?heatmap=maybe").status_code == 422
+
+
+def test_file_names_are_cleaned_for_display(client):
+    data = sample_images("test", "NORMAL")[0].read_bytes()
+    r = _post(client, [("../../etc/evil\x00\x1b[31m.jpeg", data), ("", b"")])
+    assert [e["file"] for e in r.json()["errors"]] == ["file 2"]
+    body, headers = _multipart([(b"C:\\scans\\..\\x\x07\x1b.jpeg", data), (b"\xff\xfe.png", data)])
+    res = client.post("/api/predict", content=body, headers=headers).json()["results"]
+    assert [r["file"] for r in res] == ["x.jpeg", "\ufffd\ufffd.png"]
+
+
+# ---------------------------------------------------------------- files: memory only, unless --save-dir
+
+
+def test_uploads_are_never_written_to_disk(client, monkeypatch):
+    def refuse(*_a, **_k):
+        raise AssertionError("an upload was written to disk")
+
+    real_open = builtins.open
+
+    def open_for_reading_only(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            refuse()
+        return real_open(file, mode, *args, **kwargs)
+
+    import starlette.formparsers
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", refuse)
+    monkeypatch.setattr(builtins, "open", open_for_reading_only)
+    stored = np.tile(film("NORMAL").astype(np.uint16) * 16, (4, 4))  # 896 x 896 x 2 bytes: over Starlette's 1 MB spool
+    r = _post(client, [("big.dcm", dicom_bytes(stored))], "?heatmap=true")
+    assert r.status_code == 200, r.text
+
+
+def test_save_dir_keeps_uploads_under_random_names(bundle, tmp_path):
+    folder = tmp_path / "kept"
+    client = TestClient(create_app(bundle, save_dir=folder, workers=1))
+    jpeg = sample_images("test", "NORMAL")[0].read_bytes()
+    dcm = dicom_bytes(np.zeros((8, 8), np.uint16) + 7)
+    assert _post(client, [("../../../outside.jpeg", jpeg), ("scan.dcm", dcm)]).status_code == 200
+    saved = sorted(folder.iterdir(), key=lambda p: p.suffix)
+    assert [p.suffix for p in saved] == [".dcm", ".jpg"]
+    assert all(len(p.stem) == 32 and int(p.stem, 16) >= 0 for p in saved)
+    assert {p.read_bytes() for p in saved} == {jpeg, dcm}
+    assert not list(tmp_path.glob("outside*")) and [p.name for p in tmp_path.iterdir()] == ["kept"]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_serve_user_errors_are_one_line(capsys):
+    assert main(["serve", "--model", "no_such_model"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cxrkit: error: no_such_model: not a model name") and err.count("\n") == 1
+    assert main(["serve", "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb must be positive" in capsys.readouterr().err
+    assert main(["serve", "--workers", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["serve", "--port", "eighty"])
