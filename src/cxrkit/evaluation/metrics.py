@@ -6,6 +6,8 @@ reader can tell a real gain from noise.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -98,9 +100,12 @@ def _multiclass_point(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     k = probs.shape[1]
     present = len(np.unique(y)) == k
     onehot = np.eye(k)[y]
+    with warnings.catch_warnings():  # a bootstrap resample may lack a class the model predicts: expected, not news
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        balanced = skm.balanced_accuracy_score(y, pred)
     return {
         "accuracy": skm.accuracy_score(y, pred),
-        "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+        "balanced_accuracy": balanced,
         "f1": skm.f1_score(y, pred, average="macro", zero_division=0.0),
         "roc_auc": skm.roc_auc_score(y, probs, multi_class="ovr", labels=list(range(k))) if present else float("nan"),
         "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
