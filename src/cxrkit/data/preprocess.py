@@ -24,14 +24,30 @@ class Preprocess:
     size: int = 128
     resize: str = "squash"  # "squash" (Kermany 224 set was squashed) or "pad" (keep aspect, pad to square)
     channels: int = 1  # 3 for ImageNet backbones and seed 000's RGB input
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | tuple[float, ...] = 0.0  # one value for all channels, or one per channel (ImageNet backbones)
+    std: float | tuple[float, ...] = 1.0
 
     def __post_init__(self):
         if self.resize not in ("squash", "pad"):
             raise ValueError(f"resize must be 'squash' or 'pad', got {self.resize!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        for name in ("mean", "std"):  # JSON metadata gives lists back; keep the dataclass hashable
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if len(value) != self.channels:
+                    raise ValueError(f"{name} needs {self.channels} values, got {len(value)}")
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.mean, tuple) or isinstance(self.std, tuple)
+
+    def channel_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """mean and std as float32 arrays of shape (C, 1, 1)."""
+        shape = (self.channels, 1, 1)
+        return (np.broadcast_to(np.float32(self.mean), (self.channels,)).reshape(shape).astype(np.float32),
+                np.broadcast_to(np.float32(self.std), (self.channels,)).reshape(shape).astype(np.float32))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,9 +82,13 @@ def to_model_input(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     import torch
 
     x = batch.unsqueeze(1).float().div_(255.0) if batch.dtype == torch.uint8 else batch
-    x = (x - pre.mean) / pre.std
-    if pre.channels == 3:
-        x = x.expand(-1, 3, -1, -1)
+    if pre.per_channel:  # grey film repeated to RGB, then each channel normalised with its own ImageNet stats
+        mean, std = (torch.from_numpy(a) for a in pre.channel_stats())
+        x = (x.expand(-1, pre.channels, -1, -1) - mean) / std
+    else:
+        x = (x - pre.mean) / pre.std
+        if pre.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -79,7 +99,11 @@ def to_model_array(batch: np.ndarray, pre: Preprocess) -> np.ndarray:
     (checked in tests/test_export.py); ONNX models are fed through this.
     """
     x = batch[:, None].astype(np.float32) / np.float32(255.0)
-    x = (x - np.float32(pre.mean)) / np.float32(pre.std)
-    if pre.channels == 3:
-        x = np.repeat(x, 3, axis=1)
+    if pre.per_channel:
+        mean, std = pre.channel_stats()
+        x = (np.repeat(x, pre.channels, axis=1) - mean) / std
+    else:
+        x = (x - np.float32(pre.mean)) / np.float32(pre.std)
+        if pre.channels == 3:
+            x = np.repeat(x, 3, axis=1)
     return np.ascontiguousarray(x)

@@ -55,14 +55,15 @@ def plot_history(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ep = [h["epoch"] for h in history]
+    ep = list(range(1, len(history) + 1))  # transfer runs: head-only epochs on cached features come first
+    xlabel = "epoch (head-only epochs first)" if any(h.get("stage") == "head" for h in history) else "epoch"
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     a.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
-    a.plot(ep, [h["val_loss"] for h in history], "o-", label="validation loss")
-    a.set_xlabel("epoch"), a.legend(), a.grid(alpha=0.3)
+    a.plot(ep, [h.get("val_loss", float("nan")) for h in history], "o-", label="validation loss")
+    a.set_xlabel(xlabel), a.legend(), a.grid(alpha=0.3)
     b.plot(ep, [h["val_auc"] for h in history], "o-", label="validation ROC-AUC")
     b.plot(ep, [h["val_acc"] for h in history], "o-", label="validation accuracy @0.5")
-    b.set_xlabel("epoch"), b.legend(), b.grid(alpha=0.3)
+    b.set_xlabel(xlabel), b.legend(), b.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

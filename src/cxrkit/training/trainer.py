@@ -33,7 +33,7 @@ from ..inference.bundle import ModelBundle, probabilities, save_bundle
 from ..inference.predictor import predict_resized
 from ..models import create_model, model_info
 from ..recipes import Recipe
-from . import rundir
+from . import finetune, rundir
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothin
 def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     """Fused (single-kernel) optimizers measured ~8% faster training of seed_cnn on 2 CPU cores; they round
     differently from the per-tensor loop, so the choice is part of the recipe (reruns must match)."""
-    params, fused = model.parameters(), recipe.fused_optimizer
+    params, fused = finetune.param_groups(model, recipe), recipe.fused_optimizer
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
     if recipe.optimizer == "adamw":
@@ -105,7 +105,8 @@ def _schedule(recipe: Recipe, opt: torch.optim.Optimizer, steps_per_epoch: int):
     if recipe.schedule == "onecycle":
         if total < 8:  # OneCycleLR divides by its warm-up length, which is zero for a handful of steps
             return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total, pct_start=0.25)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                   total_steps=total, pct_start=0.25)
     if recipe.schedule == "cosine":
         warm = int(recipe.warmup_epochs * steps_per_epoch)
         return torch.optim.lr_scheduler.LambdaLR(
@@ -169,6 +170,12 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                             "bf16" if use_bf16 else "fp32")
 
     model = create_model(recipe.model, num_classes=k, **recipe.model_kwargs).to(memory_format=torch.channels_last)
+    weights_note = "none (trained from scratch)"
+    if recipe.pretrained:
+        from ..models.pretrained import load_backbone_weights
+
+        weights_note = load_backbone_weights(model, recipe.model, recipe.pretrained)
+    frozen_bn = finetune.freeze_backbone(model, recipe.unfreeze)
     steps = math.ceil(len(train_set.images) / recipe.batch_size)
     if max_steps:
         steps = min(steps, max_steps)
@@ -189,12 +196,19 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         history = ck["history"]
         best = {"score": ck["best_score"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
         start_epoch = ck["epoch"] + 1
+    elif recipe.head_epochs and finetune.is_transfer(model):
+        feats = [finetune.embed(model.backbone, d, pre, use_bf16, progress=progress, desc=f"embed {name}")
+                 for d, name in ((train_set, "train"), (val_set, "val"))]
+        history += finetune.train_head(model, feats[0], train_set.labels, feats[1], val_set.labels, recipe, _loss,
+                                       weights, gen, verbose)
 
     # binarized layers keep their latent weights in [-1, 1] after every step (Larq's weight_clip)
     clipped = [m for m in model.modules() if hasattr(m, "clip_latent_weights")]
     monitor = recipe.early_stopping_metric
     for epoch in range(start_epoch, recipe.epochs + 1):
         model.train()
+        for m in frozen_bn:
+            m.eval()
         order = torch.randperm(len(train_set.images), generator=gen)
         t0, seen, total_loss = time.perf_counter(), 0, 0.0
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress, unit="step",
@@ -254,6 +268,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                          threshold, dict(recipe.model_kwargs),
                          {"recipe": recipe.name, "recipe_version": recipe.version,
                           "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
+                          "pretrained": weights_note,
                           "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")},
                           "calibration": cal.report},
                          temperature=cal.temperature, confidence_threshold=cal.confidence_threshold)
