@@ -15,6 +15,7 @@ from cxrkit.data.preprocess import Preprocess, resize_gray
 from cxrkit.evaluation.calibration import (calibrate, choose_confidence_threshold, fit_temperature, nll,
                                            parse_uncertain_rule, probabilities_from_logits)
 from cxrkit.evaluation.metrics import evaluate_probabilities
+from cxrkit.cli.main import main
 from cxrkit.inference.bundle import ModelBundle
 from cxrkit.inference.predictor import predict_resized, uncertain_mask
 from cxrkit.models import create_model
@@ -139,3 +140,23 @@ def test_onnx_carries_and_applies_calibration(tmp_path):
     run = subprocess.run([sys.executable, "-m", "cxrkit.runtime", "--model", str(out), "--json", *map(str, files)],
                          capture_output=True, text=True, check=True)
     assert [r["uncertain"] for r in json.loads(run.stdout)] == flags.tolist()
+
+
+def test_cxrkit_calibrate_refits_without_changing_decisions(sample_dir, tmp_path, capsys):
+    from cxrkit.inference.bundle import load_bundle, save_bundle
+    from cxrkit.inference.predictor import predict_paths
+
+    src = save_bundle(_bundle(1.0, 0.0), tmp_path / "m.safetensors")
+    out = tmp_path / "m_cal.safetensors"
+    args = ["calibrate", "--model", str(src), "--data", str(sample_dir), "--out", str(out), "--quiet"]
+    assert main(args + ["--uncertain-rule", "coverage:0.75", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    new = load_bundle(out)
+    assert new.temperature == pytest.approx(report["temperature"]) and new.temperature != 1.0
+    assert new.confidence_threshold == report["confidence_threshold"] > 0
+    assert report["val_nll_after"] <= report["val_nll_before"] and report["val_coverage"] >= 0.75
+    files = sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA")
+    old_preds, _ = predict_paths(load_bundle(src), files)
+    new_preds, _ = predict_paths(new, files)
+    assert [p.label for p in old_preds] == [p.label for p in new_preds]
+    assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites

@@ -246,6 +246,29 @@ def cmd_data_check(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from ..evaluation.recalibrate import recalibrate
+    from ..inference.bundle import resolve_model, save_bundle
+
+    out = Path(args.out)
+    if out.exists():
+        raise FileExistsError(f"{out}: exists; choose a new --out")
+    bundle = recalibrate(resolve_model(args.model), args.data, args.uncertain_rule,
+                         fit_temperature=not args.no_temperature, val_fraction=args.val_fraction, seed=args.seed,
+                         progress=_progress(args))
+    save_bundle(bundle, out)
+    r = bundle.info["calibration"]
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"wrote {out}: temperature {r['temperature']:.3f}, UNCERTAIN below confidence "
+          f"{r['confidence_threshold']:.3f} ({r['uncertain_rule']})\n"
+          f"validation ({r['val_n']} images, {r['split']}): NLL {r['val_nll_before']:.4f} → "
+          f"{r['val_nll_after']:.4f}, ECE {r['val_ece_before']:.4f} → {r['val_ece_after']:.4f}, coverage "
+          f"{r['val_coverage']:.3f}, accuracy on covered cases {r['val_covered_accuracy']:.3f}")
+    return 0
+
+
 def cmd_data_derive(args) -> int:
     from ..data.derive import derive
 
@@ -483,6 +506,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-dir", help="keep every upload here under a random name (default: nothing is written)")
     s.add_argument("--workers", type=int, help="inference threads (default: one per core, at most 4)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("calibrate", help="(re)fit temperature and UNCERTAIN threshold on validation; new model file",
+                       description="Fit temperature scaling and the confidence threshold below which predictions are "
+                                   "UNCERTAIN on the patient-grouped validation split carved from --data's train/ "
+                                   "(as training does; the test split is never read), and write a new .safetensors "
+                                   "with them. Decisions do not change; probabilities become calibrated "
+                                   "(docs/nclass.md).")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--data", required=True, help="data folder the model was trained on: ROOT/train/CLASS/*")
+    s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
+    s.add_argument("--uncertain-rule", default="coverage:0.95",
+                   help="coverage:C (decide the C most confident share) | error:E (largest coverage with error ≤ E "
+                        "on covered cases) | none (default: %(default)s)")
+    s.add_argument("--no-temperature", action="store_true", help="keep the model's temperature; fit the threshold only")
+    s.add_argument("--val-fraction", type=float, help="validation share (default: the model's built-in recipe's, else 0.1)")
+    s.add_argument("--seed", type=int, help="split seed (default: the model's built-in recipe's, else 0)")
+    s.add_argument("--json", action="store_true", help="print the fitted calibration as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("models", help="list registered models")
     s.add_argument("--json", action="store_true")
