@@ -60,13 +60,14 @@ function showResult(node, r, model) {
   if (r.uncertain) node.classList.add("is-uncertain");
   const shown = model.positive_class !== null ? model.positive_class : r.label;
   const p = r.probabilities[shown];
+  $(".bar-label", node).textContent = `P(${shown}) ${p.toFixed(3)}` + (model.threshold !== null ? ` · threshold ${model.threshold.toFixed(3)}` : "");
   const bar = $(".bar", node);
   bar.hidden = false;
   $(".fill", bar).style.width = `${(100 * p).toFixed(1)}%`;
   const cut = $(".cut", bar);
   if (model.threshold !== null) cut.style.left = `${(100 * model.threshold).toFixed(1)}%`; else cut.hidden = true;
-  $(".probs", node).textContent = Object.entries(r.probabilities).map(([c, v]) => `P(${c}) = ${v.toFixed(3)}`).join("   ")
-    + (model.threshold !== null ? `   (threshold ${model.threshold.toFixed(3)})` : "");
+  $(".probs", node).textContent = Object.entries(r.probabilities).map(([c, v]) => `P(${c}) = ${v.toFixed(3)}`).join(", ");
+  $(".model-id", node).textContent = `model: ${model.id}`;
   const img = $(".film", node);
   img.src = r.preview;
   img.alt = `${r.file}, ${r.width}x${r.height}`;
