@@ -17,7 +17,7 @@ from cxrkit.bnn.packing import read_packed
 from cxrkit.data.io import read_image
 from cxrkit.data.preprocess import Preprocess, resize_gray, to_model_input
 from cxrkit.inference.bundle import ModelBundle
-from cxrkit.inference.predictor import predict_arrays, predict_resized
+from cxrkit.inference.predictor import predict_arrays, predict_resized, uncertain_mask
 from cxrkit.models import create_model, model_info
 from cxrkit.models._binary import BinaryConv2d, BinaryLinear, sign_ste
 from cxrkit.recipes import load_recipe
@@ -281,3 +281,18 @@ def test_corrupt_and_wrong_version_files_give_one_line_errors(tmp_path):
         with pytest.raises(PackedFormatError, match=message) as info:
             load_packed(path)
         assert isinstance(info.value, ValueError) and "\n" not in str(info.value), label
+
+
+def test_packed_model_carries_and_applies_calibration(tmp_path):
+    bundle = _bundle("cxr_bnn", SMALL_PRE, **SMALL)
+    arrays = _sample_arrays()
+    resized = torch.from_numpy(np.stack([resize_gray(a, SMALL_PRE.size) for a in arrays]))
+    plain = predict_resized(bundle, resized)
+    bundle.temperature = 3.0
+    calibrated = predict_resized(bundle, resized)
+    bundle.confidence_threshold = float(np.median(calibrated.max(axis=1)))
+    packed = load_packed(export_packed(bundle, tmp_path / "m.npz"))
+    assert (packed.temperature, packed.confidence_threshold) == (3.0, bundle.confidence_threshold)
+    got = predict_resized(packed, resized)
+    assert np.allclose(got, calibrated, atol=1e-3) and not np.allclose(got, plain, atol=1e-3)
+    assert np.array_equal(uncertain_mask(packed, got), uncertain_mask(bundle, calibrated))

@@ -192,9 +192,10 @@ def _simple(spec: dict, arrays: dict):
     return rprelu
 
 
-def _probabilities(z: np.ndarray) -> np.ndarray:
-    """``(N, 1)`` logits → sigmoid pair, ``(N, K)`` → softmax, as ``inference.bundle.probabilities``."""
-    z = z.astype(np.float64)
+def _probabilities(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``(N, 1)`` logits → sigmoid pair, ``(N, K)`` → softmax, of ``z / temperature``, as
+    ``inference.bundle.probabilities``."""
+    z = z.astype(np.float64) / temperature
     if z.shape[1] == 1:
         p = 0.5 * (1 + np.tanh(z[:, 0] / 2))  # the logistic function without overflow for huge logits
         return np.stack([1 - p, p], axis=1).astype(np.float32)
@@ -211,6 +212,8 @@ class PackedModel:
             self.classes = tuple(header["classes"])
             self.preprocess = Preprocess(**header["preprocess"])
             self.threshold = float(header.get("threshold", 0.5))
+            self.temperature = float(header.get("temperature", 1.0))  # calibration, as ModelBundle's
+            self.confidence_threshold = float(header.get("confidence_threshold", 0.0))
             self.info = header.get("info", {})
             self._ops = [self._build(spec, arrays) for spec in header["ops"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -236,7 +239,8 @@ class PackedModel:
 
     def metadata(self) -> dict:
         return {"format": FORMAT, "format_version": VERSION, "arch": self.arch, "classes": list(self.classes),
-                "preprocess": self.preprocess.to_dict(), "threshold": self.threshold, "info": self.info}
+                "preprocess": self.preprocess.to_dict(), "threshold": self.threshold,
+                "temperature": self.temperature, "confidence_threshold": self.confidence_threshold, "info": self.info}
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Preprocessed float32 ``(N, C, H, W)`` (as the PyTorch model takes it) → raw outputs ``(N, K)``."""
@@ -262,7 +266,8 @@ class PackedModel:
         images = np.asarray(images, dtype=np.uint8)
         out = [self.logits(to_model_array(images[i:i + batch_size], self.preprocess))
                for i in range(0, len(images), batch_size)]
-        return _probabilities(np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32))
+        return _probabilities(np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32),
+                              self.temperature)
 
     def predict_proba(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """uint8 grayscale images of any size, or preprocessed float NCHW arrays → ``(N, classes)`` probabilities."""
@@ -271,7 +276,8 @@ class PackedModel:
             if images.ndim != 4 or images.shape[1] != pre.channels:
                 raise ValueError(f"preprocessed input must be (N, {pre.channels}, H, W) float, got {images.shape}")
             out = [self.logits(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-            return _probabilities(np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32))
+            return _probabilities(np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32),
+                              self.temperature)
         arrays = list(images) if not isinstance(images, np.ndarray) or images.ndim == 3 else [images]
         if any(a.dtype != np.uint8 or a.ndim != 2 for a in arrays):
             raise ValueError("images must be 2-D uint8 grayscale arrays (or preprocessed float NCHW arrays)")

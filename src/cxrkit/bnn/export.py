@@ -139,7 +139,8 @@ def export_packed(bundle, path: str | Path, real_dtype: str = "float32") -> Path
     params = sum(p.numel() for p in model.parameters())
     header = {
         "arch": bundle.arch, "classes": list(bundle.classes), "preprocess": bundle.preprocess.to_dict(),
-        "threshold": float(bundle.threshold), "ops": emitter.ops,
+        "threshold": float(bundle.threshold), "temperature": float(bundle.temperature),
+        "confidence_threshold": float(bundle.confidence_threshold), "ops": emitter.ops,
         "info": {**bundle.info, "params": params, "binary_params": emitter.binary_weights,
                  "binary_fraction": round(emitter.binary_weights / params, 6), "real_dtype": real_dtype},
     }

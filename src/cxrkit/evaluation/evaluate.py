@@ -42,9 +42,8 @@ def evaluate_folder(bundle: ModelBundle, data_dir: str | Path, split: str = "tes
         raise DatasetError(f"{data_dir}: none of the {len(samples)} images could be read")
     probs = predict_resized(bundle, data.images)
     y = data.labels.numpy()
-    confidence_threshold = getattr(bundle, "confidence_threshold", 0.0)  # packed BNNs predate the field
     metrics = evaluate_probabilities(y, probs, bundle.classes, bundle.threshold, n_boot=n_boot,
-                                     confidence_threshold=confidence_threshold)
+                                     confidence_threshold=bundle.confidence_threshold)
     metrics.update({"model": bundle.source or bundle.arch, "arch": bundle.arch, "data": str(data_dir),
                     "split": split if index.has_splits else None, "data_fingerprint": data.fingerprint,
                     "threshold_rule": bundle.info.get("threshold_rule", "stored"),
@@ -55,7 +54,7 @@ def evaluate_folder(bundle: ModelBundle, data_dir: str | Path, split: str = "tes
 
 def calibration_summary(bundle, y: np.ndarray, probs: np.ndarray) -> dict:
     """The stored temperature and UNCERTAIN rule, with this set's ECE with and without the temperature."""
-    temperature = float(getattr(bundle, "temperature", 1.0))
+    temperature = bundle.temperature
     onehot = np.eye(probs.shape[1])[y]
     fitted = bundle.info.get("calibration", {})
     return {"temperature": temperature,

@@ -27,6 +27,11 @@ class Prediction:
                 "uncertain": self.uncertain}
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are (the trainer validates on the GPU it trains on)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def frozen_for_inference(bundle: ModelBundle) -> torch.nn.Module:
     """The bundle's model traced and frozen with TorchScript, cached on the bundle.
 
@@ -39,13 +44,16 @@ def frozen_for_inference(bundle: ModelBundle) -> torch.nn.Module:
     if bundle.frozen is not None:
         return bundle.frozen
     model, pre = bundle.model.eval(), bundle.preprocess
-    example = torch.rand(2, pre.channels, pre.size, pre.size).contiguous(memory_format=torch.channels_last)
+    device = _device_of(model)
+    example = torch.rand(2, pre.channels, pre.size, pre.size, device=device).contiguous(
+        memory_format=torch.channels_last)
     frozen: torch.nn.Module = model
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
-            probe = torch.rand(3, pre.channels, pre.size, pre.size).contiguous(memory_format=torch.channels_last)
+            probe = torch.rand(3, pre.channels, pre.size, pre.size, device=device).contiguous(
+                memory_format=torch.channels_last)
             if torch.allclose(traced(probe), model(probe), rtol=1e-3, atol=1e-4):
                 frozen = traced
     except Exception:  # noqa: BLE001 - any tracing failure means: run the eager model
@@ -69,10 +77,11 @@ def predict_resized(bundle: ModelBundle, images: torch.Tensor, batch_size: int =
     out = []
     bundle.model.eval()
     forward = frozen_for_inference(bundle) if optimize else bundle.model
+    device = _device_of(bundle.model)
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            x = to_model_input(images[i:i + batch_size], bundle.preprocess)
-            out.append(probabilities(forward(x), bundle.temperature).numpy())
+            x = to_model_input(images[i:i + batch_size].to(device), bundle.preprocess)
+            out.append(probabilities(forward(x), bundle.temperature).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(bundle.classes)), dtype=np.float32)
 
 
@@ -104,11 +113,8 @@ def confidence(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
 
 
 def uncertain_mask(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
-    """True where the confidence is below the bundle's ``confidence_threshold`` (0: nothing is uncertain).
-
-    Exported and packed models without the field (written before it existed) never flag anything.
-    """
-    return confidence(bundle, probs) < getattr(bundle, "confidence_threshold", 0.0)
+    """True where the confidence is below the bundle's ``confidence_threshold`` (0: nothing is uncertain)."""
+    return confidence(bundle, probs) < bundle.confidence_threshold
 
 
 def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:
