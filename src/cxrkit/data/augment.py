@@ -49,12 +49,12 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
             torch.stack([cos * flip, -sin, uniform(2 * aug.shift)], dim=1),
             torch.stack([sin * flip, cos, uniform(2 * aug.shift)], dim=1),
         ], dim=1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if aug.brightness or aug.contrast:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        c = (1.0 + uniform(aug.contrast)).view(b, 1, 1, 1)
-        br = (1.0 + uniform(aug.brightness)).view(b, 1, 1, 1)
+        c = (1.0 + uniform(aug.contrast)).view(b, 1, 1, 1).to(x.device)
+        br = (1.0 + uniform(aug.brightness)).view(b, 1, 1, 1).to(x.device)
         x = ((x - mean) * c + mean) * br
         x = x.clamp_(0.0, 1.0)
     return x

@@ -83,7 +83,7 @@ def to_model_input(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
 
     x = batch.unsqueeze(1).float().div_(255.0) if batch.dtype == torch.uint8 else batch
     if pre.per_channel:  # grey film repeated to RGB, then each channel normalised with its own ImageNet stats
-        mean, std = (torch.from_numpy(a) for a in pre.channel_stats())
+        mean, std = (torch.from_numpy(a).to(x.device) for a in pre.channel_stats())
         x = (x.expand(-1, pre.channels, -1, -1) - mean) / std
     else:
         x = (x - pre.mean) / pre.std

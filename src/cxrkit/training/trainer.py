@@ -33,7 +33,7 @@ from ..inference.bundle import ModelBundle, probabilities, save_bundle
 from ..inference.predictor import predict_resized
 from ..models import create_model, model_info
 from ..recipes import Recipe
-from . import finetune, rundir
+from . import distributed, finetune, rundir
 
 
 @dataclass
@@ -73,15 +73,19 @@ def _class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown class_weighting {mode!r} (none | balanced)")
 
 
-def _loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Weighted BCE (one logit) or cross-entropy, averaged so class weights keep the loss scale."""
+def _loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothing: float,
+          denominator: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted BCE (one logit) or cross-entropy, averaged so class weights keep the loss scale.
+
+    ``denominator`` replaces the batch's own weight sum: data-parallel processes each pass the global batch's
+    sum divided by their number, so the gradients they average are the single-process ones."""
     w = weights[y]
     if logits.shape[1] == 1:
         target = y.float() * (1 - smoothing) + 0.5 * smoothing
         per = F.binary_cross_entropy_with_logits(logits[:, 0].float(), target, reduction="none")
     else:
         per = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=smoothing)
-    return (per * w).sum() / w.sum()
+    return (per * w).sum() / (w.sum() if denominator is None else denominator)
 
 
 def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
@@ -118,8 +122,8 @@ def _validate(model: nn.Module, data: DecodedSet, pre: Preprocess, weights: torc
     bundle = ModelBundle(model, "", tuple(str(i) for i in range(k)), pre)
     probs = predict_resized(bundle, data.images, optimize=False)
     y = data.labels.numpy()
-    p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
-    nll = -(torch.log(p[torch.arange(len(y)), data.labels]) * weights[data.labels]).sum() / weights[data.labels].sum()
+    p, w = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7), weights.cpu()[data.labels]
+    nll = -(torch.log(p[torch.arange(len(y)), data.labels]) * w).sum() / w.sum()
     m = evaluate_probabilities(y, probs, [str(i) for i in range(k)], 0.5, n_boot=0)
     return {"val_loss": float(nll), "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}, probs
 
@@ -143,29 +147,36 @@ def load_training_data(recipe: Recipe, data_dir: str | Path, progress: bool = Tr
 
 def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
           progress: bool = True, max_steps: int | None = None, command: str | None = None,
-          verbose: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> TrainResult:
+          verbose: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
+          device: str = "auto") -> TrainResult:
     """Run ``recipe`` on ``data_dir`` and write everything to ``out_dir``.
 
     ``progress`` draws live bars (a terminal); ``verbose`` prints one line per
     epoch to stderr, which is what a ``nohup`` log shows. ``max_steps`` caps
     optimizer steps per epoch (smoke tests, benchmarks). ``on_epoch(epoch,
     record)`` runs after each epoch's checkpoint; an exception it raises stops
-    training there (``cxrkit tune`` prunes trials this way).
+    training there (``cxrkit tune`` prunes trials this way). ``device``: auto
+    (a GPU if PyTorch sees one), cpu or cuda; under ``torchrun`` every process
+    trains a slice of each batch (:mod:`cxrkit.training.distributed`).
     """
+    place = distributed.setup(device)
+    verbose, progress = verbose and place.is_main, progress and place.is_main
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
     if out.exists() and any(out.iterdir()) and not resume:
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
-    use_bf16 = resolve_precision(recipe.precision) == "bf16"
-    out.mkdir(parents=True, exist_ok=True)
+    use_bf16 = resolve_precision(recipe.precision) == "bf16" if place.device.type == "cpu" else recipe.precision != "fp32"
+    distributed.barrier(place)  # every process has checked the run directory before the main one writes to it
+    if place.is_main:
+        out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(recipe.seed)
     classes, train_set, val_set = load_training_data(recipe, data_dir, progress)
     k = len(classes)
     pre = _preprocess_for(recipe)
-    if not resume:
+    if not resume and place.is_main:
         rundir.write_config(out, recipe, data_dir, classes, train_set, val_set, command,
                             "bf16" if use_bf16 else "fp32")
 
@@ -176,31 +187,33 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
 
         weights_note = load_backbone_weights(model, recipe.model, recipe.pretrained)
     frozen_bn = finetune.freeze_backbone(model, recipe.unfreeze)
+    model.to(place.device)
+    trained = distributed.wrap(model, place)
     steps = math.ceil(len(train_set.images) / recipe.batch_size)
     if max_steps:
         steps = min(steps, max_steps)
     opt = _optimizer(recipe, model)
     sched = _schedule(recipe, opt, steps)
-    weights = _class_weights(train_set.labels, k, recipe.class_weighting)
+    weights = _class_weights(train_set.labels, k, recipe.class_weighting).to(place.device)
     gen = torch.Generator().manual_seed(recipe.seed)
     history: list[dict] = []
     best = {"score": -math.inf, "epoch": 0, "state": None}
     start_epoch = 1
     if resume:
-        ck = torch.load(ckpt_path, weights_only=True)
+        ck = torch.load(ckpt_path, weights_only=True, map_location=place.device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
+        gen.set_state(ck["generator"].cpu())
+        torch.set_rng_state(ck["torch_rng"].cpu())
         history = ck["history"]
         best = {"score": ck["best_score"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
         start_epoch = ck["epoch"] + 1
     elif recipe.head_epochs and finetune.is_transfer(model):
         feats = [finetune.embed(model.backbone, d, pre, use_bf16, progress=progress, desc=f"embed {name}")
                  for d, name in ((train_set, "train"), (val_set, "val"))]
-        history += finetune.train_head(model, feats[0], train_set.labels, feats[1], val_set.labels, recipe, _loss,
-                                       weights, gen, verbose)
+        history += finetune.train_head(model, feats[0], train_set.labels.to(place.device), feats[1],
+                                       val_set.labels.to(place.device), recipe, _loss, weights, gen, verbose)
 
     # binarized layers keep their latent weights in [-1, 1] after every step (Larq's weight_clip)
     clipped = [m for m in model.modules() if hasattr(m, "clip_latent_weights")]
@@ -215,12 +228,13 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                    leave=False)
         for step in bar:
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            x = train_set.images[idx].unsqueeze(1).float().div_(255.0)
-            x = to_model_input(augment_batch(x, recipe.augment, gen), pre)
-            y = train_set.labels[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-            loss = _loss(logits, y, weights, recipe.label_smoothing)
+            x = train_set.images[idx].to(place.device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+            x = distributed.my_slice(to_model_input(augment_batch(x, recipe.augment, gen), pre), place)
+            y_all = train_set.labels[idx].to(place.device)
+            y = distributed.my_slice(y_all, place)
+            with torch.autocast(place.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = trained(x)
+            loss = _loss(logits, y, weights, recipe.label_smoothing, weights[y_all].sum() / place.world)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -228,8 +242,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                 m.clip_latent_weights()
             sched.step()
             seen += len(idx)
-            total_loss += loss.item() * len(idx)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+            total_loss += loss.item() * len(idx) / place.world
+            bar.set_postfix(loss=f"{total_loss * place.world / seen:.4f}")
+        total_loss = distributed.total(total_loss, place)
         train_seconds = time.perf_counter() - t0
         val, _ = _validate(model, val_set, pre, weights, k)
         record = {"epoch": epoch, "train_loss": total_loss / seen, **val, "lr": opt.param_groups[0]["lr"],
@@ -243,8 +258,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             _log(f"epoch {epoch}/{recipe.epochs}: loss {record['train_loss']:.4f}  val_loss {val['val_loss']:.4f}  "
                  f"val_auc {val['val_auc']:.4f}  val_acc {val['val_acc']:.4f}  "
                  f"({record['train_img_per_s']:.0f} img/s)")
-        _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best)
-        rundir.write_json(out / "history.json", history)
+        if place.is_main:
+            _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best)
+            rundir.write_json(out / "history.json", history)
         if on_epoch is not None:
             on_epoch(epoch, record)
         if monitor != "none" and epoch - best["epoch"] >= recipe.early_stopping_patience:
@@ -264,7 +280,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     val_probs, threshold = cal.probs, cal.threshold
     val_metrics = evaluate_probabilities(val_set.labels.numpy(), val_probs, classes, threshold,
                                          confidence_threshold=cal.confidence_threshold)
-    bundle = ModelBundle(model.to(memory_format=torch.contiguous_format), recipe.model, tuple(classes), pre,
+    bundle = ModelBundle(model.cpu().to(memory_format=torch.contiguous_format), recipe.model, tuple(classes), pre,
                          threshold, dict(recipe.model_kwargs),
                          {"recipe": recipe.name, "recipe_version": recipe.version,
                           "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
@@ -272,9 +288,12 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                           "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")},
                           "calibration": cal.report},
                          temperature=cal.temperature, confidence_threshold=cal.confidence_threshold)
-    save_bundle(bundle, out / "model.safetensors")
-    rundir.write_json(out / "val_metrics.json", val_metrics)
-    rundir.plot_history(history, out / "training_curves.png")
+    if place.is_main:
+        save_bundle(bundle, out / "model.safetensors")
+        rundir.write_json(out / "val_metrics.json", val_metrics)
+        rundir.plot_history(history, out / "training_curves.png")
+    distributed.barrier(place)
+    distributed.teardown(place)
     bundle.source = str(out / "model.safetensors")
     return TrainResult(out, bundle, history, val_metrics)
 
