@@ -125,6 +125,19 @@ def test_heatmap_and_preview_are_display_sized_jpegs(client, bundle):
     assert np.abs(rgb[..., 0] - rgb[..., 2]).max() > 60  # coloured where the model looked, not a gray copy
 
 
+def test_server_gradcam_equals_explain_image(client, bundle):
+    """The server's copies stop the backward pass at the explained layer; the heatmap must not change."""
+    from cxrkit.explain import explain_image
+
+    served = client.app.state.models["cxr_cnn"]
+    assert not any(p.requires_grad for p in served.explainers.queue[0].model.parameters())  # the fast path is on
+    for path in sample_images("test", "NORMAL")[:2] + sample_images("test", "PNEUMONIA")[:2]:
+        image = film(path.parent.name, sample_images("test", path.parent.name).index(path))
+        reference = explain_image(bundle, image)
+        assert reference.heatmap.max() > 0.5
+        np.testing.assert_allclose(served.explain(image, reference.label), reference.heatmap, atol=1e-5)
+
+
 def test_dicom_windowed_inverted_and_equal_to_the_jpeg(client):
     gray = film("PNEUMONIA")
     jpeg = _post(client, [("f.png", encode(gray, "PNG"))]).json()["results"][0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -51,6 +52,12 @@ def _error(status: int, detail: str, errors: list[dict] | None = None) -> JSONRe
     return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status)
 
 
+def _quiet_dicom_decoder() -> None:
+    """Silence pydicom's log records and warnings: some quote element values, and those may be patient data."""
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
 def default_workers() -> int:
     """One inference thread per core, at most 4: more only queue for the same cores."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -68,6 +75,7 @@ def create_app(model=None, max_upload_mb: float = 20.0, save_dir: str | Path | N
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     workers = workers or default_workers()
+    _quiet_dicom_decoder()
     specs = list(model) if isinstance(model, (list, tuple)) else [model]
     served = {m.id: m for m in load_models(specs, workers)}
     default = next(iter(served))

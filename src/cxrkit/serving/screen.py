@@ -96,6 +96,8 @@ def screen(model: ServedModel, uploads: Sequence[Upload], heatmap: bool = False,
             if model.explainers is None:
                 result["heatmap"], result["heatmap_note"] = None, model.card["heatmap_note"]
             else:
-                result["heatmap"] = overlay_uri(shown, model.explain(image, label))
+                # explained at display size: same decision (made above on the full film), and the map comes
+                # back in the frame it is drawn in, instead of being stretched to the film and shrunk again
+                result["heatmap"] = overlay_uri(shown, model.explain(shown, label))
         results.append(result)
     return results
