@@ -58,6 +58,7 @@ class Recipe:
     calibrate: bool = True
     uncertain_rule: str = "coverage:0.95"  # coverage:C | error:E | none
     seed: int = 0
+    reference: dict = field(default_factory=dict)  # the seed paper's published test figures, shown beside ours
 
     def __post_init__(self) -> None:
         from ..evaluation.calibration import parse_uncertain_rule  # a bad rule must fail before, not after, training
@@ -106,7 +107,8 @@ RECIPES: dict[str, Recipe] = {
                         "augmentation, cut-off 0.5 (validation carved from train instead of the test set).",
         ),
         Recipe(
-            name="seed000", model="seed_bnn", image_size=128, epochs=10, batch_size=32, lr=1e-3,
+            name="seed000", model="seed_bnn", image_size=128, reference={"accuracy": 0.6298},
+            epochs=10, batch_size=32, lr=1e-3,
             threshold_rule="fixed:0.5", keep_best=False,
             description="Seed 000 as published: Larq-style BNN, 128 px RGB in [0, 1], Adam 1e-3, sparse "
                         "cross-entropy, batch 32, 10 epochs, no augmentation, last epoch kept, cut-off 0.5.",
@@ -152,7 +154,8 @@ RECIPES: dict[str, Recipe] = {
                         "(minutes on 2 cores, no augmentation).",
         ),
         Recipe(
-            name="seed002_resnet50", model="resnet50", pretrained="auto", image_size=224, epochs=10, batch_size=32,
+            name="seed002_resnet50", model="resnet50", pretrained="auto",
+            reference={"accuracy": 0.928}, image_size=224, epochs=10, batch_size=32,
             lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
             early_stopping_metric="val_loss", early_stopping_patience=3,
             description="Seed 002's resnet50 (seed: 92.8% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
@@ -160,7 +163,8 @@ RECIPES: dict[str, Recipe] = {
                         "local (pretrained auto), else from scratch, as the run records.",
         ),
         Recipe(
-            name="seed002_densenet121", model="densenet121", pretrained="auto", image_size=224, epochs=10, batch_size=32,
+            name="seed002_densenet121", model="densenet121", pretrained="auto",
+            reference={"accuracy": 0.858}, image_size=224, epochs=10, batch_size=32,
             lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
             early_stopping_metric="val_loss", early_stopping_patience=3,
             description="Seed 002's densenet121 (seed: 85.8% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
@@ -168,7 +172,8 @@ RECIPES: dict[str, Recipe] = {
                         "local (pretrained auto), else from scratch, as the run records.",
         ),
         Recipe(
-            name="seed002_inceptionv3", model="inception_v3", pretrained="auto", image_size=299, epochs=10, batch_size=32,
+            name="seed002_inceptionv3", model="inception_v3", pretrained="auto",
+            reference={"accuracy": 0.764}, image_size=299, epochs=10, batch_size=32,
             lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
             early_stopping_metric="val_loss", early_stopping_patience=3,
             description="Seed 002's inception_v3 (seed: 76.4% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
@@ -176,7 +181,8 @@ RECIPES: dict[str, Recipe] = {
                         "local (pretrained auto), else from scratch, as the run records.",
         ),
         Recipe(
-            name="seed002_vgg16", model="vgg16", pretrained="auto", image_size=224, epochs=10, batch_size=32,
+            name="seed002_vgg16", model="vgg16", pretrained="auto",
+            reference={"accuracy": 0.636}, image_size=224, epochs=10, batch_size=32,
             lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
             early_stopping_metric="val_loss", early_stopping_patience=3,
             description="Seed 002's vgg16 (seed: 63.6% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
@@ -184,7 +190,8 @@ RECIPES: dict[str, Recipe] = {
                         "local (pretrained auto), else from scratch, as the run records.",
         ),
         Recipe(
-            name="seed004", model="resnet50", pretrained="auto", image_size=224, head_epochs=10, epochs=0,
+            name="seed004", model="resnet50", pretrained="auto",
+            reference={"accuracy": 0.68, "roc_auc": 0.83}, image_size=224, head_epochs=10, epochs=0,
             head_lr=1e-3, weight_decay=1e-4, class_weighting="balanced", threshold_rule="fixed:0.5",
             precision="auto",
             description="Seed 004 (seed: 68% test accuracy, AUC 0.83): frozen ResNet50 base, GAP, dense 512 "
