@@ -152,7 +152,8 @@ def cmd_evaluate(args) -> int:
         return 0
     m = ev.metrics
     print(f"model {m['model']} on {m['n']} images of {m['data']}" + (f" [{m['split']}]" if m["split"] else ""))
-    print(f"threshold {m['threshold']:.3f} ({m['threshold_rule']})\n")
+    print(f"threshold {m['threshold']:.3f} ({m['threshold_rule']})\n" if len(m["classes"]) == 2 else
+          "decision: the most probable class\n")
     print(metrics_table(m))
     print(f"\nconfusion matrix (rows true, columns predicted; {', '.join(m['classes'])}): {m['confusion_matrix']}")
     sel = m["selective"]

@@ -63,7 +63,8 @@ def plot_confusion(cm: list[list[int]], classes: list[str], path: Path, columns:
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(classes)), classes)
-    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true",
+           title="Confusion matrix" if columns == classes else "Confusion matrix, UNCERTAIN set aside")
     return _save(fig, path)
 
 
