@@ -30,7 +30,7 @@ FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 
 def film_1024() -> bytes:
     sample = Path(str(resources.files("cxrkit") / "sample_data" / "kermany_sample" / "test" / "PNEUMONIA"))
-    with Image.open(sorted(sample.glob("*.jpeg"))[0]) as img:
+    with Image.open(min(sample.glob("*.jpeg"))) as img:
         big = img.convert("L").resize((1024, 1024), Image.BICUBIC)
     buf = io.BytesIO()
     big.save(buf, format="JPEG", quality=90)
@@ -84,8 +84,8 @@ async def run(url: str, data: bytes, heatmap: bool, concurrency: int, n: int) ->
         await asyncio.gather(*(one() for _ in range(n)))
         wall = time.perf_counter() - t0
     q = statistics.quantiles(latencies, n=100)
-    return {"heatmap": heatmap, "concurrency": concurrency, "requests": n, "p50_ms": 1000 * statistics.median(latencies),
-            "p95_ms": 1000 * q[94], "req_per_s": n / wall, "errors": errors}
+    return {"heatmap": heatmap, "concurrency": concurrency, "requests": n, "errors": errors,
+            "p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * q[94], "req_per_s": n / wall}
 
 
 def main() -> None:

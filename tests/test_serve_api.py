@@ -168,7 +168,8 @@ def test_dicom_patient_identifiers_never_shown_or_logged(client, caplog, capfd):
 def test_uncertain_when_the_model_abstains(bundle):
     unsure = dataclasses.replace(bundle, confidence_threshold=0.999999)
     client = TestClient(create_app(unsure, workers=1))
-    files = [(p.name, p.read_bytes()) for p in sample_images("test", "NORMAL")[:2] + sample_images("test", "PNEUMONIA")[:2]]
+    paths = sample_images("test", "NORMAL")[:2] + sample_images("test", "PNEUMONIA")[:2]
+    files = [(p.name, p.read_bytes()) for p in paths]
     results = _post(client, files).json()["results"]
     assert len(results) == 4 and all(r["uncertain"] is True for r in results)
     sure = _post(TestClient(create_app(bundle, workers=1)), files).json()["results"]

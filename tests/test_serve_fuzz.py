@@ -88,8 +88,8 @@ def test_fuzz_raw_bodies_never_5xx(client, content_type, body):
 @FUZZ
 @given(path=st.sampled_from(["/", "/healthz", "/api/models", "/api/predict", "/openapi.json", "/static/app.js",
                               "/static/../app.py", "/nope"]),
-       method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]), query=st.dictionaries(st.text(max_size=10),
-                                                                                        st.text(max_size=10), max_size=3))
+       method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+       query=st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3))
 def test_fuzz_routes_and_methods_never_5xx(client, path, method, query):
     r = client.request(method, path, params=query)
     assert r.status_code < 500

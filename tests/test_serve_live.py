@@ -64,7 +64,7 @@ async def _load(url: str, n: int, concurrency: int) -> tuple[list[int], list[flo
 
 
 def test_load_200_requests_at_concurrency_8_without_errors(server):
-    url, log = server
+    url, _ = server
     statuses, health, (wall,) = asyncio.run(_load(url, 200, 8))
     assert statuses.count(200) == 200, {s: statuses.count(s) for s in set(statuses)}
     # inference runs off the event loop: health checks are answered while 8 requests are being scored
@@ -102,7 +102,8 @@ def test_real_browser_upload_decision_heatmap_uncertain_screenshot(server, tmp_p
         assert "Not a medical device" in driver.find_element(By.ID, "disclaimer").text
         driver.find_element(By.ID, "files").send_keys(f"{dcm}\n{jpeg}")
         wait.until(lambda d: len([e for e in d.find_elements(By.CSS_SELECTOR, ".result .decision") if e.text]) == 2)
-        cards = {c.find_element(By.CSS_SELECTOR, ".name").text: c for c in driver.find_elements(By.CSS_SELECTOR, ".result")}
+        cards = {c.find_element(By.CSS_SELECTOR, ".name").text: c
+                 for c in driver.find_elements(By.CSS_SELECTOR, ".result")}
         assert set(cards) == {jpeg.name, dcm.name}
         card = cards[jpeg.name]
         assert card.find_element(By.CSS_SELECTOR, ".decision").text == "PNEUMONIA"
@@ -111,7 +112,8 @@ def test_real_browser_upload_decision_heatmap_uncertain_screenshot(server, tmp_p
         assert card.find_element(By.CSS_SELECTOR, ".fill").size["width"] > 100  # the probability bar
         img = card.find_element(By.CSS_SELECTOR, ".film")
         preview = img.get_attribute("src")
-        assert preview.startswith("data:image/jpeg") and driver.execute_script("return arguments[0].naturalWidth", img) > 0
+        assert preview.startswith("data:image/jpeg")
+        assert driver.execute_script("return arguments[0].naturalWidth", img) > 0
         card.find_element(By.CSS_SELECTOR, ".heat").click()  # the Grad-CAM toggle
         heat = img.get_attribute("src")
         assert heat.startswith("data:image/jpeg") and heat != preview
