@@ -194,6 +194,37 @@ def test_onnx_model_serves_without_heatmap(bundle, tmp_path):
     assert res["probabilities"]["PNEUMONIA"] == pytest.approx(torch_res["probabilities"]["PNEUMONIA"], abs=1e-3)
 
 
+def test_three_class_packed_bnn_and_unexplainable_models(tmp_path):
+    """N-class decisions (no threshold), a packed BNN (NumPy engine: no heatmap), a model with no spatial layer."""
+    import torch
+    import torch.nn as nn
+    from importlib import resources
+
+    from cxrkit.data.preprocess import Preprocess
+    from cxrkit.inference.bundle import ModelBundle
+    from cxrkit.models import create_model
+
+    torch.manual_seed(0)
+    three = ModelBundle(create_model("seed_cnn", num_classes=3, img_size=64).eval(), "seed_cnn", ("A", "B", "C"),
+                        Preprocess(size=64), model_kwargs={"img_size": 64})
+    flat = ModelBundle(nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 2)).eval(), "mlp", ("NORMAL", "PNEUMONIA"),
+                       Preprocess(size=32))
+    packed = str(resources.files("cxrkit") / "weights" / "cxr_bnn.bnn.npz")
+    client = TestClient(create_app([three, packed, flat], workers=1))
+    cards = {m["id"]: m for m in client.get("/api/models").json()["models"]}
+    assert list(cards) == ["seed_cnn", "cxr_bnn.bnn.npz", "mlp"]
+    assert cards["seed_cnn"]["threshold"] is None and cards["seed_cnn"]["positive_class"] is None
+    assert [cards[m]["heatmap"] for m in cards] == [True, False, False]
+    assert "spatial" in cards["mlp"]["heatmap_note"]
+    data = sample_images("test", "PNEUMONIA")[0].read_bytes()
+    for model_id in cards:
+        res = _post(client, [("x.jpeg", data)], f"?heatmap=true&model={model_id}").json()["results"][0]
+        probs = res["probabilities"]
+        assert res["label"] == max(probs, key=probs.get) or model_id != "seed_cnn"
+        assert (res["heatmap"] is not None) == cards[model_id]["heatmap"]
+        assert res["heatmap_note"] == cards[model_id]["heatmap_note"]
+
+
 # ---------------------------------------------------------------- bad input: clear 4xx, and the server goes on
 
 

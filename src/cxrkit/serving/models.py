@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..explain import explain_image, target_layer_name
+from ..explain import ExplainError, explain_image, target_layer_name
 from ..inference.bundle import ModelBundle, resolve_model
 from ..inference.predictor import frozen_for_inference, predict_arrays
 from ..models import is_model, model_info
@@ -68,18 +68,17 @@ def _card_text(source: str) -> str | None:
     return path.read_text(encoding="utf-8") if path and path.is_file() else None
 
 
-def model_card(model_id: str, source: str, bundle) -> dict:
-    """What ``GET /api/models`` and the page show about a model."""
+def model_card(model_id: str, source: str, bundle, heatmap_note: str | None) -> dict:
+    """What ``GET /api/models`` and the page show about a model; ``heatmap_note``: why it has no heatmaps."""
     pre = bundle.preprocess
     info = getattr(bundle, "info", {}) or {}
-    torch_model = isinstance(bundle, ModelBundle)
     return {"id": model_id, "arch": bundle.arch, "classes": list(bundle.classes),
             "positive_class": bundle.classes[1] if bundle.is_binary else None,
             "threshold": round(float(bundle.threshold), 6) if bundle.is_binary else None,
             "threshold_rule": info.get("threshold_rule"),
             "input": f"{pre.size}x{pre.size} {'grayscale' if pre.channels == 1 else 'RGB'}",
-            "format": "pytorch" if torch_model else type(bundle).__name__,
-            "heatmap": torch_model, "heatmap_note": None if torch_model else NO_HEATMAP,
+            "format": "pytorch" if isinstance(bundle, ModelBundle) else type(bundle).__name__,
+            "heatmap": heatmap_note is None, "heatmap_note": heatmap_note,
             "recipe": info.get("recipe"), "validation_metrics": info.get("val_metrics"),
             "intended_use": INTENDED_USE, "disclaimer": NOT_A_DEVICE, "card_markdown": _card_text(source)}
 
@@ -134,17 +133,21 @@ def load_models(specs: Sequence, workers: int) -> list[ServedModel]:
     taken: set[str] = set()
     for spec in specs:
         bundle = spec if hasattr(spec, "preprocess") else resolve_model(spec)
-        source = str(getattr(bundle, "source", "") or spec or bundle.arch)
+        source = str(getattr(bundle, "source", "") or (spec if isinstance(spec, (str, Path)) else bundle.arch))
         model_id = _model_id(source, taken)
         taken.add(model_id)
         copies: list[ModelBundle] = []
-        explainers = None
+        explainers, note = None, NO_HEATMAP
         if isinstance(bundle, ModelBundle):
-            copies = _explainer_copies(bundle, workers)
-            explainers = queue.Queue()
-            for c in copies:
-                explainers.put(c)
-        model = ServedModel(model_id, bundle, model_card(model_id, source, bundle), explainers)
+            try:
+                copies = _explainer_copies(bundle, workers)
+            except ExplainError as exc:  # e.g. no layer with a spatial output: serve it without heatmaps
+                note = str(exc)
+            else:
+                explainers, note = queue.Queue(), None
+                for c in copies:
+                    explainers.put(c)
+        model = ServedModel(model_id, bundle, model_card(model_id, source, bundle, note), explainers)
         _warm_up(model, copies)
         served.append(model)
     return served
