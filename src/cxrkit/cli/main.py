@@ -112,7 +112,9 @@ def cmd_train(args) -> int:
         return 0
     m = result.val_metrics
     print(f"run: {result.run_dir}\nvalidation ({m['n']} images, patient-grouped): accuracy {m['accuracy']:.3f}, "
-          f"ROC-AUC {m['roc_auc']:.3f}, threshold {result.bundle.threshold:.3f} ({args.recipe})\n"
+          f"ROC-AUC {m['roc_auc']:.3f}"
+          + (f", threshold {result.bundle.threshold:.3f}" if result.bundle.is_binary else ", argmax")
+          + f" ({args.recipe})\n"
           f"calibration: temperature {result.bundle.temperature:.3f}, UNCERTAIN below confidence "
           f"{result.bundle.confidence_threshold:.3f} (coverage {m['selective']['coverage']:.3f} on validation)\n"
           f"next: cxrkit evaluate --model {result.run_dir} --data {args.data}")

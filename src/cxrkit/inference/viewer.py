@@ -30,7 +30,8 @@ def save_grid(predictions: list[Prediction], classes: tuple[str, ...], out: str 
         truth = _true_label(pred.path, classes)
         p = pred.probabilities[pred.label]
         color = "black" if truth is None else ("green" if truth == pred.label else "red")
-        ax.set_title(f"{pred.label} {p:.2f}" + (f"\ntrue: {truth}" if truth else ""), fontsize=8, color=color)
+        flag = " UNCERTAIN" if pred.uncertain else ""
+        ax.set_title(f"{pred.label} {p:.2f}{flag}" + (f"\ntrue: {truth}" if truth else ""), fontsize=8, color=color)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
