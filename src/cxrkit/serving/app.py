@@ -60,9 +60,11 @@ def _quiet_dicom_decoder() -> None:
 def default_workers() -> int:
     """Half the cores (at least 1, at most 4), each worker running PyTorch on two threads (``server.py``).
 
-    Measured on 2 cores (benchmarks/README.md): one worker with two PyTorch
-    threads answered a heatmap request in 70 ms instead of 110 ms for two
-    single-threaded workers, with the same throughput at concurrency 8.
+    A lone request (one person at the page) then gets every core. Measured
+    twice on the shared 2-core machine (benchmarks/README.md), one worker vs
+    two single-threaded ones, with heatmap at concurrency 1: 70 vs 110 ms
+    under heavy load, 68 vs 63 ms under light load; throughput at
+    concurrency 8 within 15% either way.
     """
     return max(1, min(4, (os.cpu_count() or 1) // 2))
 
