@@ -245,6 +245,7 @@ BAD_FILES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's warning, then our refusal
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_file_is_a_clear_422_and_the_server_keeps_serving(client, case):
     name, make, reason = BAD_FILES[case]
@@ -320,16 +321,20 @@ def test_unknown_model_and_bad_options(client):
     data = sample_images("test", "NORMAL")[0].read_bytes()
     r = _post(client, [("x.jpeg", data)], "?model=../../etc/passwd")
     assert r.status_code == 404 and "cxr_cnn" in r.json()["detail"]
-    assert _post(client, [("x.jpeg", data)], "?heatmap=maybe").status_code == 422
+    _assert_refused(_post(client, [("x.jpeg", data)], "?heatmap=maybe"), 422, None, "query.heatmap: Input should be")
+    r = client.get("/nowhere")
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found", "errors": []}
+    assert client.put("/api/predict").status_code == 405
 
 
 def test_file_names_are_cleaned_for_display(client):
     data = sample_images("test", "NORMAL")[0].read_bytes()
     r = _post(client, [("../../etc/evil\x00\x1b[31m.jpeg", data), ("", b"")])
     assert [e["file"] for e in r.json()["errors"]] == ["file 2"]
-    body, headers = _multipart([(b"C:\\scans\\..\\x\x07\x1b.jpeg", data), (b"\xff\xfe.png", data)])
+    body, headers = _multipart([(b"C:\\scans\\..\\x\x07\x1b.jpeg", data), (b"\xff\xfe.png", data),
+                                (b"\xe2\x80\xaegpj.exe", data)])  # U+202E RIGHT-TO-LEFT OVERRIDE
     res = client.post("/api/predict", content=body, headers=headers).json()["results"]
-    assert [r["file"] for r in res] == ["x.jpeg", "\ufffd\ufffd.png"]
+    assert [r["file"] for r in res] == ["x.jpeg", "\ufffd\ufffd.png", "gpj.exe"]
 
 
 # ---------------------------------------------------------------- files: memory only, unless --save-dir

@@ -21,8 +21,10 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .models import load_models
 from .schemas import ErrorBody, Health, ModelsResponse, PredictResponse
@@ -114,6 +116,15 @@ def create_app(model=None, max_upload_mb: float = 20.0, save_dir: str | Path | N
         first = exc.errors[0]
         more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
         return _error(422, f"{first['file']}: {first['reason']}{more}", exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_option(_request, exc: RequestValidationError):
+        errors = [{"file": None, "reason": f"{'.'.join(map(str, e['loc']))}: {e['msg']}"} for e in exc.errors()]
+        return _error(422, "; ".join(e["reason"] for e in errors), errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, exc: StarletteHTTPException):  # unknown path, wrong method
+        return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _internal(_request, exc: Exception):

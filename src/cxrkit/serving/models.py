@@ -4,10 +4,9 @@ PyTorch models get one private copy per worker thread for Grad-CAM: the CAM
 library hooks the target layer of the model it is given, so two requests
 explaining on one shared model would read each other's activations. The
 copies stop the backward pass at the explained layer (:func:`_stop_at_layer`).
-Plain
-prediction goes through the bundle's frozen TorchScript copy, which is safe to
-call from several threads at once. Exported ONNX (and packed BNN) models
-predict but have no gradients, so they serve without heatmaps and say so.
+Plain prediction goes through the bundle's frozen TorchScript copy, which is
+safe to call from several threads at once. Exported ONNX (and packed BNN)
+models predict but have no gradients, so they serve without heatmaps and say so.
 """
 from __future__ import annotations
 

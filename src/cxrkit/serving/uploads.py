@@ -9,14 +9,13 @@ file it was receiving.
 """
 from __future__ import annotations
 
-import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -34,8 +33,10 @@ class UploadError(Exception):
 
 
 def display_name(raw: str, index: int) -> str:
-    """The last path component, without control characters, at most 120 characters; ``file N`` if empty."""
-    name = _UNSAFE.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    """The last path component, without control or format characters (a right-to-left override can disguise
+    ``gpj.exe`` as ``exe.jpg``), at most 120 characters; ``file N`` if nothing is left."""
+    last = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in last if unicodedata.category(c) not in ("Cc", "Cf")).strip()
     return name[:120] or f"file {index}"
 
 
