@@ -103,7 +103,7 @@ def test_jpeg_and_png_agree_with_cxrkit_predict(client, bundle):
     body = r.json()
     assert body["model"] == "cxr_cnn" and [x["file"] for x in body["results"]] == ["a.jpeg", "a.png"]
     for res in body["results"]:
-        assert res["label"] == expected.label and res["uncertain"] is False
+        assert res["label"] == expected.label and res["uncertain"] is expected.uncertain
         assert res["probabilities"]["PNEUMONIA"] == pytest.approx(expected.probabilities["PNEUMONIA"], abs=1e-4)
         assert res["heatmap"] is None and res["preview"] is None
 
@@ -172,7 +172,8 @@ def test_uncertain_when_the_model_abstains(bundle):
     files = [(p.name, p.read_bytes()) for p in paths]
     results = _post(client, files).json()["results"]
     assert len(results) == 4 and all(r["uncertain"] is True for r in results)
-    sure = _post(TestClient(create_app(bundle, workers=1)), files).json()["results"]
+    never = dataclasses.replace(bundle, confidence_threshold=0.0)  # 0: no confidence threshold, never UNCERTAIN
+    sure = _post(TestClient(create_app(never, workers=1)), files).json()["results"]
     assert [r["label"] for r in sure] == [r["label"] for r in results]  # abstaining does not change the decision
     assert not any(r["uncertain"] for r in sure)
 
