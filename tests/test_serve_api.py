@@ -71,7 +71,7 @@ def test_page_has_drop_zone_model_card_and_disclaimer(client):
 def test_health_and_model_card(client, bundle):
     assert client.get("/healthz").json() == {"status": "ok", "models": ["cxr_cnn"]}
     body = client.get("/api/models").json()
-    assert body["default"] == "cxr_cnn"
+    assert body["default"] == "cxr_cnn" and (body["max_upload_mb"], body["max_files"]) == (4, 4)
     card = body["models"][0]
     assert card["classes"] == ["NORMAL", "PNEUMONIA"] and card["positive_class"] == "PNEUMONIA"
     assert card["threshold"] == pytest.approx(bundle.threshold, abs=1e-6) and card["threshold_rule"] == "youden"

@@ -72,6 +72,15 @@ def test_load_200_requests_at_concurrency_8_without_errors(server):
     print(f"200 requests at concurrency 8 in {wall:.1f} s; /healthz median {1000 * statistics.median(health):.0f} ms")
 
 
+def test_over_the_limit_is_413_over_a_real_socket(server):
+    """The server stops reading at the limit; the client must still get the JSON 413, and the server go on."""
+    url, _ = server
+    r = httpx.post(f"{url}/api/predict", files={"files": ("huge.dcm", b"\0" * (25 * 2**20))}, timeout=60)
+    assert r.status_code == 413 and r.json()["errors"] == [{"file": "huge.dcm",
+                                                            "reason": "request exceeds the 20 MB upload limit"}]
+    assert httpx.get(f"{url}/healthz").status_code == 200
+
+
 def _chrome(profile: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -120,6 +129,13 @@ def test_real_browser_upload_decision_heatmap_uncertain_screenshot(server, tmp_p
         assert driver.execute_script("return arguments[0].naturalWidth", img) == 224
         assert cards[dcm.name].find_element(By.CSS_SELECTOR, ".decision").text in ("NORMAL", "PNEUMONIA")
         cards[dcm.name].find_element(By.CSS_SELECTOR, ".heat").click()
+
+        huge = tmp_path / "huge.dcm"
+        huge.write_bytes(b"\0" * (21 * 2**20))
+        driver.find_element(By.ID, "files").send_keys(str(huge))
+        wait.until(lambda d: "over the server's 20.0 MB upload limit" in d.find_element(By.ID, "results").text)
+        refused = driver.find_element(By.CSS_SELECTOR, ".result.error")
+        assert not refused.find_element(By.CSS_SELECTOR, ".film").is_displayed()  # no broken-image box
 
         Select(driver.find_element(By.ID, "model")).select_by_value("abstains.safetensors")
         driver.find_element(By.ID, "files").send_keys(str(sample_images("test", "NORMAL")[1]))

@@ -141,7 +141,8 @@ def create_app(model=None, max_upload_mb: float = 20.0, save_dir: str | Path | N
 
     @app.get("/api/models", response_model=ModelsResponse, summary="the models served, with their model cards")
     async def models() -> dict:
-        return {"default": default, "models": [m.card for m in served.values()]}
+        return {"default": default, "models": [m.card for m in served.values()], "max_upload_mb": max_upload_mb,
+                "max_files": max_files}
 
     @app.post("/api/predict", response_model=PredictResponse, responses=_ERRORS,
               openapi_extra={"requestBody": _MULTIPART},

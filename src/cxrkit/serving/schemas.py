@@ -52,6 +52,8 @@ class ModelCard(BaseModel):
 class ModelsResponse(BaseModel):
     default: str
     models: list[ModelCard]
+    max_upload_mb: float = Field(description="request size limit (413 above it)")
+    max_files: int = Field(description="files per request")
 
 
 class Health(BaseModel):

@@ -2,13 +2,14 @@
 // as its own answer arrives; all text is inserted with textContent (file names are never parsed as HTML).
 "use strict";
 
-const state = { models: [], current: null };
+const state = { models: [], current: null, maxBytes: Infinity };
 const $ = (sel, root = document) => root.querySelector(sel);
 
 async function loadModels() {
   const res = await fetch("/api/models");
   const body = await res.json();
   state.models = body.models;
+  state.maxBytes = body.max_upload_mb * 1024 * 1024;
   const select = $("#model");
   for (const m of body.models) {
     const opt = document.createElement("option");
@@ -92,6 +93,11 @@ function showError(node, body, status) {
 async function upload(file) {
   const node = addCard(file);
   const model = state.current;
+  if (file.size > state.maxBytes) {  // the server would answer 413; say so without sending it
+    const mb = (n) => (n / 1024 / 1024).toFixed(1);
+    showError(node, { detail: `${mb(file.size)} MB is over the server's ${mb(state.maxBytes)} MB upload limit` }, 413);
+    return;
+  }
   const form = new FormData();
   form.append("files", file, file.name);
   const query = new URLSearchParams({ heatmap: "true", preview: "true", model: model.id });
