@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import sample_images
 from cxrkit.cli.main import main
-from cxrkit.inference.bundle import resolve_model
+from cxrkit.inference.bundle import resolve_model, save_bundle
 from cxrkit.inference.predictor import predict_paths
 from cxrkit.serving import create_app
 from serve_support import PATIENT_STRINGS, dicom_bytes, encode, film
@@ -182,9 +182,12 @@ def test_onnx_model_serves_without_heatmap(bundle, tmp_path):
     from cxrkit.export import export_model
 
     onnx = export_model(bundle, "onnx", tmp_path / "cxr.onnx").path
-    client = TestClient(create_app([bundle, onnx], workers=1))
+    run_dir = tmp_path / "my_run"
+    run_dir.mkdir()
+    save_bundle(bundle, run_dir / "model.safetensors")
+    client = TestClient(create_app([bundle, onnx, str(run_dir)], workers=1))
     models = client.get("/api/models").json()
-    assert [m["id"] for m in models["models"]] == ["cxr_cnn", "cxr.onnx"] and models["default"] == "cxr_cnn"
+    assert [m["id"] for m in models["models"]] == ["cxr_cnn", "cxr.onnx", "my_run"] and models["default"] == "cxr_cnn"
     assert models["models"][1]["heatmap"] is False and "PyTorch" in models["models"][1]["heatmap_note"]
     data = sample_images("test", "PNEUMONIA")[1].read_bytes()
     torch_res = _post(client, [("x.jpeg", data)]).json()["results"][0]

@@ -133,7 +133,7 @@ def load_models(specs: Sequence, workers: int) -> list[ServedModel]:
     for spec in specs:
         bundle = spec if hasattr(spec, "preprocess") else resolve_model(spec)
         source = str(getattr(bundle, "source", "") or (spec if isinstance(spec, (str, Path)) else bundle.arch))
-        model_id = _model_id(source, taken)
+        model_id = _model_id(str(spec) if isinstance(spec, (str, Path)) else source, taken)  # run dir: its name
         taken.add(model_id)
         copies: list[ModelBundle] = []
         explainers, note = None, NO_HEATMAP
