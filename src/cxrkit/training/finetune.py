@@ -67,11 +67,12 @@ def embed(backbone: nn.Module, data: DecodedSet, pre: Preprocess, bf16: bool, ba
           progress: bool = True, desc: str = "embed") -> torch.Tensor:
     """``(N, F)`` float32 features of every image, backbone in eval mode."""
     backbone.eval()
+    device = next(backbone.parameters()).device
     out = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in tqdm(range(0, len(data.images), batch_size), desc=desc, disable=not progress, leave=False,
                       unit="batch"):
-            out.append(backbone(to_model_input(data.images[i:i + batch_size], pre)).float())
+            out.append(backbone(to_model_input(data.images[i:i + batch_size].to(device), pre)).float())
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
@@ -99,8 +100,8 @@ def train_head(model: TransferNet, train_feats: torch.Tensor, train_labels: torc
             total += loss.item() * len(idx)
         head.eval()
         with torch.no_grad():
-            probs = probabilities(head(val_feats)).numpy()
-        m = evaluate_probabilities(val_labels.numpy(), probs, [str(i) for i in range(probs.shape[1])], 0.5, n_boot=0)
+            probs = probabilities(head(val_feats)).cpu().numpy()
+        m = evaluate_probabilities(val_labels.cpu().numpy(), probs, [str(i) for i in range(probs.shape[1])], 0.5, n_boot=0)
         record = {"stage": "head", "epoch": epoch, "train_loss": total / len(train_feats),
                   "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}
         history.append(record)

@@ -214,6 +214,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                  for d, name in ((train_set, "train"), (val_set, "val"))]
         history += finetune.train_head(model, feats[0], train_set.labels.to(place.device), feats[1],
                                        val_set.labels.to(place.device), recipe, _loss, weights, gen, verbose)
+        if place.is_main:
+            rundir.write_json(out / "history.json", history)
 
     # binarized layers keep their latent weights in [-1, 1] after every step (Larq's weight_clip)
     clipped = [m for m in model.modules() if hasattr(m, "clip_latent_weights")]
