@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="request size limit, 413 above it (default: %(default)s)")
     s.add_argument("--max-files", type=int, default=32, help="files per request (default: %(default)s)")
     s.add_argument("--save-dir", help="keep every upload here under a random name (default: nothing is written)")
-    s.add_argument("--workers", type=int, help="inference threads (default: half the cores, 1 to 4)")
+    s.add_argument("--workers", type=int, help="inference threads (default: one per core, at most 4)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("calibrate", help="(re)fit temperature and UNCERTAIN threshold on validation; new model file",

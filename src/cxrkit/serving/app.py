@@ -60,15 +60,16 @@ def _quiet_dicom_decoder() -> None:
 
 
 def default_workers() -> int:
-    """Half the cores (at least 1, at most 4), each worker running PyTorch on two threads (``server.py``).
+    """One inference thread per core (at most 4), each running PyTorch on one thread (``server.py``).
 
-    A lone request (one person at the page) then gets every core. Measured
-    twice on the shared 2-core machine (benchmarks/README.md), one worker vs
-    two single-threaded ones, with heatmap at concurrency 1: 70 vs 110 ms
-    under heavy load, 68 vs 63 ms under light load; throughput at
-    concurrency 8 within 15% either way.
+    Measured back to back on the shared 2-core machine (benchmarks/README.md):
+    two single-threaded workers matched or beat one worker with two PyTorch
+    threads in every row (heatmap at concurrency 1: 63 vs 68 ms; 50 vs 43
+    requests/s without heatmap at concurrency 8). And two OpenMP threads per
+    forward pass are fragile on a busy machine: a batch-1 forward on the main
+    thread took 250 ms instead of 11 ms while a training job held a core.
     """
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def create_app(model=None, max_upload_mb: float = 20.0, save_dir: str | Path | None = None,
