@@ -135,3 +135,29 @@ def test_two_process_ddp_matches_one_process(sample_dir, tmp_path):
 
     w1, w2 = (load_bundle(tmp_path / f"run{n}" / "model.safetensors").model.state_dict() for n in (1, 2))
     assert all(torch.allclose(w1[k], w2[k], atol=1e-4) for k in w1)
+
+
+def test_distillation_targets_are_the_teachers_probabilities():
+    from cxrkit.training.trainer import _loss
+
+    teacher = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
+    y = torch.tensor([1, 0])  # hard labels disagree with the teacher: with alpha=1 only the teacher counts
+    ones = torch.ones(2)
+    for logits in (torch.logit(teacher[:, 1:]).clone().requires_grad_(), teacher.log().clone().requires_grad_()):
+        _loss(logits, y, ones, 0.0, teacher=teacher, alpha=1.0).backward()
+        assert logits.grad.abs().max() < 1e-6  # the loss is minimal exactly at the teacher's probabilities
+    hard = torch.logit(teacher[:, 1:]).clone().requires_grad_()
+    _loss(hard, y, ones, 0.0, teacher=teacher, alpha=0.0).backward()
+    assert hard.grad.abs().max() > 0.1
+
+
+def test_student_trains_on_a_teachers_soft_labels(sample_dir, tmp_path, fast_recipe):
+    teacher = train(fast_recipe.replace(epochs=1, calibrate=False), sample_dir, tmp_path / "teacher",
+                    progress=False, verbose=False, max_steps=2)
+    student = fast_recipe.replace(epochs=2, teacher=str(teacher.run_dir), distill_weight=0.7, calibrate=False)
+    res = train(student, sample_dir, tmp_path / "student", progress=False, verbose=False, max_steps=2)
+    assert res.history[-1]["train_loss"] > 0 and (tmp_path / "student" / "model.safetensors").is_file()
+    from cxrkit.training.trainer import _teacher_probabilities
+
+    with pytest.raises(ValueError, match="classes"):
+        _teacher_probabilities(student, ("A", "B", "C"), None, sample_dir, False)

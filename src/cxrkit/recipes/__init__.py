@@ -32,6 +32,8 @@ class Recipe:
     head_lr: float = 1e-3
     unfreeze: float = 1.0  # transfer: fraction of backbone tensors (from the top) fine-tuned in `epochs`; 0 = frozen
     backbone_lr_mult: float = 0.1  # transfer: backbone learning rate = lr * this
+    teacher: str = ""  # distillation: a trained model (run dir, file or name) whose soft labels join the targets
+    distill_weight: float = 0.0  # share of the teacher's probabilities in each training target
     image_size: int = 128
     resize: str = "squash"
     augment: Augment = field(default_factory=Augment)

@@ -74,17 +74,22 @@ def _class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor:
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothing: float,
-          denominator: torch.Tensor | None = None) -> torch.Tensor:
+          denominator: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
+          alpha: float = 0.0) -> torch.Tensor:
     """Weighted BCE (one logit) or cross-entropy, averaged so class weights keep the loss scale.
 
     ``denominator`` replaces the batch's own weight sum: data-parallel processes each pass the global batch's
-    sum divided by their number, so the gradients they average are the single-process ones."""
+    sum divided by their number, so the gradients they average are the single-process ones. ``teacher``
+    ``(B, C)`` probabilities are mixed into the target with weight ``alpha`` (knowledge distillation)."""
     w = weights[y]
+    k = max(2, logits.shape[1])
+    target = F.one_hot(y, k).float() * (1 - smoothing) + smoothing / k
+    if teacher is not None and alpha > 0:
+        target = (1 - alpha) * target + alpha * teacher.float()
     if logits.shape[1] == 1:
-        target = y.float() * (1 - smoothing) + 0.5 * smoothing
-        per = F.binary_cross_entropy_with_logits(logits[:, 0].float(), target, reduction="none")
+        per = F.binary_cross_entropy_with_logits(logits[:, 0].float(), target[:, 1], reduction="none")
     else:
-        per = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=smoothing)
+        per = F.cross_entropy(logits.float(), target, reduction="none")
     return (per * w).sum() / (w.sum() if denominator is None else denominator)
 
 
@@ -217,6 +222,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         if place.is_main:
             rundir.write_json(out / "history.json", history)
 
+    teacher_probs = _teacher_probabilities(recipe, classes, train_set, data_dir, progress) if recipe.teacher \
+        else None
     # binarized layers keep their latent weights in [-1, 1] after every step (Larq's weight_clip)
     clipped = [m for m in model.modules() if hasattr(m, "clip_latent_weights")]
     monitor = recipe.early_stopping_metric
@@ -236,7 +243,10 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             y = distributed.my_slice(y_all, place)
             with torch.autocast(place.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = trained(x)
-            loss = _loss(logits, y, weights, recipe.label_smoothing, weights[y_all].sum() / place.world)
+            soft = distributed.my_slice(teacher_probs[idx].to(place.device), place) if teacher_probs is not None \
+                else None
+            loss = _loss(logits, y, weights, recipe.label_smoothing, weights[y_all].sum() / place.world, soft,
+                         recipe.distill_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -298,6 +308,25 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     distributed.teardown(place)
     bundle.source = str(out / "model.safetensors")
     return TrainResult(out, bundle, history, val_metrics)
+
+
+def _teacher_probabilities(recipe: Recipe, classes, train_set: DecodedSet, data_dir, progress: bool) -> torch.Tensor:
+    """The teacher's (calibrated) probabilities for every un-augmented training image, computed once.
+
+    Offline distillation: a ResNet- or MobileNet-sized teacher run on every
+    augmented batch would cost more than the small student itself on 2 cores;
+    its soft labels for the clean image carry over to mild, label-preserving
+    augmentations."""
+    from ..inference.bundle import resolve_model
+
+    teacher = resolve_model(recipe.teacher)
+    if tuple(teacher.classes) != tuple(classes):
+        raise ValueError(f"teacher {recipe.teacher} has classes {list(teacher.classes)}, the data {list(classes)}")
+    images = train_set.images
+    if teacher.preprocess.size != recipe.image_size or teacher.preprocess.resize != recipe.resize:
+        images = decode_samples(train_set.samples, teacher.preprocess.size, teacher.preprocess.resize, Path(data_dir),
+                                "decode for teacher", progress).images
+    return torch.from_numpy(predict_resized(teacher, images))
 
 
 def _log(line: str) -> None:
