@@ -45,21 +45,21 @@ def _tune_args(recipe, space, data, out, trials):
 @pytest.mark.parametrize("name", sorted(SEARCH_SPACES))
 def test_builtin_spaces_are_valid_and_build_their_models(name):
     space = validate_space(SEARCH_SPACES[name])
-    base = load_recipe(name) if name != "seed004_tune" else Recipe(name="seed004_tune", model="cxr_cnn")
+    base = load_recipe(name)
     lows = {p: (s.get("float") or s.get("int") or s["choice"])[0] for p, s in space.items()}
     highs = {p: (s.get("float") or s.get("int") or s["choice"])[-1] for p, s in space.items()}
     for params in (lows, highs):
         tuned = apply_params(base, params)
         assert Recipe.from_dict(tuned.to_dict()) == tuned  # still a plain, round-tripping recipe
-        if name != "seed004_tune":  # its backbone is not registered yet
-            create_model(tuned.model, **tuned.model_kwargs)
+        create_model(tuned.model, **tuned.model_kwargs)
 
 
 def test_seed004_space_is_the_papers():
     space = SEARCH_SPACES["seed004_tune"]
-    assert space["model_kwargs.dense_units"] == {"int": [32, 512], "step": 32}
+    assert space["model_kwargs.hidden"] == {"int": [32, 512], "step": 32}
     assert space["model_kwargs.dropout"] == {"float": [0.0, 0.5]}
-    assert space["lr"] == {"float": [1e-4, 1e-2], "log": True}
+    assert space["head_lr"] == {"float": [1e-4, 1e-2], "log": True}
+    assert load_recipe("seed004_tune").model == "resnet50"
 
 
 def test_apply_params_writes_each_kind_of_path():
@@ -236,3 +236,19 @@ def test_two_workers_share_one_postgresql_study(tmp_path, tiny_files, sample_dir
     assert 6 <= len(finished) <= 7  # a worker may be one trial into its run when the sixth one lands
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in finished}) == 2
+
+
+def test_seed004_tune_searches_its_frozen_resnet50_head(sample_dir, tmp_path, capsys):
+    """Seed 004's own recipe and space: ResNet50 features once per trial, the head tuned, trials reported per epoch."""
+    recipe = load_recipe("seed004_tune").replace(image_size=96, head_epochs=3, calibrate=False)
+    recipe.save(tmp_path / "seed004.yaml")
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SEARCH_SPACES["seed004_tune"]))
+    assert main(["tune", "--recipe", str(tmp_path / "seed004.yaml"), "--space", str(space), "--data", str(sample_dir),
+                 "--trials", "2", "--out", str(tmp_path / "study"), "--quiet"]) == 0
+    study = optuna.load_study(study_name="seed004_tune", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and all(len(t.intermediate_values) == 3 for t in done)
+    assert {"model_kwargs.hidden", "model_kwargs.dropout", "head_lr"} <= set(done[0].params)
+    best = yaml.safe_load((tmp_path / "study" / "best_recipe.yaml").read_text())
+    assert best["model"] == "resnet50" and best["model_kwargs"]["hidden"] % 32 == 0

@@ -200,6 +200,13 @@ RECIPES: dict[str, Recipe] = {
                         "(ReLU, L2), dropout, sigmoid, class-weighted loss, 10 epochs, cut-off 0.5.",
         ),
         Recipe(
+            name="seed004_tune", model="resnet50", pretrained="auto", image_size=224, head_epochs=10, epochs=0,
+            head_lr=1e-3, weight_decay=1e-4, class_weighting="balanced", threshold_rule="fixed:0.5",
+            precision="auto",
+            description="Seed 004's model as the starting point of `cxrkit tune` (space: dense units 32-512, "
+                        "dropout 0-0.5, head learning rate 1e-4-1e-2 log), selected on validation AUC.",
+        ),
+        Recipe(
             name="seed003_edge", model="mobilenetv2_035", image_size=160, epochs=15, batch_size=32, lr=5e-4,
             augment=Augment(rotation=10, zoom=0.1, shift=0.1, brightness=0.2), threshold_rule="fixed:0.5",
             description="Seed 003's edge model: MobileNetV2-0.35 at 160x160 RGB, Adam 5e-4, 15 epochs, "

@@ -41,12 +41,12 @@ SEARCH_SPACES: dict[str, dict[str, dict]] = {
         "augment_strength": {"float": [0.0, 2.0]},
         "image_size": {"choice": [160, 192, 224]},  # global pooling: any size works; smaller trains faster
     },
-    # Seed 004's Keras Tuner space (ResNet50 + Dense head). Its recipe needs the transfer backbone, which is
-    # not registered yet; the space is ready for it.
+    # Seed 004's Keras Tuner space around its frozen ResNet50: dense units, dropout and the learning rate of the
+    # head, which is all that trains (recipe seed004_tune: head epochs on cached features)
     "seed004_tune": {
-        "model_kwargs.dense_units": {"int": [32, 512], "step": 32},
+        "model_kwargs.hidden": {"int": [32, 512], "step": 32},
         "model_kwargs.dropout": {"float": [0.0, 0.5]},
-        "lr": {"float": [1e-4, 1e-2], "log": True},
+        "head_lr": {"float": [1e-4, 1e-2], "log": True},
     },
 }
 

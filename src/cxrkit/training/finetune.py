@@ -78,8 +78,10 @@ def embed(backbone: nn.Module, data: DecodedSet, pre: Preprocess, bf16: bool, ba
 
 def train_head(model: TransferNet, train_feats: torch.Tensor, train_labels: torch.Tensor,
                val_feats: torch.Tensor, val_labels: torch.Tensor, recipe: Recipe, loss_fn, weights: torch.Tensor,
-               gen: torch.Generator, verbose: bool = True) -> list[dict]:
-    """Train ``model.head`` on cached features for ``recipe.head_epochs``; keep the best-validation-AUC epoch."""
+               gen: torch.Generator, verbose: bool = True, on_epoch=None) -> list[dict]:
+    """Train ``model.head`` on cached features for ``recipe.head_epochs``; keep the best-validation-AUC epoch.
+
+    ``on_epoch(epoch, record)`` is called after every epoch, as the trainer does (``cxrkit tune`` prunes there)."""
     head = model.head
     opt = torch.optim.AdamW(head.parameters(), lr=recipe.head_lr, weight_decay=recipe.weight_decay)
     batch = 64
@@ -100,16 +102,21 @@ def train_head(model: TransferNet, train_feats: torch.Tensor, train_labels: torc
             total += loss.item() * len(idx)
         head.eval()
         with torch.no_grad():
-            probs = probabilities(head(val_feats)).cpu().numpy()
+            p = probabilities(head(val_feats)).clamp(1e-7, 1 - 1e-7)
+            w = weights[val_labels]
+            val_loss = float(-(p[torch.arange(len(val_labels)), val_labels].log() * w).sum() / w.sum())
+            probs = p.cpu().numpy()
         m = evaluate_probabilities(val_labels.cpu().numpy(), probs, [str(i) for i in range(probs.shape[1])], 0.5, n_boot=0)
-        record = {"stage": "head", "epoch": epoch, "train_loss": total / len(train_feats),
+        record = {"stage": "head", "epoch": epoch, "train_loss": total / len(train_feats), "val_loss": val_loss,
                   "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}
         history.append(record)
         if m["roc_auc"] > best[0]:
             best = (m["roc_auc"], {k_: v.detach().clone() for k_, v in head.state_dict().items()})
         if verbose:
-            print(f"head epoch {epoch}/{recipe.head_epochs}: loss {record['train_loss']:.4f}  "
+            print(f"head epoch {epoch}/{recipe.head_epochs}: loss {record['train_loss']:.4f}  val_loss {val_loss:.4f}  "
                   f"val_auc {m['roc_auc']:.4f}  val_acc {m['accuracy']:.4f}", file=sys.stderr, flush=True)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
     if best[1] is not None:
         head.load_state_dict(best[1])
     return history

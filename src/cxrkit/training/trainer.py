@@ -218,7 +218,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         feats = [finetune.embed(model.backbone, d, pre, use_bf16, progress=progress, desc=f"embed {name}")
                  for d, name in ((train_set, "train"), (val_set, "val"))]
         history += finetune.train_head(model, feats[0], train_set.labels.to(place.device), feats[1],
-                                       val_set.labels.to(place.device), recipe, _loss, weights, gen, verbose)
+                                       val_set.labels.to(place.device), recipe, _loss, weights, gen, verbose,
+                                       on_epoch)
         if place.is_main:
             rundir.write_json(out / "history.json", history)
 
@@ -273,8 +274,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         if place.is_main:
             _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best)
             rundir.write_json(out / "history.json", history)
-        if on_epoch is not None:
-            on_epoch(epoch, record)
+        if on_epoch is not None:  # numbered after any head-only epochs, so a pruner sees one increasing series
+            on_epoch(len(history), record)
         if monitor != "none" and epoch - best["epoch"] >= recipe.early_stopping_patience:
             if verbose:
                 _log(f"early stopping: no {monitor} gain for {recipe.early_stopping_patience} epochs")
