@@ -70,11 +70,11 @@ def cmd_models(args) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    print(f"{'name':<16} {'family':<8} {'input':<12} {'shipped':<9} {'weights':>9}  description")
+    print(f"{'name':<18} {'family':<8} {'input':<12} {'shipped':<9} {'weights':>9}  description")
     for r in rows:
         size = f"{r['weights_bytes'] / 1e6:.2f} MB" if r["weights_bytes"] else "-"
         inp = "x".join(map(str, r["input_size"]))
-        print(f"{r['name']:<16} {r['family']:<8} {inp:<12} {'yes' if r['shipped'] else 'no':<9} {size:>9}  "
+        print(f"{r['name']:<18} {r['family']:<8} {inp:<12} {'yes' if r['shipped'] else 'no':<9} {size:>9}  "
               f"{r['description']}")
     return 0
 
@@ -91,8 +91,11 @@ def cmd_recipes(args) -> int:
     if args.json:
         _print_json([r.to_dict() for r in RECIPES.values()])
         return 0
+    name_w = max(len(r.name) for r in RECIPES.values())
+    model_w = max(len(r.model) for r in RECIPES.values())
     for r in RECIPES.values():
-        print(f"{r.name:<12} model={r.model:<15} {r.image_size}px {r.epochs} epochs  {r.description}")
+        epochs = f"{r.head_epochs} head + {r.epochs}" if r.head_epochs else f"{r.epochs}"
+        print(f"{r.name:<{name_w}}  {r.model:<{model_w}}  {r.image_size:>3}px  {epochs:>10} epochs  {r.description}")
     return 0
 
 
