@@ -28,7 +28,8 @@ function showCard(id) {
   const dl = $("#card-summary");
   dl.replaceChildren();
   const metrics = m.validation_metrics
-    ? Object.entries(m.validation_metrics).map(([k, v]) => `${k} ${Number.isInteger(v) ? v : Number(v).toFixed(3)}`).join(", ")
+    ? Object.entries(m.validation_metrics).filter(([, v]) => typeof v === "number")
+      .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(3)}`).join(", ")
     : "not recorded";
   const rows = [["Disclaimer", m.disclaimer], ["Intended use", m.intended_use], ["Architecture", m.arch],
     ["Classes", m.classes.join(", ")], ["Input", m.input], ["Format", m.format],
