@@ -187,7 +187,7 @@ def test_corrupt_and_foreign_onnx_files_are_clear_errors(shipped_exports, tmp_pa
         _foreign_onnx(tmp_path / "newer.onnx", {METADATA_KEY: json.dumps(
             {"format_version": 99, "classes": ["a", "b"], "preprocess": {}})}): "newer cxrkit",
         _foreign_onnx(tmp_path / "names.onnx", {METADATA_KEY: meta}): "expected one input 'image'",
-        tmp_path / "missing.onnx": "not a model name",
+        tmp_path / "missing.onnx": "not a shipped model",
     }
     for path, message in cases.items():
         with pytest.raises(ModelLoadError, match=message):

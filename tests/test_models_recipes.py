@@ -235,7 +235,7 @@ def test_corrupt_and_foreign_files(tmp_path):
         load_bundle(foreign)
     with pytest.raises(ModelLoadError, match="no such"):
         load_bundle(tmp_path / "absent.safetensors")
-    with pytest.raises(ModelLoadError, match="not a model name"):
+    with pytest.raises(ModelLoadError, match="not a shipped model"):
         resolve_model(str(tmp_path / "absent.safetensors"))
     with pytest.raises(ModelLoadError, match="ships no trained weights"):
         resolve_model("seed_cnn")
@@ -301,3 +301,20 @@ def test_frozen_inference_copy_matches_the_eager_model(name):
         fast = predict_resized(bundle, images)
         assert fast.shape == (n, 2) and abs(fast - eager).max() < 1e-4
     assert isinstance(bundle.frozen, torch.jit.ScriptModule)  # the fast path was really taken
+
+
+def test_trained_models_ship_under_their_own_name(tmp_path, monkeypatch):
+    """A weights file named after a trained model (not an architecture) is listed and loads by that name."""
+    import shutil
+
+    from cxrkit.inference.bundle import resolve_model
+    from cxrkit.models import _registry
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(_registry.shipped_models()["cxr_cnn"], weights / "my_task.safetensors")
+    monkeypatch.setattr(_registry, "shipped_models",
+                        lambda: {p.name[:-len(".safetensors")]: p for p in weights.glob("*.safetensors")})
+    monkeypatch.setattr("cxrkit.inference.bundle.shipped_models", _registry.shipped_models)
+    bundle = resolve_model("my_task")
+    assert bundle.arch == "cxr_cnn" and bundle.source == "my_task"

@@ -385,7 +385,7 @@ def test_save_dir_keeps_uploads_under_random_names(bundle, tmp_path):
 def test_cli_serve_user_errors_are_one_line(capsys):
     assert main(["serve", "--model", "no_such_model"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cxrkit: error: no_such_model: not a model name") and err.count("\n") == 1
+    assert err.startswith("cxrkit: error: no_such_model: not a shipped model") and err.count("\n") == 1
     assert main(["serve", "--max-upload-mb", "0"]) == 2
     assert "--max-upload-mb must be positive" in capsys.readouterr().err
     assert main(["serve", "--workers", "0"]) == 2

@@ -56,17 +56,28 @@ def _report_unreadable(paths, preds, errors) -> None:
 # ---------------------------------------------------------------- commands
 
 def cmd_models(args) -> int:
-    from ..models import list_models, model_info
+    from ..inference.bundle import read_metadata
+    from ..models import list_models, model_info, shipped_models
 
     rows = []
     for name in list_models():
         info = model_info(name)
         w = info.shipped_weights
         pre = info.preprocess
-        rows.append({"name": name, "family": info.family, "classes": list(info.classes),
+        rows.append({"name": name, "arch": name, "family": info.family, "classes": list(info.classes),
                      "input_size": [pre.channels, pre.size, pre.size], "shipped": w is not None,
                      "weights_bytes": w.stat().st_size if w else None, "paper": info.paper or None,
                      "description": info.description})
+    for name, w in shipped_models().items():  # trained models shipped under their own name (e.g. 3-class ones)
+        if any(r["name"] == name for r in rows):
+            continue
+        meta = read_metadata(w)
+        pre, info = meta["preprocess"], model_info(meta["arch"])
+        rows.append({"name": name, "arch": meta["arch"], "family": info.family, "classes": meta["classes"],
+                     "input_size": [pre["channels"], pre["size"], pre["size"]], "shipped": True,
+                     "weights_bytes": w.stat().st_size, "paper": None,
+                     "description": f"{meta['arch']} trained by recipe {meta.get('info', {}).get('recipe', '?')} "
+                                    f"({'/'.join(meta['classes'])})"})
     if args.json:
         _print_json(rows)
         return 0

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from ..data.preprocess import Preprocess
-from ..models import create_model, is_model, list_models, model_info
+from ..models import create_model, is_model, shipped_models
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "cxr_cnn"
@@ -63,6 +63,18 @@ def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
     return path
 
 
+def read_metadata(path: str | Path) -> dict:
+    """A model file's cxrkit header (architecture, classes, preprocessing, info) without loading its weights."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("cxrkit", "null"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not a cxrkit model file ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(meta, dict) or "arch" not in meta:
+        raise ModelLoadError(f"{path}: safetensors file without cxrkit metadata")
+    return meta
+
+
 def load_bundle(path: str | Path) -> ModelBundle:
     path = Path(path)
     if not path.is_file():
@@ -101,21 +113,21 @@ def resolve_model(spec: str | Path | None = None) -> ModelBundle:
     ``None`` means the shipped default model.
     """
     spec = str(spec or DEFAULT_MODEL)
-    if is_model(spec):
-        shipped = model_info(spec).shipped_weights
-        if shipped is None:
-            raise ModelLoadError(f"model {spec!r} ships no trained weights; train it (`cxrkit train`) and pass "
-                                 f"the run directory")
-        bundle = load_bundle(shipped)
+    shipped = shipped_models()
+    if spec in shipped:
+        bundle = load_bundle(shipped[spec])
         bundle.source = spec
         return bundle
+    if is_model(spec):
+        raise ModelLoadError(f"model {spec!r} ships no trained weights; train it (`cxrkit train`) and pass "
+                             f"the run directory (shipped: {', '.join(shipped)})")
     path = Path(spec)
     if path.is_dir():
         path = path / "model.safetensors"
         if not path.is_file():
             raise ModelLoadError(f"{spec}: run directory has no model.safetensors (did training finish?)")
     elif not path.exists():
-        raise ModelLoadError(f"{spec}: not a model name ({', '.join(list_models())}), run directory or file")
+        raise ModelLoadError(f"{spec}: not a shipped model ({', '.join(shipped)}), run directory or file")
     elif path.suffix.lower() == ".onnx":  # exported by `cxrkit export`; runs on ONNX Runtime, not PyTorch
         from ..runtime.onnx_model import RuntimeModelError, load_onnx
 
