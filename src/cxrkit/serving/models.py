@@ -22,7 +22,7 @@ import torch
 from ..explain import ExplainError, explain_image, target_layer_name
 from ..inference.bundle import ModelBundle, resolve_model
 from ..inference.predictor import frozen_for_inference, predict_arrays
-from ..models import is_model, model_info
+from ..models import shipped_models
 
 INTENDED_USE = ("Research and teaching: showing students and clinicians how an image classifier trained on one "
                 "public pediatric dataset (Kermany et al. 2018) reacts to a frontal chest X-ray. Not for diagnosis, "
@@ -48,8 +48,8 @@ class ServedModel:
 
 
 def _model_id(source: str, taken: set[str]) -> str:
-    """The registry name, or the file / run directory name; made unique with ``-2``, ``-3``, ..."""
-    base = source if is_model(source) else Path(source).name
+    """The shipped model's name, or the file / run directory name; made unique with ``-2``, ``-3``, ..."""
+    base = Path(source).name
     name, n = base, 1
     while name in taken:
         n += 1
@@ -59,11 +59,9 @@ def _model_id(source: str, taken: set[str]) -> str:
 
 def _card_text(source: str) -> str | None:
     """The markdown model card shipped next to the weights (``weights/NAME.md``, or ``FILE.md`` beside a file)."""
-    if is_model(source):
-        weights = model_info(source).shipped_weights
-        path = weights.with_suffix(".md") if weights else None
-    else:
-        path = Path(source).with_suffix(".md") if Path(source).is_file() else None
+    shipped = shipped_models()
+    weights = shipped.get(source) or (Path(source) if Path(source).is_file() else None)
+    path = weights.with_suffix(".md") if weights else None
     return path.read_text(encoding="utf-8") if path and path.is_file() else None
 
 
