@@ -17,7 +17,6 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 
-
 @dataclass
 class Upload:
     name: str  # the client's file name, cleaned for display; never used as a path
