@@ -136,7 +136,8 @@ def load_backbone_weights(model: TransferNet, arch: str, source: str, file: str 
     mapped, covered = _fit(target, state, positional)
     needed = len(target.state_dict())
     if covered < needed:
-        raise WeightsError(f"{arch}: {what} cover {covered} of the backbone's {needed} tensors; refusing a partial load")
+        raise WeightsError(f"{arch}: {what} cover {covered} of the backbone's {needed} tensors; "
+                           f"refusing a partial load")
     target.load_state_dict(mapped, strict=True)
     return what
 

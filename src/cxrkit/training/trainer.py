@@ -172,7 +172,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
-    use_bf16 = resolve_precision(recipe.precision) == "bf16" if place.device.type == "cpu" else recipe.precision != "fp32"
+    # on a GPU bf16 is native; `auto` asks the CPU whether it multiplies bf16 itself
+    use_bf16 = (resolve_precision(recipe.precision) == "bf16" if place.device.type == "cpu"
+                else recipe.precision != "fp32")
     distributed.barrier(place)  # every process has checked the run directory before the main one writes to it
     if place.is_main:
         out.mkdir(parents=True, exist_ok=True)

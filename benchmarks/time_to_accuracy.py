@@ -1,0 +1,47 @@
+"""Wall-clock time from raw JPEGs to a trained model, and that model's test accuracy.
+
+Issue 5's goal is a model with >= 92% test accuracy within 10 minutes on 2 cores. This script times
+``cxrkit.train`` end to end (indexing, decoding, embedding, training, validation threshold, calibration, saving)
+for each recipe, then scores the model once on the test split with its validation-chosen threshold:
+
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
+        python benchmarks/time_to_accuracy.py --data ../shared/data/kermany_224 --recipes cxr_mobilenetv2_frozen
+
+Run it on an otherwise idle machine: the figure is the wall clock.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from cxrkit.evaluation.evaluate import evaluate_folder  # noqa: E402
+from cxrkit.recipes import load_recipe  # noqa: E402
+from cxrkit.training import train  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--recipes", default="cxr_mobilenetv2_frozen")
+    ap.add_argument("--out", help="keep the runs here (default: a temporary folder)")
+    args = ap.parse_args()
+    out = Path(args.out or tempfile.mkdtemp(prefix="cxrkit_tta_"))
+    print("| recipe | minutes to a model | test accuracy | test ROC-AUC | threshold (rule) |")
+    print("|---|---:|---:|---:|---|")
+    for name in args.recipes.split(","):
+        recipe = load_recipe(name)
+        t0 = time.perf_counter()
+        result = train(recipe, args.data, out / name, progress=False, verbose=False)
+        minutes = (time.perf_counter() - t0) / 60
+        m = evaluate_folder(result.bundle, args.data, progress=False, n_boot=0).metrics
+        print(f"| {name} | {minutes:.1f} | {m['accuracy']:.3f} | {m['roc_auc']:.3f} | "
+              f"{result.bundle.threshold:.3f} ({recipe.threshold_rule}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
