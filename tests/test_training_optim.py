@@ -129,9 +129,10 @@ def test_rejects_closures_and_bad_hyperparameters():
         LeanAdam(model.parameters()).step(lambda: 0.0)
 
 
-def test_training_with_lean_adam_never_imports_dynamo():
-    """The whole point: a fresh process that builds, schedules, steps and checkpoints the optimizer keeps
-    torch._dynamo (and sympy) out of memory. Fails if a PyTorch upgrade moves the import somewhere we call."""
+def test_training_and_frozen_inference_never_import_dynamo_or_sympy():
+    """The whole point: a fresh process that builds, schedules, steps and checkpoints the optimizer, then
+    freezes the model for inference (whose torch.jit.trace check_trace would import sympy), keeps torch._dynamo
+    and sympy out of memory. Fails if a PyTorch upgrade moves the import somewhere we call."""
     code = """
 import sys, torch
 from cxrkit.recipes import RECIPES
@@ -146,6 +147,11 @@ for _ in range(3):
     opt.step()
     sched.step()
 opt.load_state_dict(opt.state_dict())
+from cxrkit.inference.bundle import ModelBundle
+from cxrkit.inference.predictor import frozen_for_inference
+from cxrkit.models import create_model, model_info
+bundle = ModelBundle(create_model("seed_cnn", num_classes=2), "seed_cnn", ("A", "B"), model_info("seed_cnn").preprocess)
+assert frozen_for_inference(bundle) is not bundle.model  # traced and frozen, as `cxrkit predict` runs it
 print(sorted(m for m in ("torch._dynamo", "sympy") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

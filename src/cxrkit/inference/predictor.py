@@ -57,7 +57,10 @@ def frozen_for_inference(bundle: ModelBundle) -> torch.nn.Module:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example)))
+            # check_trace=False: the probe below is the check; trace's own imports torch.distributed.tensor and
+            # sympy (via torch.testing) and raised a seed_cnn benchmark process's RSS for nothing
+            traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, example,
+                                                                                       check_trace=False)))
             probe = torch.rand(3, pre.channels, pre.size, pre.size, device=device).contiguous(
                 memory_format=torch.channels_last)
             if torch.allclose(traced(probe), model(probe), rtol=1e-3, atol=1e-4):
