@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +30,7 @@ SMALL_PRE = Preprocess(size=64, channels=1, mean=0.5, std=0.25)
 # Engine vs PyTorch: the binary parts are exact integers; the real stem and pooling sum in another order, which
 # moves logits by a few float32 ulps of their scale. 1e-3 of the logit scale leaves room for a rare bit flip.
 REL_TOL = 1e-3
+HAVE_CC = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))  # for xnor.c, the C kernels
 
 
 def _binary_layers(model):
@@ -205,9 +208,13 @@ def test_float16_reals_stay_close(tmp_path):
     ("seed_bnn", model_info("seed_bnn").preprocess, {"binarize_inputs": False}),
     ("seed_bnn", model_info("seed_bnn").preprocess, {}),
 ])
-def test_engine_matches_pytorch_on_every_sample_image(tmp_path, name, pre, kwargs):
+@pytest.mark.parametrize("backend", ["numpy", "native"])
+def test_engine_matches_pytorch_on_every_sample_image(tmp_path, name, pre, kwargs, backend):
+    if backend == "native" and not HAVE_CC:
+        pytest.skip("no C compiler: the engine runs its NumPy path")
     bundle = _bundle(name, pre, **kwargs)
-    packed = load_packed(export_packed(bundle, tmp_path / "m.npz"))
+    packed = load_packed(export_packed(bundle, tmp_path / "m.npz"), backend=backend)
+    assert packed.backend == backend
     arrays = _sample_arrays()
     x = to_model_input(torch.from_numpy(np.stack([resize_gray(a, pre.size) for a in arrays])), pre)
     with torch.no_grad():
@@ -219,6 +226,33 @@ def test_engine_matches_pytorch_on_every_sample_image(tmp_path, name, pre, kwarg
     assert packed.predict(arrays[:2]) == [CLASSES[int(p >= 0.5)] for p in torch_probs[:2, 1]]
     resized = torch.from_numpy(np.stack([resize_gray(a, pre.size) for a in arrays]))
     assert np.allclose(predict_resized(packed, resized), probs, atol=1e-6)  # duck-types a bundle for the predictor
+
+
+def test_native_kernels_build_from_scratch_where_a_c_compiler_exists(tmp_path):
+    """The C path must build in a fresh environment (empty cache), and CXRKIT_BNN_NATIVE=0 must turn it off."""
+    if not HAVE_CC:
+        pytest.skip("no C compiler")
+    code = "import cxrkit.bnn._native as n; print(n.kernels() is not None)"
+    env = {**os.environ, "CXRKIT_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "True" and list((tmp_path / "bnn").glob("xnor-*.so"))
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "CXRKIT_BNN_NATIVE": "0"}, capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler")
+@pytest.mark.parametrize("name, pre, kwargs", [
+    ("cxr_bnn", SMALL_PRE, {**SMALL, "widths": (8, 16, 80, 160)}),  # 80, 160: part-filled blocks and words
+    ("seed_bnn", model_info("seed_bnn").preprocess, {"binarize_inputs": False}),
+])
+def test_native_and_numpy_paths_agree_on_any_thread_count(tmp_path, name, pre, kwargs):
+    """The same integer XNOR sums, float sums in the same order and the same rounding steps: equal logits."""
+    path = export_packed(_bundle(name, pre, **kwargs), tmp_path / "m.npz")
+    x = np.random.default_rng(0).standard_normal((5, pre.channels, pre.size, pre.size)).astype(np.float32)
+    ref = load_packed(path, backend="numpy").logits(x)
+    for threads in (1, 2, 3):
+        assert np.array_equal(load_packed(path, backend="native", threads=threads).logits(x), ref), threads
 
 
 def test_engine_runs_without_torch(tmp_path):

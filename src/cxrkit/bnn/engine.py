@@ -25,15 +25,19 @@ repeat its channels ``repeat`` times, add).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ..data.preprocess import Preprocess, resize_gray, to_model_array
+from . import _native
 from .packing import FORMAT, VERSION, PackedFormatError, read_packed, unpack_signs
 
 _CHUNK_WORDS = 1 << 20  # XOR block size (8 MB of uint64) per popcount step
 _PLANE_WORDS = 16  # rows up to this many words take the per-word route in _xnor_dot
+_C_BLOCK = 32  # xnor.c's CB: output channels per block of its loops
+_C_REAL_MAX_ROW = 64  # real convs with rows up to this long (the stems: 9, 27) take xnor.c's loop, longer BLAS
 
 _POP8 = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
 
@@ -113,8 +117,8 @@ class _Conv:
                 raise PackedFormatError(f"weight {spec['weight']!r}: missing or not packed bits of shape "
                                         f"({self.cout}, {-(-self.kk // 8)})")
             if self.binarize:  # re-packed per tap, so that patches can be cut from channel-packed pixels
-                taps = np.unpackbits(w, axis=-1, count=self.kk, bitorder="little").reshape(self.cout, -1, cin)
-                self.words = _to_words(np.packbits(taps, axis=-1, bitorder="little").reshape(self.cout, -1))
+                self.taps = np.unpackbits(w, axis=-1, count=self.kk, bitorder="little").reshape(self.cout, -1, cin)
+                self.words = _to_words(np.packbits(self.taps, axis=-1, bitorder="little").reshape(self.cout, -1))
             else:
                 self.matrix = np.ascontiguousarray(unpack_signs(w, self.kk).T)
         elif self.binarize:
@@ -127,8 +131,59 @@ class _Conv:
         self.threshold = np.zeros(cin, np.float32) if thr is None else thr
         self.scale = _vector(arrays, spec.get("scale"), self.cout, spec["weight"])
         self.bias = _vector(arrays, spec.get("bias"), self.cout, spec["weight"])
+        self.native = None  # (C function, its layer arguments, row splitter) once use_native() is called
+        self.pack = None  # xnor.c's bnn_pack, with self.native
+        self.post = None  # (scale, shift) of a BatchNorm that PackedModel fused into the C loop
+
+    def _short_rows(self) -> bool:
+        """A real conv whose rows (k * k * cin) are too short for a BLAS matrix product to pay: the stems."""
+        return not self.binarize and self.kk <= _C_REAL_MAX_ROW and not isinstance(self, _Dense)
+
+    def use_native(self, lib, split) -> bool:
+        """Run this layer through ``xnor.c`` if it has a C loop for it; False where it has none (dense layers and
+        real convs with long rows, where a BLAS matrix product is the faster loop).
+
+        The filters are laid out as the C loops read them: transposed to ``(k, k, cin words, Cout)``, each tap's
+        channels in whole uint64 words (binarized input) or float32 (real input), ``Cout`` zero-padded to a
+        multiple of ``_C_BLOCK``. ``split(fn, rows)`` runs ``fn(r0, r1)`` over output-row ranges, on one or
+        more threads (ctypes releases the GIL during the call).
+        """
+        coutp = -(-self.cout // _C_BLOCK) * _C_BLOCK
+        self.pack = lib.bnn_pack
+        if self.binarize:
+            cin = self.taps.shape[-1]
+            cw = -(-cin // 64)
+            taps = np.pad(self.taps, ((0, coutp - self.cout), (0, 0), (0, 64 * cw - cin)))
+            words = np.ascontiguousarray(np.packbits(taps, axis=-1, bitorder="little")).view("<u8")
+            self.native = (lib.bnn_conv, (cw, np.ascontiguousarray(words.reshape(coutp, -1).T), self.cout, coutp,
+                                          self.k, self.stride), split)
+        elif self._short_rows():
+            filters = np.pad(self.matrix, ((0, 0), (0, coutp - self.cout)))
+            self.native = (lib.bnn_conv_real, (self.kk // self.k ** 2, filters, self.cout, coutp, self.k,
+                                               self.stride), split)
+        return self.native is not None
+
+    def _run_native(self, x: np.ndarray) -> np.ndarray:
+        """Pack (binarized input, one padding) or zero-pad (real input), then one C loop per output row range."""
+        fn, args, split = self.native
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        n, h, w, c = x.shape
+        hp, wp = h + 2 * self.pad, w + 2 * self.pad
+        if self.binarize:
+            xp = np.empty((n, hp, wp, args[0]), np.uint64)
+            self.pack(x, n, h, w, c, self.threshold, self.pad, args[0], xp)
+        else:
+            xp = np.pad(x, ((0, 0), (self.pad, self.pad), (self.pad, self.pad), (0, 0))) if self.pad else x
+        ho, wo = (hp - self.k) // self.stride + 1, (wp - self.k) // self.stride + 1
+        out = np.empty((n, ho, wo, self.cout), np.float32)
+        ptrs = [None if a is None else a.ctypes.data for a in (self.scale, self.bias, *(self.post or (None, None)))]
+        extra = (self.kk,) if self.binarize else ()
+        split(lambda r0, r1: fn(xp, hp, wp, *args, ho, wo, *extra, *ptrs, r0, r1, out), n * ho)
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.native is not None:
+            return self._run_native(x)
         if self.binarize:
             bits = x >= self.threshold
             if self.pad:
@@ -139,7 +194,13 @@ class _Conv:
         else:
             p = _patches(x, self.k, self.stride, self.pad, 0.0)
             shape = p.shape[:3]
-            y = p.reshape(-1, self.kk) @ self.matrix
+            p = p.reshape(-1, self.kk)
+            if self._short_rows():  # summed tap by tap, as xnor.c's loop does, so both paths agree to the bit
+                y = p[:, :1] * self.matrix[0]
+                for t in range(1, self.kk):
+                    y += p[:, t:t + 1] * self.matrix[t]
+            else:
+                y = p @ self.matrix
         if self.scale is not None:
             y *= self.scale
         if self.bias is not None:
@@ -152,6 +213,21 @@ class _Dense(_Conv):
         return super().__call__(x[:, None, None, :])[:, 0, 0, :]
 
 
+def _splitter(threads: int):
+    """``split(fn, rows)``: ``fn(r0, r1)`` over ``threads`` contiguous row ranges, the last on the calling thread."""
+    if threads <= 1:
+        return lambda fn, rows: fn(0, rows)
+    pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="cxrkit-bnn")
+
+    def split(fn, rows: int) -> None:
+        bounds = np.linspace(0, rows, min(threads, rows) + 1).astype(int).tolist()
+        jobs = [pool.submit(fn, a, b) for a, b in zip(bounds[:-2], bounds[1:-1])]
+        fn(bounds[-2], bounds[-1])
+        for job in jobs:
+            job.result()
+    return split
+
+
 def _pool2(x: np.ndarray) -> np.ndarray:
     n, h, w, c = x.shape
     return x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
@@ -160,18 +236,53 @@ def _pool2(x: np.ndarray) -> np.ndarray:
 class _Residual:
     def __init__(self, spec: dict):
         self.stride, self.repeat = spec.get("stride", 1), spec.get("repeat", 1)
+        self.native = None  # xnor.c's bnn_residual, set by PackedModel
 
-    def shortcut(self, x: np.ndarray) -> np.ndarray:
+    def add(self, x: np.ndarray, saved: np.ndarray, inplace: bool) -> np.ndarray:
+        """``x + shortcut(saved)``: ``saved`` 2x2-average-pooled when striding, its channels repeated by
+        broadcasting (no tiled copy); into ``x`` itself when ``inplace``. One C loop with ``xnor.c``."""
+        if self.native is not None:
+            out = x if inplace else np.array(x, dtype=np.float32, order="C")
+            saved = np.ascontiguousarray(saved, dtype=np.float32)
+            n, h, w, _ = out.shape
+            self.native(out, saved, n, h, w, saved.shape[3], saved.shape[1], saved.shape[2], self.stride, self.repeat)
+            return out
         if self.stride == 2:
-            q = _pool2(x)
-            x = (q[:, :, 0, :, 0] + q[:, :, 0, :, 1] + q[:, :, 1, :, 0] + q[:, :, 1, :, 1]) / np.float32(4)
-        return np.tile(x, (1, 1, 1, self.repeat)) if self.repeat > 1 else x
+            q = _pool2(saved)
+            saved = q[:, :, 0, :, 0] + q[:, :, 0, :, 1]  # summed in the order of (a + b + c + d) / 4
+            saved += q[:, :, 1, :, 0]
+            saved += q[:, :, 1, :, 1]
+            saved /= np.float32(4)
+        out = x if inplace else np.empty_like(x)
+        n, h, w, c = saved.shape
+        np.add(x.reshape(n, h, w, self.repeat, c), saved[:, :, :, None, :], out=out.reshape(n, h, w, self.repeat, c))
+        return out
+
+
+class _Elementwise:
+    """A per-value op, ``fn(x, out)``; the engine passes ``out=x`` when no one else holds ``x``, which saves a
+    full-size temporary and a pass over memory per op. ``params`` are the per-channel arrays that
+    ``xnor.c``'s ``bnn_channel`` takes (``scale``, ``shift`` or ``shift_in``, ``slope``, ``shift_out``)."""
+
+    def __init__(self, fn, kind: str, **params):
+        self.fn, self.kind, self.params = fn, kind, params
+
+    def use_native(self, lib) -> None:
+        """Run through ``bnn_channel``: one pass in place (on a copy when ``x`` is not ours)."""
+        p = {k: self.params.get(k) for k in ("scale", "shift", "shift_in", "slope", "shift_out")}
+        ptrs = [None if a is None else a.ctypes.data for a in p.values()]
+
+        def fn(x, out):
+            y = np.array(x, dtype=np.float32, order="C") if out is None else out
+            lib.bnn_channel(y, y.size // y.shape[-1], y.shape[-1], *ptrs)
+            return y
+        self.fn = fn
 
 
 def _simple(spec: dict, arrays: dict):
     op = spec["op"]
     if op == "relu":
-        return lambda x: np.maximum(x, np.float32(0))
+        return _Elementwise(lambda x, out: np.maximum(x, np.float32(0), out=out), op)
     if op == "maxpool":
         return lambda x: _pool2(x).max(axis=(2, 4))
     if op == "gap":
@@ -183,13 +294,18 @@ def _simple(spec: dict, arrays: dict):
     n = spec["channels"]
     if op == "affine":
         scale, shift = (_vector(arrays, spec[k], n, op) for k in ("scale", "shift"))
-        return lambda x: x * scale + shift
+
+        def affine(x, out):
+            y = np.multiply(x, scale, out=out)
+            return np.add(y, shift, out=y)
+        return _Elementwise(affine, op, scale=scale, shift=shift)
     shift_in, slope, shift_out = (_vector(arrays, spec[k], n, op) for k in ("shift_in", "slope", "shift_out"))
 
-    def rprelu(x):
-        x = x - shift_in
-        return np.where(x >= 0, x, x * slope) + shift_out
-    return rprelu
+    def rprelu(x, out):
+        y = np.subtract(x, shift_in, out=out)
+        np.multiply(y, slope, out=y, where=y < 0)
+        return np.add(y, shift_out, out=y)
+    return _Elementwise(rprelu, op, shift_in=shift_in, slope=slope, shift_out=shift_out)
 
 
 def _probabilities(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -204,9 +320,18 @@ def _probabilities(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 class PackedModel:
-    """A packed BNN loaded for inference; mirrors ``ModelBundle``'s arch, classes, preprocess and threshold."""
+    """A packed BNN loaded for inference; mirrors ``ModelBundle``'s arch, classes, preprocess and threshold.
 
-    def __init__(self, header: dict, arrays: dict[str, np.ndarray], source: str = ""):
+    ``backend``: ``"auto"`` runs the binarized-input layers through the C kernels of ``xnor.c`` when a C
+    compiler can build them (:mod:`._native`) and with NumPy otherwise; ``"numpy"`` or ``"native"`` force one
+    (``"native"`` raises ``RuntimeError`` without a compiler). ``threads`` splits each C layer's output rows
+    over that many threads (the NumPy path uses one).
+    """
+
+    def __init__(self, header: dict, arrays: dict[str, np.ndarray], source: str = "", backend: str = "auto",
+                 threads: int = 1):
+        if backend not in ("auto", "numpy", "native"):
+            raise ValueError(f"backend must be auto, numpy or native, got {backend!r}")
         try:
             self.arch = header["arch"]
             self.classes = tuple(header["classes"])
@@ -221,6 +346,25 @@ class PackedModel:
                 raise PackedFormatError(f"{source}: {exc}") from None
             raise PackedFormatError(f"{source}: malformed header ({exc.__class__.__name__}: {exc})") from None
         self.source = source
+        lib = None if backend == "numpy" else _native.kernels()
+        if backend == "native" and lib is None:
+            raise RuntimeError("the native BNN kernels are unavailable (no C compiler, or CXRKIT_BNN_NATIVE=0)")
+        self.backend = "native" if lib is not None else "numpy"
+        if lib is not None:
+            split, ops = _splitter(threads), []
+            for op in self._ops:
+                if isinstance(op, _Elementwise) and op.kind == "affine" and ops and isinstance(ops[-1], _Conv) \
+                        and ops[-1].native is not None and ops[-1].post is None:
+                    ops[-1].post = (op.params["scale"], op.params["shift"])  # BatchNorm into the conv's loop
+                    continue
+                if isinstance(op, _Conv):
+                    op.use_native(lib, split)
+                elif isinstance(op, _Elementwise) and op.kind != "relu":
+                    op.use_native(lib)
+                elif isinstance(op, tuple) and op[0] == "residual_end":
+                    op[1].native = lib.bnn_residual
+                ops.append(op)
+            self._ops = ops
 
     @staticmethod
     def _build(spec: dict, arrays: dict):
@@ -246,15 +390,19 @@ class PackedModel:
         """Preprocessed float32 ``(N, C, H, W)`` (as the PyTorch model takes it) → raw outputs ``(N, K)``."""
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1))
         saved = []
+        owned = False  # whether x is a temporary of this call that nothing else refers to
         for op in self._ops:
             if isinstance(op, tuple):
                 kind, res = op
                 if kind == "residual_begin":
                     saved.append(x)
+                    owned = False
                 else:
-                    x = x + res.shortcut(saved.pop())
+                    x, owned = res.add(x, saved.pop(), owned), True
+            elif isinstance(op, _Elementwise):
+                x, owned = op.fn(x, x if owned else None), True
             else:
-                x = op(x)
+                x, owned = op(x), True  # convs, pools and flatten (a view of its own temporary)
         return x
 
     def predict_resized(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -293,7 +441,10 @@ class PackedModel:
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
 
-def load_packed(path: str | Path) -> PackedModel:
-    """Read a file written by :func:`cxrkit.bnn.export_packed`; :class:`PackedFormatError` if unusable."""
+def load_packed(path: str | Path, backend: str = "auto", threads: int = 1) -> PackedModel:
+    """Read a file written by :func:`cxrkit.bnn.export_packed`; :class:`PackedFormatError` if unusable.
+
+    ``backend`` and ``threads``: see :class:`PackedModel`.
+    """
     header, arrays = read_packed(path)
-    return PackedModel(header, arrays, str(path))
+    return PackedModel(header, arrays, str(path), backend, threads)
