@@ -225,6 +225,32 @@ def test_runtime_entry_point_errors(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("cxrkit: error: ") and "Traceback" not in proc.stderr
 
 
+# ... and pydicom too: the `runtime` extra installed without `dicom`
+NO_PYDICOM = TORCH_FREE.replace("sys.modules['torch'] = None;", "sys.modules['torch'] = None; sys.modules['pydicom'] = None;")
+
+
+def test_runtime_without_pydicom_reads_jpeg_and_refuses_dicom_in_one_line(shipped_exports, tmp_path):
+    from serve_support import dicom_bytes
+
+    jpeg = sample_images("test", "PNEUMONIA")[0]
+    dcm = tmp_path / "film.dcm"
+    dcm.write_bytes(dicom_bytes(read_image(jpeg).astype(np.uint16)))
+    model = str(shipped_exports[0].path)
+
+    def runtime(code, *paths):
+        return subprocess.run([sys.executable, "-c", code, "--model", model, "--threads", "1", *map(str, paths)],
+                              capture_output=True, text=True, timeout=120)
+
+    with_dicom = runtime(TORCH_FREE, dcm)  # the DICOM is a valid film where pydicom is installed
+    assert with_dicom.returncode == 0 and str(dcm) in with_dicom.stdout, with_dicom.stderr
+    jpeg_only = runtime(NO_PYDICOM, jpeg)
+    assert jpeg_only.returncode == 0 and str(jpeg) in jpeg_only.stdout, jpeg_only.stderr
+    refused = runtime(NO_PYDICOM, jpeg, dcm)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (f"cxrkit: error: {dcm}: reading DICOM needs pydicom, which this install lacks "
+                              "(pip install 'cxrkit[runtime,dicom]')\n")
+
+
 def test_predict_and_evaluate_accept_onnx(shipped, shipped_exports, sample_dir, capsys):
     ref, _ = predict_paths(shipped, expand_paths([sample_dir / "test"]))
     for result in shipped_exports:

@@ -1,8 +1,8 @@
 """``python -m cxrkit.runtime --model FILE.onnx IMAGE_OR_DIR...``: ``cxrkit predict`` for a torch-free install.
 
 The full ``cxrkit`` command imports PyTorch for its other sub-commands; this
-entry point imports only ONNX Runtime, NumPy, Pillow (and pydicom for DICOM),
-and prints the same lines (or ``--json``) as ``cxrkit predict``.
+entry point imports only ONNX Runtime, NumPy, Pillow (and pydicom for DICOM, the
+optional ``dicom`` extra), and prints the same lines (or ``--json``) as ``cxrkit predict``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import ImageReadError, is_image_file, read_image
+from ..data.io import ImageReadError, MissingDecoderError, is_image_file, read_image
 from ..data.preprocess import resize_gray
 from .onnx_model import RuntimeModelError, load_onnx
 
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             arrays.append(resize_gray(read_image(path), pre.size, pre.resize))
             kept.append(path)
+        except MissingDecoderError as exc:  # not the file's fault: every DICOM would fail alike
+            print(f"cxrkit: error: {exc}", file=sys.stderr)
+            return 2
         except ImageReadError as exc:
             print(f"cxrkit: skipped {exc}", file=sys.stderr)
     if not arrays:
