@@ -244,7 +244,8 @@ def test_native_kernels_build_from_scratch_where_a_c_compiler_exists(tmp_path):
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler")
 @pytest.mark.parametrize("name, pre, kwargs", [
     ("cxr_bnn", SMALL_PRE, {**SMALL, "widths": (8, 16, 80, 160)}),  # 80, 160: part-filled blocks and words
-    ("seed_bnn", model_info("seed_bnn").preprocess, {"binarize_inputs": False}),
+    ("seed_bnn", model_info("seed_bnn").preprocess, {"binarize_inputs": False}),  # real stem + ReLU + pool fused
+    ("seed_bnn", model_info("seed_bnn").preprocess, {}),  # binary conv + pool fused, odd width (61 → 30)
 ])
 def test_native_and_numpy_paths_agree_on_any_thread_count(tmp_path, name, pre, kwargs):
     """The same integer XNOR sums, float sums in the same order and the same rounding steps: equal logits."""

@@ -79,12 +79,12 @@ def kernels():
                 continue
             lib.bnn_pack.restype = None
             lib.bnn_pack.argtypes = [_f32p, _i64, _i64, _i64, _i64, _f32p, _i64, _i64, _u64p]
-            lib.bnn_conv.restype = None
+            lib.bnn_conv.restype = ctypes.c_int
             lib.bnn_conv.argtypes = [_u64p, _i64, _i64, _i64, _u64p, *[_i64] * 7, *[_f32p_or_null] * 4,
-                                     _i64, _i64, _f32p]
-            lib.bnn_conv_real.restype = None
+                                     *[_i64] * 4, _f32p]
+            lib.bnn_conv_real.restype = ctypes.c_int
             lib.bnn_conv_real.argtypes = [_f32p, _i64, _i64, _i64, _f32p, *[_i64] * 6, *[_f32p_or_null] * 4,
-                                          _i64, _i64, _f32p]
+                                          *[_i64] * 4, _f32p]
             lib.bnn_channel.restype = None
             lib.bnn_channel.argtypes = [_f32p, _i64, _i64, *[_f32p_or_null] * 5]
             lib.bnn_residual.restype = None

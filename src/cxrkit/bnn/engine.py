@@ -117,8 +117,9 @@ class _Conv:
                 raise PackedFormatError(f"weight {spec['weight']!r}: missing or not packed bits of shape "
                                         f"({self.cout}, {-(-self.kk // 8)})")
             if self.binarize:  # re-packed per tap, so that patches can be cut from channel-packed pixels
-                self.taps = np.unpackbits(w, axis=-1, count=self.kk, bitorder="little").reshape(self.cout, -1, cin)
-                self.words = _to_words(np.packbits(self.taps, axis=-1, bitorder="little").reshape(self.cout, -1))
+                self.bits, self.cin = w, cin  # kept packed; use_native() lays them out for the C loop
+                taps = np.unpackbits(w, axis=-1, count=self.kk, bitorder="little").reshape(self.cout, -1, cin)
+                self.words = _to_words(np.packbits(taps, axis=-1, bitorder="little").reshape(self.cout, -1))
             else:
                 self.matrix = np.ascontiguousarray(unpack_signs(w, self.kk).T)
         elif self.binarize:
@@ -133,7 +134,9 @@ class _Conv:
         self.bias = _vector(arrays, spec.get("bias"), self.cout, spec["weight"])
         self.native = None  # (C function, its layer arguments, row splitter) once use_native() is called
         self.pack = None  # xnor.c's bnn_pack, with self.native
-        self.post = None  # (scale, shift) of a BatchNorm that PackedModel fused into the C loop
+        # what PackedModel fused into the C loop from the ops that follow: a BatchNorm (scale, shift), a ReLU, a
+        # 2x2 max-pool; each saves a pass over the layer's output, the pool also its full-size temporary
+        self.post, self.relu, self.pool = None, False, 1
 
     def _short_rows(self) -> bool:
         """A real conv whose rows (k * k * cin) are too short for a BLAS matrix product to pay: the stems."""
@@ -151,9 +154,9 @@ class _Conv:
         coutp = -(-self.cout // _C_BLOCK) * _C_BLOCK
         self.pack = lib.bnn_pack
         if self.binarize:
-            cin = self.taps.shape[-1]
-            cw = -(-cin // 64)
-            taps = np.pad(self.taps, ((0, coutp - self.cout), (0, 0), (0, 64 * cw - cin)))
+            cin, cw = self.cin, -(-self.cin // 64)
+            taps = np.unpackbits(self.bits, axis=-1, count=self.kk, bitorder="little").reshape(self.cout, -1, cin)
+            taps = np.pad(taps, ((0, coutp - self.cout), (0, 0), (0, 64 * cw - cin)))
             words = np.ascontiguousarray(np.packbits(taps, axis=-1, bitorder="little")).view("<u8")
             self.native = (lib.bnn_conv, (cw, np.ascontiguousarray(words.reshape(coutp, -1).T), self.cout, coutp,
                                           self.k, self.stride), split)
@@ -174,11 +177,15 @@ class _Conv:
             self.pack(x, n, h, w, c, self.threshold, self.pad, args[0], xp)
         else:
             xp = np.pad(x, ((0, 0), (self.pad, self.pad), (self.pad, self.pad), (0, 0))) if self.pad else x
-        ho, wo = (hp - self.k) // self.stride + 1, (wp - self.k) // self.stride + 1
+        ho, wo = ((hp - self.k) // self.stride + 1) // self.pool, ((wp - self.k) // self.stride + 1) // self.pool
         out = np.empty((n, ho, wo, self.cout), np.float32)
         ptrs = [None if a is None else a.ctypes.data for a in (self.scale, self.bias, *(self.post or (None, None)))]
         extra = (self.kk,) if self.binarize else ()
-        split(lambda r0, r1: fn(xp, hp, wp, *args, ho, wo, *extra, *ptrs, r0, r1, out), n * ho)
+
+        def rows(r0: int, r1: int) -> None:
+            if fn(xp, hp, wp, *args, ho, wo, *extra, *ptrs, self.relu, self.pool, r0, r1, out):
+                raise MemoryError("xnor.c: out of memory")
+        split(rows, n * ho)
         return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -279,12 +286,19 @@ class _Elementwise:
         self.fn = fn
 
 
+class _MaxPool:
+    """2x2 max-pooling, stride 2, floor (a class, so that PackedModel can fuse it into the C conv before it)."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return _pool2(x).max(axis=(2, 4))
+
+
 def _simple(spec: dict, arrays: dict):
     op = spec["op"]
     if op == "relu":
         return _Elementwise(lambda x, out: np.maximum(x, np.float32(0), out=out), op)
     if op == "maxpool":
-        return lambda x: _pool2(x).max(axis=(2, 4))
+        return _MaxPool()
     if op == "gap":
         return lambda x: x.mean(axis=(1, 2), dtype=np.float32)
     if op == "flatten":
@@ -353,10 +367,17 @@ class PackedModel:
         if lib is not None:
             split, ops = _splitter(threads), []
             for op in self._ops:
-                if isinstance(op, _Elementwise) and op.kind == "affine" and ops and isinstance(ops[-1], _Conv) \
-                        and ops[-1].native is not None and ops[-1].post is None:
-                    ops[-1].post = (op.params["scale"], op.params["shift"])  # BatchNorm into the conv's loop
-                    continue
+                prev = ops[-1] if ops and isinstance(ops[-1], _Conv) and ops[-1].native is not None else None
+                if prev is not None and prev.pool == 1 and not isinstance(prev, _Dense):  # fuse, in layer order
+                    if isinstance(op, _Elementwise) and op.kind == "affine" and prev.post is None and not prev.relu:
+                        prev.post = (op.params["scale"], op.params["shift"])
+                        continue
+                    if isinstance(op, _Elementwise) and op.kind == "relu" and not prev.relu:
+                        prev.relu = True
+                        continue
+                    if isinstance(op, _MaxPool):
+                        prev.pool = 2
+                        continue
                 if isinstance(op, _Conv):
                     op.use_native(lib, split)
                 elif isinstance(op, _Elementwise) and op.kind != "relu":

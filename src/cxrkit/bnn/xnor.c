@@ -37,85 +37,139 @@ void bnn_pack(const float *x, int64_t n, int64_t h, int64_t w, int64_t c, const 
 
 #define CB 32 /* output channels per block: filters are padded to a multiple of it, accumulators stay in registers */
 
-/* The per-channel epilogue of both convolutions: out[co] = (v[co] * scale[co] + bias[co]) * post_scale[co]
- * + post_shift[co] for co < cout; NULL pointers skip their step, each step rounds as PyTorch's separate ops. */
-static void epilogue(const float *v, int64_t co0, int64_t nb, const float *scale, const float *bias,
-                     const float *post_scale, const float *post_shift, float *o) {
-    for (int64_t i = 0; i < nb; i++) {
-        float x = v[i];
-        int64_t co = co0 + i;
-        if (scale)
-            x *= scale[co];
-        if (bias)
-            x += bias[co];
-        if (post_scale)
-            x *= post_scale[co];
-        if (post_shift)
-            x += post_shift[co];
-        o[co] = x;
-    }
+/* The per-channel epilogue of both convolutions, in place on one block of output channels: v = (v * scale
+ * + bias) * post_scale + post_shift, then max(v, 0) if relu; NULL pointers skip their step, and each step rounds
+ * as PyTorch's separate ops do. One loop per step, so that each vectorizes (a loop testing the pointers per
+ * value does not, and costs as much as the popcounts). */
+static void epilogue(float *restrict v, int64_t co0, int64_t nb, const float *restrict scale,
+                     const float *restrict bias, const float *restrict post_scale,
+                     const float *restrict post_shift, int64_t relu) {
+    if (scale)
+        for (int64_t i = 0; i < nb; i++)
+            v[i] *= scale[co0 + i];
+    if (bias)
+        for (int64_t i = 0; i < nb; i++)
+            v[i] += bias[co0 + i];
+    if (post_scale)
+        for (int64_t i = 0; i < nb; i++)
+            v[i] *= post_scale[co0 + i];
+    if (post_shift)
+        for (int64_t i = 0; i < nb; i++)
+            v[i] += post_shift[co0 + i];
+    if (relu)
+        for (int64_t i = 0; i < nb; i++)
+            v[i] = v[i] < 0 ? 0 : v[i];
 }
 
-/* Binary convolution of a packed, already padded map: out[r, ox, co] = kbits - 2 popcount(patch ^ filter),
- * then the epilogue (a BatchNorm the engine folded in is post_scale / post_shift), float32, for output rows
- * r in [r0, r1) where r = image * ho + oy; out is (N * ho, wo, cout). A dense layer is the case k = h = w = 1.
- * Filters come transposed and padded, (K, K, CW, coutp) with coutp a multiple of CB: the innermost loop runs
- * over CB output channels, which the compiler vectorizes (8 popcounts per instruction with AVX-512 VPOPCNTQ)
- * where a loop over the few words of one patch would not. The row range lets the caller split one layer
- * across threads. */
-void bnn_conv(const uint64_t *restrict xp, int64_t hp, int64_t wp, int64_t cw, const uint64_t *restrict filt,
-              int64_t cout, int64_t coutp, int64_t k, int64_t stride, int64_t ho, int64_t wo, int64_t kbits,
-              const float *restrict scale, const float *restrict bias, const float *restrict post_scale,
-              const float *restrict post_shift, int64_t r0, int64_t r1, float *restrict out) {
-    int64_t tap = k * cw;
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t img = r / ho, oy = r % ho;
-        for (int64_t ox = 0; ox < wo; ox++) {
-            const uint64_t *base = xp + ((img * hp + oy * stride) * wp + ox * stride) * cw;
-            for (int64_t co0 = 0; co0 < cout; co0 += CB) {
-                int64_t acc[CB] = {0};
-                for (int64_t ky = 0; ky < k; ky++)
-                    for (int64_t t = 0; t < tap; t++) {
-                        uint64_t a = base[ky * wp * cw + t];
-                        const uint64_t *restrict f = filt + (ky * tap + t) * coutp + co0;
-                        for (int64_t i = 0; i < CB; i++)
-                            acc[i] += __builtin_popcountll(a ^ f[i]);
-                    }
-                float v[CB];
-                for (int64_t i = 0; i < CB; i++)
-                    v[i] = (float)(kbits - 2 * acc[i]);
-                epilogue(v, co0, cout - co0 < CB ? cout - co0 : CB, scale, bias, post_scale, post_shift,
-                         out + (r * wo + ox) * cout);
-            }
-        }
+#define P 4 /* output positions per step: they share each filter load and keep P * CB sums in registers */
+
+/* Sums of P (or 1) adjacent positions of one block of CB output channels, for both kinds of convolution:
+ * `np` positions starting at column ox, then the epilogue, into row (wo, cout). */
+#define POSITIONS(NP, ACC_T, LOAD, STEP, FINISH)                                                              \
+    {                                                                                                         \
+        ACC_T acc[NP][CB] = {{0}};                                                                            \
+        for (int64_t ky = 0; ky < k; ky++)                                                                    \
+            for (int64_t t = 0; t < tap; t++) {                                                               \
+                const __typeof__(*filt) *restrict f = filt + (ky * tap + t) * coutp + co0;                    \
+                for (int64_t q = 0; q < NP; q++) {                                                            \
+                    __typeof__(*xp) a = base[q * stride * cin + ky * wp * cin + t];                           \
+                    for (int64_t i = 0; i < CB; i++)                                                          \
+                        acc[q][i] += STEP;                                                                    \
+                }                                                                                             \
+            }                                                                                                 \
+        for (int64_t q = 0; q < NP; q++) {                                                                    \
+            float v[CB];                                                                                      \
+            for (int64_t i = 0; i < CB; i++)                                                                  \
+                v[i] = FINISH;                                                                                \
+            epilogue(v, co0, nb, ep[0], ep[1], ep[2], ep[3], relu);                                           \
+            for (int64_t i = 0; i < nb; i++)                                                                  \
+                row[(ox + q) * cout + co0 + i] = v[i];                                                        \
+        }                                                                                                     \
     }
+
+/* One output row of either convolution: columns in steps of P positions (then single ones), each block of CB
+ * output channels, sums, epilogue, into row (wo, cout). */
+#define ROW_FN(NAME, IN_T, ACC_T, STEP, FINISH)                                                               \
+    static void NAME(const IN_T *restrict xp, int64_t hp, int64_t wp, int64_t cin, const IN_T *restrict filt, \
+                     int64_t cout, int64_t coutp, int64_t k, int64_t stride, int64_t img, int64_t oy,          \
+                     int64_t wo, int64_t kbits, const float *const *ep, int64_t relu, float *restrict row) {   \
+        int64_t tap = k * cin;                                                                                \
+        (void)kbits;                                                                                          \
+        for (int64_t ox = 0; ox < wo;) {                                                                      \
+            const IN_T *base = xp + ((img * hp + oy * stride) * wp + ox * stride) * cin;                      \
+            int64_t np = wo - ox >= P ? P : 1;                                                                \
+            for (int64_t co0 = 0; co0 < cout; co0 += CB) {                                                    \
+                int64_t nb = cout - co0 < CB ? cout - co0 : CB;                                               \
+                if (np == P)                                                                                  \
+                    POSITIONS(P, ACC_T, 0, STEP, FINISH)                                                      \
+                else                                                                                          \
+                    POSITIONS(1, ACC_T, 0, STEP, FINISH)                                                      \
+            }                                                                                                 \
+            ox += np;                                                                                         \
+        }                                                                                                     \
+    }
+
+ROW_FN(row_bin, uint64_t, int64_t, __builtin_popcountll(a ^ f[i]), (float)(kbits - 2 * acc[q][i]))
+ROW_FN(row_real, float, float, a * f[i], acc[q][i])
+
+/* The loop both convolutions share, over output rows r in [r0, r1) (r = image * ho + oy; out is
+ * (N * ho, wo, cout); the range lets the caller split a layer across threads). With pool = 2, ho and wo are the
+ * pooled sizes: two conv rows go to a scratch buffer and their 2x2 maxima (floor) to out, a max-pool fused
+ * after the epilogue as in the layer order, without the full-size conv output. Returns -1 if out of memory. */
+#define CONV_ROWS(ROW, XP, FILT)                                                                              \
+    const float *ep[4] = {scale, bias, post_scale, post_shift};                                               \
+    if (pool == 1) {                                                                                          \
+        for (int64_t r = r0; r < r1; r++)                                                                     \
+            ROW(XP, hp, wp, cin, FILT, cout, coutp, k, stride, r / ho, r % ho, wo, kbits, ep, relu,          \
+                out + r * wo * cout);                                                                         \
+        return 0;                                                                                             \
+    }                                                                                                         \
+    int64_t cwo = wo * 2 + 1; /* conv columns: 2 wo, and one more the floor drops when the conv width is odd */ \
+    float *buf = malloc(2 * cwo * cout * sizeof(float));                                                      \
+    if (!buf)                                                                                                 \
+        return -1;                                                                                            \
+    int64_t cw_used = ((wp - k) / stride + 1) < cwo ? ((wp - k) / stride + 1) : cwo;                          \
+    for (int64_t r = r0; r < r1; r++) {                                                                       \
+        int64_t img = r / ho, py = r % ho;                                                                    \
+        ROW(XP, hp, wp, cin, FILT, cout, coutp, k, stride, img, 2 * py, cw_used, kbits, ep, relu, buf);       \
+        ROW(XP, hp, wp, cin, FILT, cout, coutp, k, stride, img, 2 * py + 1, cw_used, kbits, ep, relu,         \
+            buf + cwo * cout);                                                                                \
+        float *o = out + r * wo * cout;                                                                       \
+        for (int64_t px = 0; px < wo; px++)                                                                   \
+            for (int64_t c = 0; c < cout; c++) {                                                              \
+                const float *a = buf + 2 * px * cout + c, *b = a + cwo * cout;                                \
+                float m = a[0];                                                                               \
+                m = a[cout] > m ? a[cout] : m;                                                                \
+                m = b[0] > m ? b[0] : m;                                                                      \
+                m = b[cout] > m ? b[cout] : m;                                                                \
+                o[px * cout + c] = m;                                                                         \
+            }                                                                                                 \
+    }                                                                                                         \
+    free(buf);                                                                                                \
+    return 0;
+
+/* Binary convolution of a packed, already padded map: kbits - 2 popcount(patch ^ filter) per position, then
+ * the epilogue (a BatchNorm the engine folded in is post_scale / post_shift) and the optional pool, float32.
+ * A dense layer is the case k = h = w = 1. Filters come transposed and padded, (K, K, CW, coutp) with coutp a
+ * multiple of CB: the innermost loop runs over CB output channels, which the compiler vectorizes (8 popcounts
+ * per instruction with AVX-512 VPOPCNTQ) where a loop over the few words of one patch would not. */
+int bnn_conv(const uint64_t *restrict xp, int64_t hp, int64_t wp, int64_t cin, const uint64_t *restrict filt,
+             int64_t cout, int64_t coutp, int64_t k, int64_t stride, int64_t ho, int64_t wo, int64_t kbits,
+             const float *scale, const float *bias, const float *post_scale, const float *post_shift, int64_t relu,
+             int64_t pool, int64_t r0, int64_t r1, float *restrict out) {
+    CONV_ROWS(row_bin, xp, filt)
 }
 
-/* Real-valued convolution of a zero-padded NHWC float map, same loop and epilogue as bnn_conv: filters
- * (K, K, Cin, coutp) float32. For the real stem, where an im2col matrix product with K = 9 wastes BLAS. */
-void bnn_conv_real(const float *restrict xp, int64_t hp, int64_t wp, int64_t cin, const float *restrict filt,
-                   int64_t cout, int64_t coutp, int64_t k, int64_t stride, int64_t ho, int64_t wo,
-                   const float *restrict scale, const float *restrict bias, const float *restrict post_scale,
-                   const float *restrict post_shift, int64_t r0, int64_t r1, float *restrict out) {
-    int64_t tap = k * cin;
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t img = r / ho, oy = r % ho;
-        for (int64_t ox = 0; ox < wo; ox++) {
-            const float *base = xp + ((img * hp + oy * stride) * wp + ox * stride) * cin;
-            for (int64_t co0 = 0; co0 < cout; co0 += CB) {
-                float acc[CB] = {0};
-                for (int64_t ky = 0; ky < k; ky++)
-                    for (int64_t t = 0; t < tap; t++) {
-                        float a = base[ky * wp * cin + t];
-                        const float *restrict f = filt + (ky * tap + t) * coutp + co0;
-                        for (int64_t i = 0; i < CB; i++)
-                            acc[i] += a * f[i];
-                    }
-                epilogue(acc, co0, cout - co0 < CB ? cout - co0 : CB, scale, bias, post_scale, post_shift,
-                         out + (r * wo + ox) * cout);
-            }
-        }
-    }
+/* Real-valued convolution of a zero-padded NHWC float map (cin channels), same loop, epilogue and pool as
+ * bnn_conv: filters (K, K, Cin, coutp) float32, each output summed tap by tap in (kh, kw, cin) order (the NumPy
+ * path sums in the same order, so both agree to the bit). For the real stems, where an im2col matrix product
+ * with rows of 9 or 27 wastes BLAS. */
+int bnn_conv_real(const float *restrict xp, int64_t hp, int64_t wp, int64_t cin, const float *restrict filt,
+                  int64_t cout, int64_t coutp, int64_t k, int64_t stride, int64_t ho, int64_t wo,
+                  const float *scale, const float *bias, const float *post_scale, const float *post_shift,
+                  int64_t relu, int64_t pool, int64_t r0, int64_t r1, float *restrict out) {
+    int64_t kbits = 0;
+    CONV_ROWS(row_real, xp, filt)
 }
 
 /* Residual end in place: x (N, H, W, repeat * C) += shortcut, the saved map (N, SH, SW, C) 2x2-average-pooled
