@@ -1,7 +1,8 @@
-"""Bit-packed binarized networks: export from PyTorch, run with NumPy XNOR + popcount.
+"""Bit-packed binarized networks: export from PyTorch, run with XNOR + popcount (C kernels or NumPy).
 
 ``load_packed`` and the engine never import torch, so a packed model runs on
-a device with only NumPy and Pillow; ``export_packed`` imports torch when called.
+a device with only NumPy and Pillow (plus a C compiler for the faster native
+kernels, which it builds on first use); ``export_packed`` imports torch when called.
 """
 from __future__ import annotations
 

@@ -21,6 +21,15 @@ The file's header lists ``ops`` that run in order on an NHWC float32 tensor:
 dense layer's columns to match), ``residual_begin`` (push x) and
 ``residual_end`` (pop the pushed x, 2x2-average-pool it when ``stride`` is 2,
 repeat its channels ``repeat`` times, add).
+
+Two implementations of the same arithmetic. The **native** one (default where a
+C compiler is found, see :mod:`._native`) runs binarized-input layers, the short
+real stems, residual adds and per-channel ops through the C loops of
+``xnor.c``, with a BatchNorm, ReLU or max-pool that directly follows a conv
+fused into its loop; at batch 1 the NumPy path spends its time in dozens of
+small array passes per layer, which is what the C loops remove (~5x). The
+**NumPy** path above is the reference and the fallback. Both sum in the same
+order and round at the same steps, so they give bit-identical logits (tested).
 """
 from __future__ import annotations
 

@@ -37,9 +37,9 @@ WARMUP = 10
 
 def _open(fmt: str, path: Path, threads: int):
     if fmt == "bnn":
-        from ..bnn import load_packed  # NumPy engine: its thread count is NumPy's, not ours
+        from ..bnn import load_packed
 
-        return load_packed(path)
+        return load_packed(path, threads=threads)
     return load_onnx(path, threads=threads)
 
 
