@@ -35,15 +35,25 @@ def run_key(recipe: Recipe, data_dir: str | Path) -> str:
 
 
 def batch1_latency_ms(bundle: ModelBundle, repeats: int = 20) -> float:
-    """Median batch-1 latency of the frozen model on this machine's CPU threads, in milliseconds."""
+    """Median batch-1 latency on one CPU thread, in milliseconds.
+
+    One thread because a single small image gains little from more, and because
+    several threads on a shared machine wait for each other: on 2 busy cores,
+    cxr_cnn measured 190 ms with 2 threads where it needs about 10 with one.
+    """
     pre = bundle.preprocess
     image = torch.randint(0, 256, (1, pre.size, pre.size), dtype=torch.uint8)
-    predict_resized(bundle, image)  # trace, freeze, warm up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        predict_resized(bundle, image)
-        times.append((time.perf_counter() - t) * 1000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predict_resized(bundle, image)  # trace, freeze, warm up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            predict_resized(bundle, image)
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        torch.set_num_threads(threads)
     return statistics.median(times)
 
 
@@ -115,7 +125,7 @@ def _fmt(metrics: dict, key: str) -> str:
 
 def markdown_table(rows: list[CompareRow]) -> str:
     head = ("| recipe | accuracy (95% CI) | precision | recall | F1 | ROC-AUC (95% CI) | paper | params | "
-            "train time | batch-1 latency | ImageNet weights |")
+            "train time | batch-1 latency (1 thread) | ImageNet weights |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         m = r.metrics
