@@ -5,7 +5,7 @@ pure-Python package (editable installs included), and a kernel built for the
 machine it runs on may use its popcount instructions (``-march=native``). The
 shared library is cached under ``$CXRKIT_CACHE`` (default
 ``~/.cache/cxrkit``) keyed by a hash of the source, the flags and the
-machine, so it is built once (~0.3 s). Without a working compiler, or with
+CPU's features, so it is built once (~0.3 s). Without a working compiler, or with
 ``CXRKIT_BNN_NATIVE=0``, :func:`kernels` returns None and the engine uses its
 NumPy path, which computes the same numbers.
 """
@@ -38,13 +38,24 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("CXRKIT_CACHE") or Path.home() / ".cache" / "cxrkit") / "bnn"
 
 
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux), part of the cache key: a ``-march=native`` library built on one CPU
+    must not be loaded on another from a shared home directory."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), platform.processor())
+    except OSError:
+        return platform.processor()
+
+
 def _build(flags: list[str]) -> Path | None:
     """Compile ``xnor.c`` with ``flags`` into the cache (atomically renamed into place); None if that fails."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
     src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), platform.system()]).encode()).hexdigest()
+    key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), platform.system(), _cpu_flags()]).encode())
+    key = key.hexdigest()
     lib = _cache_dir() / f"xnor-{key[:16]}.so"
     if lib.is_file():
         return lib
