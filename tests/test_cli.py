@@ -15,7 +15,7 @@ import pytest
 from conftest import CLASSES, sample_images
 from cxrkit.cli.main import main
 from cxrkit.inference.bundle import load_bundle, resolve_model
-from cxrkit.models import list_models, model_info
+from cxrkit.models import list_models, model_info, shipped_models
 from cxrkit.recipes import load_recipe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -73,8 +73,16 @@ def test_models_json(tmp_path):
     proc = run_cli("models", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert [r["name"] for r in rows] == list_models()
-    for r in rows:
+    archs = [r for r in rows if r["name"] in list_models()]
+    assert [r["name"] for r in archs] == list_models()
+    trained = [r for r in rows if r["name"] not in list_models()]  # shipped under their own names
+    assert {r["name"] for r in trained} == set(shipped_models()) - set(list_models())
+    for r in trained:
+        assert r["shipped"] and r["weights_bytes"] == shipped_models()[r["name"]].stat().st_size
+        assert r["arch"] in list_models() and len(r["classes"]) >= 2
+    assert {"cxr_mobilenetv2": ["NORMAL", "PNEUMONIA"], "kermany3": ["BACTERIAL", "NORMAL", "VIRAL"]}.items() <= \
+        {r["name"]: r["classes"] for r in trained}.items()
+    for r in archs:
         for key in ("name", "family", "classes", "input_size", "shipped", "weights_bytes"):
             assert key in r, key
         info = model_info(r["name"])
