@@ -116,6 +116,28 @@ _MOBILENETV2 = Recipe(
                 "then the whole network with the backbone at 0.2x the head's learning rate.",
 )
 
+
+def _seed002(model: str, size: int, accuracy: float) -> Recipe:
+    """Seed 002's comparison: one training setup, four backbones, the paper's test accuracy beside each."""
+    return Recipe(
+        name=f"seed002_{model.replace('_', '')}", model=model, pretrained="auto", reference={"accuracy": accuracy},
+        image_size=size, epochs=10, batch_size=32, lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT,
+        class_weighting="balanced", precision="auto", early_stopping_metric="val_loss", early_stopping_patience=3,
+        description=f"Seed 002's {model} (seed: {accuracy:.1%} test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
+                    "batch 32, 10 epochs, augmentation, class weights, early stopping; ImageNet weights if "
+                    "local (pretrained auto), else from scratch, as the run records.",
+    )
+
+
+_SEED004 = Recipe(
+    name="seed004", model="resnet50", pretrained="auto",
+    reference={"accuracy": 0.68, "roc_auc": 0.83}, image_size=224, head_epochs=10, epochs=0,
+    head_lr=1e-3, weight_decay=1e-4, class_weighting="balanced", threshold_rule="fixed:0.5",
+    precision="auto",
+    description="Seed 004 (seed: 68% test accuracy, AUC 0.83): frozen ResNet50 base, GAP, dense 512 "
+                "(ReLU, L2), dropout, sigmoid, class-weighted loss, 10 epochs, cut-off 0.5.",
+)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -156,57 +178,15 @@ RECIPES: dict[str, Recipe] = {
             description="The fast path: MobileNetV2's ImageNet features computed once, only the head trained "
                         "(minutes on 2 cores, no augmentation).",
         ),
-        Recipe(
-            name="seed002_resnet50", model="resnet50", pretrained="auto",
-            reference={"accuracy": 0.928}, image_size=224, epochs=10, batch_size=32,
-            lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
-            early_stopping_metric="val_loss", early_stopping_patience=3,
-            description="Seed 002's resnet50 (seed: 92.8% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
-                        "batch 32, 10 epochs, augmentation, class weights, early stopping; ImageNet weights if "
-                        "local (pretrained auto), else from scratch, as the run records.",
-        ),
-        Recipe(
-            name="seed002_densenet121", model="densenet121", pretrained="auto",
-            reference={"accuracy": 0.858}, image_size=224, epochs=10, batch_size=32,
-            lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
-            early_stopping_metric="val_loss", early_stopping_patience=3,
-            description="Seed 002's densenet121 (seed: 85.8% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
-                        "batch 32, 10 epochs, augmentation, class weights, early stopping; ImageNet weights if "
-                        "local (pretrained auto), else from scratch, as the run records.",
-        ),
-        Recipe(
-            name="seed002_inceptionv3", model="inception_v3", pretrained="auto",
-            reference={"accuracy": 0.764}, image_size=299, epochs=10, batch_size=32,
-            lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
-            early_stopping_metric="val_loss", early_stopping_patience=3,
-            description="Seed 002's inception_v3 (seed: 76.4% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
-                        "batch 32, 10 epochs, augmentation, class weights, early stopping; ImageNet weights if "
-                        "local (pretrained auto), else from scratch, as the run records.",
-        ),
-        Recipe(
-            name="seed002_vgg16", model="vgg16", pretrained="auto",
-            reference={"accuracy": 0.636}, image_size=224, epochs=10, batch_size=32,
-            lr=1e-3, backbone_lr_mult=1.0, augment=_SEED002_AUGMENT, class_weighting="balanced", precision="auto",
-            early_stopping_metric="val_loss", early_stopping_patience=3,
-            description="Seed 002's vgg16 (seed: 63.6% test accuracy): GAP, dense 512, dropout, Adam 1e-3, "
-                        "batch 32, 10 epochs, augmentation, class weights, early stopping; ImageNet weights if "
-                        "local (pretrained auto), else from scratch, as the run records.",
-        ),
-        Recipe(
-            name="seed004", model="resnet50", pretrained="auto",
-            reference={"accuracy": 0.68, "roc_auc": 0.83}, image_size=224, head_epochs=10, epochs=0,
-            head_lr=1e-3, weight_decay=1e-4, class_weighting="balanced", threshold_rule="fixed:0.5",
-            precision="auto",
-            description="Seed 004 (seed: 68% test accuracy, AUC 0.83): frozen ResNet50 base, GAP, dense 512 "
-                        "(ReLU, L2), dropout, sigmoid, class-weighted loss, 10 epochs, cut-off 0.5.",
-        ),
-        Recipe(
-            name="seed004_tune", model="resnet50", pretrained="auto", image_size=224, head_epochs=10, epochs=0,
-            head_lr=1e-3, weight_decay=1e-4, class_weighting="balanced", threshold_rule="fixed:0.5",
-            precision="auto",
+        _seed002("resnet50", 224, 0.928),
+        _seed002("densenet121", 224, 0.858),
+        _seed002("inception_v3", 299, 0.764),
+        _seed002("vgg16", 224, 0.636),
+        _SEED004,
+        _SEED004.replace(
+            name="seed004_tune", reference={},
             description="Seed 004's model as the starting point of `cxrkit tune` (space: dense units 32-512, "
-                        "dropout 0-0.5, head learning rate 1e-4-1e-2 log), selected on validation AUC.",
-        ),
+                        "dropout 0-0.5, head learning rate 1e-4-1e-2 log), selected on validation AUC."),
         Recipe(
             name="seed003_edge", model="mobilenetv2_035", image_size=160, epochs=15, batch_size=32, lr=5e-4,
             augment=Augment(rotation=10, zoom=0.1, shift=0.1, brightness=0.2), threshold_rule="fixed:0.5",
