@@ -107,6 +107,30 @@ def test_sign_ste_forward_and_gradient_mask():
     assert x.grad.tolist() == [0, 2, 3, 4, 5, 6, 0]  # passed where |x| <= 1
 
 
+def test_weight_gradient_is_larqs_ste_for_clipped_weights():
+    """Binary layers pass the weight gradient unmasked: identical to ste_sign's |w| <= 1 mask on the clipped
+    latent weights the trainer guarantees (exactly +-1 included), and at -0.0 the sign is +1."""
+    layer = BinaryLinear(7, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([-1.0, -0.5, -0.0, 0.0, 0.25, 1.0, 0.9]).repeat(3, 1))
+    x = torch.randn(4, 7)
+    layer(x).sum().backward()
+    w = layer.weight.detach().clone().requires_grad_(True)
+    F.linear(x, sign_ste(w)).sum().backward()
+    assert torch.equal(layer.weight.grad, w.grad)
+    assert layer.binary_weight()[0].tolist() == [-1, -1, 1, 1, 1, 1, 1]
+
+
+def test_seed_bnn_flattens_like_keras():
+    """(H, W, C) order, as Keras's Flatten on NHWC maps: feature k of the dense input is pixel k // 64, channel
+    k % 64 of the last pooled map."""
+    model = create_model("seed_bnn").eval()
+    x = torch.arange(2 * 64 * 30 * 30, dtype=torch.float32).reshape(2, 64, 30, 30)
+    flat = model.classifier[0](x)
+    assert flat.shape == (2, 57600) and torch.equal(flat[:, :64], x[:, :, 0, 0])
+    assert torch.equal(flat[:, 64], x[:, 0, 0, 1])
+
+
 def test_binary_conv_uses_sign_of_weights_and_one_padding():
     conv = BinaryConv2d(2, 3, 3, padding=1, bias=False, binarize_input=True)
     x = torch.randn(1, 2, 5, 5)
@@ -172,8 +196,6 @@ def test_exported_bits_are_the_signs_of_the_latent_weights(tmp_path, name, kwarg
             w = w.permute(0, 2, 3, 1)
         bits = unpack_signs(arrays[op["weight"]], op["kernel"] ** 2 * op["in"] if op["op"] == "conv" else op["in"])
         signs = torch.where(w >= 0, 1.0, -1.0).reshape(len(w), -1).numpy()
-        if op["op"] == "dense" and name == "seed_bnn":  # columns reordered from CHW to HWC for the NHWC engine
-            signs = signs.reshape(len(w), 64, 30, 30).transpose(0, 2, 3, 1).reshape(len(w), -1)
         assert np.array_equal(bits, signs)
 
 
@@ -268,6 +290,13 @@ def test_export_rejects_a_float_model(tmp_path):
     bundle = ModelBundle(create_model("cxr_cnn").eval(), "cxr_cnn", CLASSES, Preprocess(size=64))
     with pytest.raises(ValueError, match="cannot pack"):
         export_packed(bundle, tmp_path / "m.npz")
+
+
+def test_export_rejects_a_channel_first_flatten(tmp_path):
+    model = create_model("seed_bnn").eval()
+    model.classifier[0] = torch.nn.Flatten()  # (C, H, W) order: not what the NHWC engine computes
+    with pytest.raises(ValueError, match="FlattenHWC"):
+        export_packed(ModelBundle(model, "seed_bnn", CLASSES, model_info("seed_bnn").preprocess), tmp_path / "m.npz")
 
 
 # ------------------------------------------------------------------ bad files

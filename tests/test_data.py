@@ -1,6 +1,7 @@
 """Data layer: patient ids, folder indexing, grouped splits, image decoding (JPEG/PNG/DICOM), cache, augmentation."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 from pathlib import Path
@@ -399,6 +400,22 @@ def test_augment_disabled_is_identity():
     x = _batch()
     assert not Augment().enabled
     assert torch.equal(augment_batch(x, Augment(), torch.Generator().manual_seed(0)), x)
+
+
+def test_acquisition_augment_stays_in_range_and_keeps_the_earlier_draws():
+    x = _batch()
+    base = Augment(rotation=10, brightness=0.2)
+    acq = dataclasses.replace(base, gamma=0.4, sharpness=1.0, noise=0.05)
+    plain = augment_batch(x, base, torch.Generator().manual_seed(3))
+    out = augment_batch(x, acq, torch.Generator().manual_seed(3))
+    assert torch.equal(out, augment_batch(x, acq, torch.Generator().manual_seed(3)))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 and not torch.allclose(out, plain, atol=1e-3)
+    # gamma alone keeps every image's pixel order; blurring or sharpening leaves a flat image flat
+    g = augment_batch(x, Augment(gamma=0.5), torch.Generator().manual_seed(0))
+    assert not torch.allclose(g, x) and torch.equal(g[0].flatten().argsort(stable=True),
+                                                    x[0].flatten().argsort(stable=True))
+    flat = torch.full((3, 1, 16, 16), 0.25)
+    assert torch.allclose(augment_batch(flat, Augment(sharpness=2.0), torch.Generator().manual_seed(0)), flat)
 
 
 def test_geometric_only_augment_stays_in_range():

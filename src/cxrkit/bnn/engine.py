@@ -17,8 +17,7 @@ The file's header lists ``ops`` that run in order on an NHWC float32 tensor:
     layer is a float im2col matrix product with zero padding. Then ``scale``
     (per output channel) and ``bias`` are applied, in that order, as PyTorch does.
 ``affine`` (BatchNorm folded to scale/shift), ``relu``, ``rprelu``, ``maxpool``
-(2x2, floor), ``gap``, ``flatten`` (NHWC order; the exporter permutes the next
-dense layer's columns to match), ``residual_begin`` (push x) and
+(2x2, floor), ``gap``, ``flatten`` (NHWC order, as the models' ``FlattenHWC``), ``residual_begin`` (push x) and
 ``residual_end`` (pop the pushed x, 2x2-average-pool it when ``stride`` is 2,
 repeat its channels ``repeat`` times, add).
 
@@ -157,7 +156,7 @@ class _Conv:
 
         The filters are laid out as the C loops read them: transposed to ``(k, k, cin words, Cout)``, each tap's
         channels in whole uint64 words (binarized input) or float32 (real input), ``Cout`` zero-padded to a
-        multiple of ``_C_BLOCK``. ``split(fn, rows)`` runs ``fn(r0, r1)`` over output-row ranges, on one or
+        multiple of ``_C_BLOCK``. ``split(fn, rows, work)`` runs ``fn(r0, r1)`` over output-row ranges, on one or
         more threads (ctypes releases the GIL during the call).
         """
         coutp = -(-self.cout // _C_BLOCK) * _C_BLOCK
@@ -194,7 +193,7 @@ class _Conv:
         def rows(r0: int, r1: int) -> None:
             if fn(xp, hp, wp, *args, ho, wo, *extra, *ptrs, self.relu, self.pool, r0, r1, out):
                 raise MemoryError("xnor.c: out of memory")
-        split(rows, n * ho)
+        split(rows, n * ho, n * ho * wo * self.cout * self.kk * self.pool ** 2)
         return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -229,13 +228,23 @@ class _Dense(_Conv):
         return super().__call__(x[:, None, None, :])[:, 0, 0, :]
 
 
+# Below this many output values x taps a layer runs on the calling thread: handing a small layer to a second
+# thread costs more than it saves (cxr_bnn at batch 1: 2.8 ms on 2 threads splitting every layer, 1.1 ms with
+# this cut-off, 1.05 ms with no split at all; at batch 32 the big layers still split: 1190 vs 1117 img/s).
+_MIN_SPLIT_WORK = 20_000_000
+
+
 def _splitter(threads: int):
-    """``split(fn, rows)``: ``fn(r0, r1)`` over ``threads`` contiguous row ranges, the last on the calling thread."""
+    """``split(fn, rows, work)``: ``fn(r0, r1)`` over ``threads`` contiguous row ranges, the last on the calling
+    thread; one range when ``work`` (output values x taps) is too small to share."""
     if threads <= 1:
-        return lambda fn, rows: fn(0, rows)
+        return lambda fn, rows, work: fn(0, rows)
     pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="cxrkit-bnn")
 
-    def split(fn, rows: int) -> None:
+    def split(fn, rows: int, work: int) -> None:
+        if work < _MIN_SPLIT_WORK:
+            fn(0, rows)
+            return
         bounds = np.linspace(0, rows, min(threads, rows) + 1).astype(int).tolist()
         jobs = [pool.submit(fn, a, b) for a, b in zip(bounds[:-2], bounds[1:-1])]
         fn(bounds[-2], bounds[-1])

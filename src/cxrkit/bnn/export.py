@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..models._binary import BinaryConv2d, BinaryLinear
-from ..models.bnn import BinaryBlock, CxrBNN, RPReLU, SeedBNN
+from ..models.bnn import BinaryBlock, CxrBNN, FlattenHWC, RPReLU, SeedBNN
 from .packing import pack_signs, write_packed
 
 _CONTAINERS = (nn.Sequential, SeedBNN, CxrBNN)  # their children run in registration order
@@ -29,7 +29,6 @@ class _Emitter:
         self.ops: list[dict] = []
         self.arrays: dict[str, np.ndarray] = {}
         self.shapes = shapes  # input shape of every Flatten, from one traced forward pass
-        self.flat_order: np.ndarray | None = None  # NCHW → NHWC feature order after a spatial flatten
         self.binary_weights = 0
 
     def add(self, name: str, value: np.ndarray | None) -> str | None:
@@ -44,9 +43,6 @@ class _Emitter:
         binary = isinstance(m, (BinaryConv2d, BinaryLinear))
         threshold = getattr(m, "threshold", None)
         thr = None if threshold is None else _np(threshold)
-        if op == "dense" and self.flat_order is not None:
-            w, thr = w[:, self.flat_order], (None if thr is None else thr[self.flat_order])
-            self.flat_order = None
         scale = m.weight_scale() if binary else None
         if binary:
             self.binary_weights += w.size
@@ -76,8 +72,9 @@ class _Emitter:
 
     def flatten(self, m: nn.Flatten) -> None:
         _, c, h, w = self.shapes[m]
-        if h * w > 1:
-            self.flat_order = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+        if h * w > 1 and not isinstance(m, FlattenHWC):  # the engine flattens NHWC
+            raise ValueError(f"cannot pack a (C, H, W)-order Flatten of a {c}x{h}x{w} map: use "
+                             "cxrkit.models.bnn.FlattenHWC, the engine's (H, W, C) order")
         self.ops.append({"op": "flatten"})
 
     def walk(self, m: nn.Module) -> None:

@@ -22,10 +22,16 @@ class Augment:
     hflip: bool = False  # off by default: the heart sits on the left in almost every film
     brightness: float = 0.0  # max relative brightness change
     contrast: float = 0.0  # max relative contrast change
+    # acquisition changes (exposure curve, detector sharpness, noise) that move a film between hospitals or
+    # years without changing its diagnosis; drawn after the others, so recipes without them keep their streams
+    gamma: float = 0.0  # max |log gamma|: x ** gamma, gamma in [exp(-g), exp(g)]
+    sharpness: float = 0.0  # max unsharp-mask amount either way (negative amounts blur)
+    noise: float = 0.0  # max standard deviation of additive Gaussian noise (image in [0, 1])
 
     @property
     def enabled(self) -> bool:
-        return any((self.rotation, self.zoom, self.shift, self.hflip, self.brightness, self.contrast))
+        return any((self.rotation, self.zoom, self.shift, self.hflip, self.brightness, self.contrast,
+                    self.gamma, self.sharpness, self.noise))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,4 +63,19 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         br = (1.0 + uniform(aug.brightness)).view(b, 1, 1, 1).to(x.device)
         x = ((x - mean) * c + mean) * br
         x = x.clamp_(0.0, 1.0)
+    if aug.gamma:
+        x = x.clamp(min=1e-6) ** torch.exp(uniform(aug.gamma)).view(b, 1, 1, 1).to(x.device)
+    if aug.sharpness:
+        amount = uniform(aug.sharpness).view(b, 1, 1, 1).to(x.device)
+        x = (x + amount * (x - _blur3(x))).clamp_(0.0, 1.0)
+    if aug.noise:
+        std = (torch.rand(b, generator=generator) * aug.noise).view(b, 1, 1, 1)
+        x = (x + std.to(x.device) * torch.randn(x.shape, generator=generator).to(x.device)).clamp_(0.0, 1.0)
     return x
+
+
+def _blur3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 binomial blur ([1, 2, 1] / 4 both ways), edges reflected."""
+    k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype) / 4
+    kernel = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=x.shape[1])

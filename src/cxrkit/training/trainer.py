@@ -225,6 +225,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         else None
     # binarized layers keep their latent weights in [-1, 1] after every step (Larq's weight_clip)
     clipped = [m for m in model.modules() if hasattr(m, "clip_latent_weights")]
+    for m in clipped:  # from the first step on, as the binary layers' weight gradient assumes
+        m.clip_latent_weights()
     monitor = recipe.early_stopping_metric
     for epoch in range(start_epoch, recipe.epochs + 1):
         model.train()
