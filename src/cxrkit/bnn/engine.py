@@ -332,6 +332,8 @@ def _simple(spec: dict, arrays: dict):
             return np.add(y, shift, out=y)
         return _Elementwise(affine, op, scale=scale, shift=shift)
     shift_in, slope, shift_out = (_vector(arrays, spec[k], n, op) for k in ("shift_in", "slope", "shift_out"))
+    if shift_in is None:  # folded into the BatchNorm shift before it (format version 2); x - 0 is exact
+        shift_in = np.zeros(n, np.float32)
 
     def rprelu(x, out):
         y = np.subtract(x, shift_in, out=out)

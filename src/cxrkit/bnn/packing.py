@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "cxrkit-bnn-packed"
-VERSION = 1
+VERSION = 2  # 2: an ``rprelu`` op's ``shift_in`` may be null (folded into the BatchNorm shift before it)
+READABLE_VERSIONS = (1, 2)
 HEADER_KEY = "__header__"
 
 
@@ -84,9 +85,9 @@ def read_packed(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise PackedFormatError(f"{path}: .npz file without a {FORMAT} header")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise PackedFormatError(f"{path}: {FORMAT} version {header.get('version')!r} is not supported "
-                                f"(this cxrkit reads version {VERSION})")
+                                f"(this cxrkit reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     blobs = {"bits": members.get("bits"), "reals": members.get("reals")}
     if blobs["bits"] is None or blobs["bits"].dtype != np.uint8 or blobs["reals"] is None \
             or blobs["reals"].dtype not in (np.float16, np.float32):
