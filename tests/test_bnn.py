@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +146,46 @@ def test_trainer_clips_latent_weights(tmp_path, sample_dir):
     weights = torch.cat([m.weight.detach().flatten() for m in _binary_layers(result.bundle.model)])
     assert weights.abs().max() <= 1.0
     assert (weights.abs() == 1.0).float().mean() > 0.5  # lr 5 pushes most of them to the clip
+
+
+def test_stage_one_binarizes_activations_only():
+    torch.manual_seed(0)
+    real = create_model("cxr_bnn", binary_weights=False, **SMALL).eval()
+    full = create_model("cxr_bnn", **SMALL).eval()
+    full.load_state_dict(real.state_dict())  # same names and shapes: stage 1 starts stage 2
+    conv = _binary_layers(real)[0]
+    with torch.no_grad():
+        conv.weight.mul_(20.0)
+    before = conv.weight.detach().clone()
+    conv.clip_latent_weights()
+    assert torch.equal(conv.weight, before) and before.abs().max() > 1  # real weights are not clipped
+    assert torch.equal(conv.binary_weight(), conv.weight)
+    full.load_state_dict(real.state_dict())
+    x = torch.randn(2, 1, 64, 64)
+    assert not torch.allclose(real(x), full(x))
+    with pytest.raises(ValueError, match="real"):
+        export_packed(ModelBundle(real, "cxr_bnn", CLASSES, SMALL_PRE, 0.5, {"binary_weights": False, **SMALL}),
+                      Path(os.devnull))
+
+
+def test_two_stage_training_starts_stage_two_from_stage_one(tmp_path, sample_dir):
+    base = dict(image_size=64, batch_size=8, epochs=1, teacher="", distill_weight=0.0)
+    stage1 = load_recipe("cxr_bnn_stage1").replace(**base, model_kwargs={**SMALL, "binary_weights": False})
+    r1 = train(stage1, sample_dir, tmp_path / "s1", progress=False, verbose=False, max_steps=2)
+    stage2 = load_recipe("cxr_bnn_2stage").replace(**base, model_kwargs=SMALL)
+    with pytest.raises(ValueError, match="--init-from"):
+        train(stage2, sample_dir, tmp_path / "s2", progress=False, verbose=False, max_steps=2)
+    seen = {}
+    r2 = train(stage2.replace(init_from=str(r1.run_dir)), sample_dir, tmp_path / "s2b", progress=False,
+               verbose=False, max_steps=1, on_epoch=lambda e, rec: seen.setdefault("epoch", e))
+    assert r2.bundle.info["pretrained"] == f"initialised from {r1.run_dir}"
+    s1, s2 = r1.bundle.model.state_dict(), r2.bundle.model.state_dict()
+    # one step moves the latent weights a little; they started from stage 1's, clipped to [-1, 1]
+    for key in (k for k in s1 if k.endswith("conv.weight")):
+        assert (s2[key] - s1[key].clamp(-1, 1)).abs().max() < 0.05, key
+    with pytest.raises(ValueError, match="need a trained cxr_bnn"):
+        train(stage2.replace(init_from="cxr_cnn"), sample_dir, tmp_path / "s2c", progress=False, verbose=False,
+              max_steps=1)
 
 
 def test_a_few_steps_reduce_the_loss():

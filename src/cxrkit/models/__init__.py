@@ -1,5 +1,5 @@
 """Model zoo: ``create_model(name)``, ``list_models()``, ``model_info(name)``."""
-from . import bnn, mobilenet, small_cnn, transfer  # noqa: F401  (register the models)
+from . import bnn, ensemble, mobilenet, small_cnn, transfer  # noqa: F401  (register the models)
 from ._factory import create_model
 from ._registry import ModelInfo, is_model, list_models, model_info, register_model, shipped_models
 

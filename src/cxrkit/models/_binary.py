@@ -65,9 +65,11 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
 class _BinaryMixin:
     """Shared input binarization, weight binarization and clipping for conv and dense layers."""
 
-    def _init_binary(self, binarize_input: bool, in_features: int, learn_threshold: bool, scale_weights: bool):
+    def _init_binary(self, binarize_input: bool, in_features: int, learn_threshold: bool, scale_weights: bool,
+                     binarize_weight: bool = True):
         self.binarize_input = binarize_input
-        self.scale_weights = scale_weights
+        self.binarize_weight = binarize_weight
+        self.scale_weights = scale_weights and binarize_weight
         if binarize_input and learn_threshold:
             self.threshold = nn.Parameter(torch.zeros(in_features))
         else:
@@ -83,8 +85,9 @@ class _BinaryMixin:
 
     def binary_weight(self) -> torch.Tensor:
         """sign(W) with the straight-through gradient; ``|W| <= 1`` always holds (``clip_latent_weights`` runs
-        before training and after every step), which makes Larq's ``ste_sign`` mask all ones."""
-        return _SignClipped.apply(self.weight)
+        before training and after every step), which makes Larq's ``ste_sign`` mask all ones. With
+        ``binarize_weight=False`` (stage 1 of two-stage training: binary activations, real weights) W itself."""
+        return _SignClipped.apply(self.weight) if self.binarize_weight else self.weight
 
     def weight_scale(self) -> torch.Tensor | None:
         """XNOR-Net's per-output-channel scale, mean |W|, or None when the layer has none."""
@@ -94,7 +97,8 @@ class _BinaryMixin:
 
     @torch.no_grad()
     def clip_latent_weights(self) -> None:
-        self.weight.clamp_(-1.0, 1.0)
+        if self.binarize_weight:
+            self.weight.clamp_(-1.0, 1.0)
 
 
 class BinaryConv2d(_BinaryMixin, nn.Conv2d):
@@ -102,10 +106,10 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
                  bias: bool = True, binarize_input: bool = False, learn_threshold: bool = False,
-                 scale_weights: bool = False):
+                 scale_weights: bool = False, binarize_weight: bool = True):
         super().__init__(in_channels, out_channels, kernel_size, stride, 0, bias=bias)
         self.pad = padding
-        self._init_binary(binarize_input, in_channels, learn_threshold, scale_weights)
+        self._init_binary(binarize_input, in_channels, learn_threshold, scale_weights, binarize_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.binary_input(x)

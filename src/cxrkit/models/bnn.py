@@ -87,12 +87,13 @@ class BinaryBlock(nn.Module):
     weight of the block except BN and the activation shifts is binary.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, binary: bool = True):
+    def __init__(self, cin: int, cout: int, stride: int, binary: bool = True, binary_weights: bool = True):
         super().__init__()
         if cout % cin:
             raise ValueError(f"block width {cout} must be a multiple of its input width {cin}")
         self.conv = BinaryConv2d(cin, cout, 3, stride, 1, bias=False, binarize_input=True, learn_threshold=True,
-                                 scale_weights=True) if binary else nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+                                 scale_weights=True, binarize_weight=binary_weights) if binary \
+            else nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.act = RPReLU(cout)
         self.stride, self.repeat = stride, cout // cin
@@ -111,17 +112,19 @@ class CxrBNN(nn.Module):
 
     Input sides must be multiples of 32 (five stride-2 steps). ``binary=False``
     builds the float twin (same layers, real 3x3 convs), the reference the
-    packed engine's speed and size are compared with.
+    packed engine's speed and size are compared with. ``binary_weights=False``
+    binarizes activations only: stage 1 of ReActNet's two-stage training, whose
+    weights (same names and shapes) then start stage 2 (recipe ``init_from``).
     """
 
     def __init__(self, num_classes: int = 2, in_chans: int = 1, stem: int = 32, widths=(32, 64, 128, 256),
-                 depth: int = 2, dropout: float = 0.2, binary: bool = True):
+                 depth: int = 2, dropout: float = 0.2, binary: bool = True, binary_weights: bool = True):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem))
         blocks, cin = [], stem
         for width in widths:
             for i in range(depth):
-                blocks.append(BinaryBlock(cin, width, 2 if i == 0 else 1, binary))
+                blocks.append(BinaryBlock(cin, width, 2 if i == 0 else 1, binary, binary_weights))
                 cin = width
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),

@@ -34,6 +34,8 @@ class Recipe:
     backbone_lr_mult: float = 0.1  # transfer: backbone learning rate = lr * this
     teacher: str = ""  # distillation: a trained model (run dir, file or name) whose soft labels join the targets
     distill_weight: float = 0.0  # share of the teacher's probabilities in each training target
+    init_from: str = ""  # start from a trained model of the same architecture (run dir or file): two-stage
+    # training; "required": the recipe is a second stage, and `--init-from` must name the first stage's run
     image_size: int = 128
     resize: str = "squash"
     augment: Augment = field(default_factory=Augment)
@@ -176,6 +178,15 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_bnn taught by the shipped cxr_mobilenetv2 (ReActNet's distillation from a real-valued "
                         "network): half of every target is the teacher's calibrated probability for the clean "
                         "film; 16 epochs."),
+        _CXR_BNN.replace(
+            name="cxr_bnn_stage1", epochs=8, model_kwargs={"binary_weights": False}, teacher="cxr_mobilenetv2",
+            distill_weight=0.5,
+            description="Two-stage training, stage 1 (ReActNet): binary activations, real weights, taught by "
+                        "cxr_mobilenetv2; not packable. Continue with cxr_bnn_2stage --init-from THIS_RUN."),
+        _CXR_BNN.replace(
+            name="cxr_bnn_2stage", epochs=8, init_from="required", teacher="cxr_mobilenetv2", distill_weight=0.5,
+            description="Two-stage training, stage 2: cxr_bnn with binary weights too, started from a "
+                        "cxr_bnn_stage1 run (`cxrkit train --recipe cxr_bnn_2stage --init-from RUN1 ...`)."),
         _CXR_CNN, _CXR_CNN_ROBUST,
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,

@@ -168,6 +168,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
+    if recipe.init_from == "required" and not resume:
+        raise ValueError(f"recipe {recipe.name} is a second stage: pass --init-from with the first stage's run "
+                         f"directory (see `cxrkit recipes {recipe.name}`)")
     # on a GPU bf16 is native; `auto` asks the CPU whether it multiplies bf16 itself
     use_bf16 = (resolve_precision(recipe.precision) == "bf16" if place.device.type == "cpu"
                 else recipe.precision != "fp32")
@@ -189,6 +192,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         from ..models.pretrained import load_backbone_weights
 
         weights_note = load_backbone_weights(model, recipe.model, recipe.pretrained)
+    if recipe.init_from and not resume:
+        weights_note = _init_from(model, recipe)
     frozen_bn = finetune.freeze_backbone(model, recipe.unfreeze)
     model.to(place.device)
     trained = distributed.wrap(model, place)
@@ -309,6 +314,23 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     distributed.teardown(place)
     bundle.source = str(out / "model.safetensors")
     return TrainResult(out, bundle, history, val_metrics)
+
+
+def _init_from(model: nn.Module, recipe: Recipe) -> str:
+    """Two-stage training: every weight from a trained model of the same architecture (e.g. a BNN trained with
+    binary activations and real weights, which starts the fully binary stage)."""
+    from ..inference.bundle import resolve_model
+
+    source = resolve_model(recipe.init_from)
+    if not isinstance(source, ModelBundle) or source.arch != recipe.model:
+        raise ValueError(f"init_from {recipe.init_from}: need a trained {recipe.model} (run directory or "
+                         f".safetensors), got {getattr(source, 'arch', type(source).__name__)}")
+    try:
+        model.load_state_dict(source.model.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"init_from {recipe.init_from}: weights do not fit ({str(exc).splitlines()[0][:120]})") \
+            from None
+    return f"initialised from {recipe.init_from}"
 
 
 def _teacher_probabilities(recipe: Recipe, classes, train_set: DecodedSet, data_dir, progress: bool) -> torch.Tensor:

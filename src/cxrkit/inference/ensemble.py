@@ -1,0 +1,77 @@
+"""Build an ensemble bundle from trained models, its threshold and calibration chosen on validation data.
+
+The members must have been trained on the same data folder with the same
+validation split (cxrkit's recipes all carve 10 % of train by patient with
+seed 0): the ensemble's threshold, temperature and UNCERTAIN cut-off are then
+fitted on images none of its members trained on, and the test split is never
+read.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..data.preprocess import Preprocess
+from ..evaluation.calibration import calibrate
+from ..evaluation.metrics import choose_threshold, evaluate_probabilities
+from ..evaluation.recalibrate import carve_validation, validation_split_of
+from ..models import create_model
+from .bundle import ModelBundle, resolve_model
+from .predictor import predict_resized
+
+
+class EnsembleError(ValueError):
+    """Members that cannot form an ensemble; one line for the user."""
+
+
+def _member_spec(bundle: ModelBundle) -> dict:
+    return {"arch": bundle.arch, "model_kwargs": dict(bundle.model_kwargs), "preprocess": bundle.preprocess.to_dict(),
+            "temperature": bundle.temperature, "source": bundle.source}
+
+
+def _check(members: Sequence[ModelBundle], names: Sequence[str]) -> None:
+    if len(members) < 2:
+        raise EnsembleError("an ensemble needs at least two models")
+    first = members[0]
+    for name, b in zip(names, members):
+        if not isinstance(b, ModelBundle):
+            raise EnsembleError(f"{name}: ensembles are built from PyTorch models (name, run directory or "
+                                ".safetensors), not exported files")
+        if b.classes != first.classes:
+            raise EnsembleError(f"{name} has classes {list(b.classes)}, {names[0]} {list(first.classes)}")
+        if (b.preprocess.size, b.preprocess.resize) != (first.preprocess.size, first.preprocess.resize):
+            raise EnsembleError(f"{name} takes {b.preprocess.size} px ({b.preprocess.resize}), {names[0]} "
+                                f"{first.preprocess.size} px ({first.preprocess.resize}): members must share "
+                                "input size and resize policy")
+        if validation_split_of(b) != validation_split_of(first):
+            raise EnsembleError(f"{name} was trained with another validation split (fraction, seed) "
+                                f"{validation_split_of(b)} than {names[0]} {validation_split_of(first)}")
+
+
+def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: str = "youden",
+                   uncertain_rule: str = "coverage:0.95", progress: bool = False) -> ModelBundle:
+    """One bundle averaging ``models``' calibrated probabilities; threshold (binary tasks), temperature and
+    UNCERTAIN cut-off fitted on ``data_dir``'s validation split."""
+    members = [resolve_model(m) for m in models]
+    _check(members, list(models))
+    first = members[0]
+    specs = [_member_spec(b) for b in members]
+    model = create_model("ensemble", num_classes=len(first.classes), members=specs)
+    for net, b in zip(model.members, members):
+        net.load_state_dict(b.model.state_dict())
+    model.eval()
+    pre = Preprocess(size=first.preprocess.size, resize=first.preprocess.resize, channels=1, mean=0.0, std=1.0)
+    bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs={"members": specs},
+                         info={"members": list(models), "threshold_rule": threshold_rule}, source="ensemble")
+    val_fraction, seed = validation_split_of(first)
+    val = carve_validation(data_dir, first.classes, pre, val_fraction, seed, progress)
+    probs, labels = predict_resized(bundle, val.images), val.labels.numpy()
+    threshold = choose_threshold(labels, probs[:, 1], threshold_rule) if bundle.is_binary else 0.5
+    cal = calibrate(probs, labels, threshold, uncertain_rule, fit=True)
+    split = f"val carved from train (patient-grouped, fraction {val_fraction}, seed {seed})"
+    val_metrics = evaluate_probabilities(labels, cal.probs, list(first.classes), cal.threshold, n_boot=0)
+    info = {**bundle.info, "val_metrics": {k: val_metrics[k] for k in ("n", "accuracy", "roc_auc")},
+            "calibration": {**cal.report, "split": split}}
+    return dataclasses.replace(bundle, threshold=cal.threshold, temperature=cal.temperature,
+                               confidence_threshold=cal.confidence_threshold, info=info, frozen=None)

@@ -1,0 +1,71 @@
+"""Ensembles: one model file averaging trained models' calibrated probabilities, fitted on validation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE, sample_images
+
+from cxrkit.cli.main import main
+from cxrkit.data.io import read_image
+from cxrkit.inference.bundle import load_bundle, probabilities, resolve_model, save_bundle
+from cxrkit.inference.ensemble import EnsembleError, build_ensemble
+from cxrkit.inference.predictor import predict_arrays
+
+MEMBERS = ["cxr_cnn", "cxr_mobilenetv2"]  # shipped: 1-channel [0.5, 0.25] and 3-channel ImageNet normalisation
+
+
+@pytest.fixture(scope="module")
+def ensemble_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ens") / "ens.safetensors"
+    save_bundle(build_ensemble(MEMBERS, SAMPLE), path)
+    return path
+
+
+def _arrays(n=6):
+    return [read_image(p) for p in (sample_images("test", "NORMAL")[:n // 2] + sample_images("test", "PNEUMONIA")[:n // 2])]
+
+
+def test_output_is_the_mean_of_the_members_calibrated_probabilities(ensemble_file):
+    bundle = load_bundle(ensemble_file)
+    arrays = _arrays()
+    mean = np.mean([predict_arrays(resolve_model(m), arrays) for m in MEMBERS], axis=0)
+    logit = torch.logit(torch.from_numpy(mean[:, 1:]).double()).float()
+    expected = probabilities(logit, bundle.temperature).numpy()  # the ensemble's own validation temperature on top
+    assert np.allclose(predict_arrays(bundle, arrays), expected, atol=1e-5)
+    info = bundle.info
+    assert info["members"] == MEMBERS and "val carved from train" in info["calibration"]["split"]
+    assert 0.0 <= bundle.threshold <= 1.0 and bundle.temperature > 0
+
+
+def test_predict_and_evaluate_take_the_file(ensemble_file, capsys, tmp_path):
+    rc = main(["predict", str(sample_images("test", "PNEUMONIA")[0]), "--model", str(ensemble_file), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out[0]["label"] in ("NORMAL", "PNEUMONIA") and set(out[0]["probabilities"]) == {"NORMAL", "PNEUMONIA"}
+    rc = main(["evaluate", "--model", str(ensemble_file), "--data", str(SAMPLE), "--json", "--out", str(tmp_path / "r")])
+    metrics = json.loads(capsys.readouterr().out)
+    assert rc == 0 and metrics["n"] == 24 and metrics["threshold"] == pytest.approx(load_bundle(ensemble_file).threshold)
+
+
+def test_members_that_do_not_fit_together_are_refused():
+    with pytest.raises(EnsembleError, match="at least two"):
+        build_ensemble(["cxr_cnn"], SAMPLE)
+    with pytest.raises(EnsembleError, match="input size"):
+        build_ensemble(["cxr_cnn", "cxr_bnn"], SAMPLE)  # 224 vs 160 px
+    with pytest.raises(EnsembleError, match="classes"):
+        build_ensemble(["cxr_cnn", "kermany3"], SAMPLE)
+
+
+def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys):
+    out = tmp_path / "e.safetensors"
+    assert main(["ensemble", "--models", ",".join(MEMBERS), "--data", str(SAMPLE), "--out", str(out), "--json",
+                 "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["members"] == MEMBERS and out.is_file()
+    assert main(["ensemble", "--models", ",".join(MEMBERS), "--data", str(SAMPLE), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["ensemble", "--models", "cxr_cnn,cxr_bnn", "--data", str(SAMPLE), "--out", str(tmp_path / "x")]) != 0
+    err = capsys.readouterr().err
+    assert "input size" in err and "Traceback" not in err
