@@ -31,15 +31,20 @@ def test_bundle_round_trips_calibration_fields(tmp_path):
     assert (loaded.temperature, loaded.confidence_threshold) == (2.5, 0.8)
 
 
-def test_old_bundle_without_fields_loads_with_neutral_defaults():
-    shipped = model_info("cxr_cnn").shipped_weights
+def test_old_bundle_without_fields_loads_with_neutral_defaults(tmp_path):
+    """Files written before calibration existed (the first shipped cxr_cnn was one) carry neither field."""
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
+    shipped = model_info("cxr_cnn").shipped_weights
     with safe_open(str(shipped), framework="pt") as f:
         meta = json.loads(f.metadata()["cxrkit"])
-    assert "temperature" not in meta and "confidence_threshold" not in meta  # really an old-format file
-    bundle = resolve_model("cxr_cnn")
+    old = {k: v for k, v in meta.items() if k not in ("temperature", "confidence_threshold")}
+    path = tmp_path / "old.safetensors"
+    save_file(load_file(str(shipped)), str(path), metadata={"cxrkit": json.dumps(old)})
+    bundle = resolve_model(str(path))
     assert (bundle.temperature, bundle.confidence_threshold) == (1.0, 0.0)
+    assert bundle.threshold == meta["threshold"]
 
 
 def test_probabilities_divide_logits_by_temperature():

@@ -7,7 +7,8 @@ forward pass records every module's output, and the layer explained is the
 after its children and wins: ``features`` of cxr_cnn (after the last ReLU),
 ``blocks`` of cxr_bnn and its float twin (after the last residual RPReLU),
 ``features`` of MobileNetV2 or ``layer4`` of a ResNet, ``conv2`` of seed_cnn
-(its pooling and ReLU are functional). Global pooling (1x1) and the classifier
+(its pooling and ReLU are functional), and for an ensemble its last member's
+layer (the map shows what that member contributes to the mean). Global pooling (1x1) and the classifier
 are never chosen. ``layer="name"`` overrides the rule with a module path from
 ``model.named_modules()``.
 
