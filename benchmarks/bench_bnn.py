@@ -32,8 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from peers import run_peer
+
 HERE = Path(__file__).resolve().parent
-PEERS = HERE.parent.parent / "shared" / "peers"
 LOWER_IS_BETTER = ("b1_ms", "rss_mb")
 
 
@@ -146,17 +147,9 @@ def _subprocess(args, mode: str, spec: dict | None = None, threads: int | None =
 
 
 def larq_peer(args) -> dict | None:
-    venv_py = Path(args.peer_venv) / "bin" / "python"
-    script = PEERS / "larq_bnn.py"
-    if not venv_py.is_file() or not script.is_file():
-        print(f"(no Larq peer: {venv_py} or {script} missing; create it with bash {PEERS}/run_peers.sh)",
-              file=sys.stderr)
+    s = run_peer("larq_bnn.py", args.peer_venv, args.data, args.train_epochs)
+    if s is None:
         return None
-    out = subprocess.run([str(venv_py), str(script), "--data", str(Path(args.data).resolve()), "--epochs",
-                          str(args.train_epochs)], capture_output=True, text=True, cwd=PEERS)
-    if out.returncode:
-        sys.exit(f"Larq peer failed:\n{out.stderr[-3000:]}")
-    s = [json.loads(line) for line in out.stdout.splitlines() if '"summary"' in line][-1]
     return {"train_ips": s["train_img_per_s_excl_first_epoch"], "b32_ips": s["infer_b32_img_per_s"],
             "b1_ms": s["infer_b1_p50_ms"], "rss_mb": s["peak_rss_mb"], "test_acc": s.get("test_accuracy")}
 

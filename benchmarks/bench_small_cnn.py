@@ -29,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from peers import run_peer
+
 FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 HERE = Path(__file__).resolve().parent
-PEERS = HERE.parent.parent / "shared" / "peers"
 
 
 def worker(args) -> dict:
@@ -88,17 +89,9 @@ def run_cxrkit(args, env_extra: dict, train_precision: str = "auto", infer_preci
 
 
 def run_keras(args) -> dict | None:
-    venv_py = Path(args.peer_venv) / "bin" / "python"
-    script = PEERS / "keras_small_cnn.py"
-    if not venv_py.is_file() or not script.is_file():
-        print(f"(no Keras peer: {venv_py} or {script} missing; create it with bash {PEERS}/run_peers.sh)",
-              file=sys.stderr)
+    summary = run_peer("keras_small_cnn.py", args.peer_venv, args.data, args.epochs)
+    if summary is None:
         return None
-    out = subprocess.run([str(venv_py), str(script), "--data", str(Path(args.data).resolve()), "--epochs",
-                          str(args.epochs)], capture_output=True, text=True, cwd=PEERS)
-    if out.returncode:
-        sys.exit(f"Keras peer failed:\n{out.stderr[-2000:]}")
-    summary = [json.loads(line) for line in out.stdout.splitlines() if '"summary"' in line][-1]
     return {"train_img_per_s": summary["train_img_per_s_excl_first_epoch"],
             "infer_b32_img_per_s": summary["infer_b32_img_per_s"], "infer_b1_p50_ms": summary["infer_b1_p50_ms"],
             "predict_img_per_s": None, "peak_rss_mb": summary["peak_rss_mb"]}
