@@ -10,6 +10,7 @@ from conftest import SAMPLE, sample_images
 
 from cxrkit.cli.main import main
 from cxrkit.data.io import read_image
+from cxrkit.data.preprocess import resize_gray
 from cxrkit.inference.bundle import load_bundle, probabilities, resolve_model, save_bundle
 from cxrkit.inference.ensemble import EnsembleError, build_ensemble
 from cxrkit.inference.predictor import predict_arrays
@@ -69,3 +70,21 @@ def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys):
     assert main(["ensemble", "--models", "cxr_cnn,cxr_bnn", "--data", str(SAMPLE), "--out", str(tmp_path / "x")]) != 0
     err = capsys.readouterr().err
     assert "input size" in err and "Traceback" not in err
+
+
+def test_gradcam_averages_every_members_map(ensemble_file):
+    """The heatmap explains the whole ensemble: each member's last spatial layer, maps scaled and averaged."""
+    from cxrkit.explain import explain_image, target_layer_name
+
+    bundle = load_bundle(ensemble_file)
+    layers = target_layer_name(bundle.model, bundle.preprocess).split(",")
+    assert [name.split(".")[1] for name in layers] == ["0", "1"]  # one layer inside each member
+    film = read_image(sample_images("test", "PNEUMONIA")[0])
+    film = np.asarray(resize_gray(film, bundle.preprocess.size, "squash"))  # model frame: no resize of the map
+    both = explain_image(bundle, film, target="PNEUMONIA")
+    alone = [explain_image(bundle, film, target="PNEUMONIA", layer=name).heatmap for name in layers]
+    assert both.layer == ",".join(layers)
+    assert not np.allclose(alone[0], alone[1], atol=0.05)  # the members look at different things
+    mean = (alone[0] + alone[1]) / 2
+    expected = (mean - mean.min()) / (mean.max() - mean.min())
+    np.testing.assert_allclose(both.heatmap, expected, atol=1e-3)  # grad-cam's eps and float32

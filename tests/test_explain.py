@@ -140,9 +140,11 @@ def test_target_layer_is_a_spatial_block_for_every_model(name):
     # an ensemble is built from trained members; two small CNNs stand in for them
     member = {"arch": "cxr_cnn", "model_kwargs": {"widths": (8, 8, 8, 8, 8)}, "preprocess": pre.to_dict()}
     model = create_model(name, **({"members": [member, member]} if name == "ensemble" else {}))
-    layer = target_layer_name(model, pre)
-    assert layer in dict(model.named_modules())
-    assert layer not in ("head", "classifier", "fc2", "")
+    layers = target_layer_name(model, pre).split(",")
+    assert len(layers) == (2 if name == "ensemble" else 1)  # an ensemble: one layer in each member
+    for layer in layers:
+        assert layer in dict(model.named_modules())
+        assert layer.rsplit(".", 1)[-1] not in ("head", "classifier", "fc2", "")
 
 
 def test_overlay_and_png_bytes():

@@ -616,8 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    ".safetensors that averages their calibrated probabilities. Its threshold, "
                                    "temperature and UNCERTAIN cut-off are fitted on the patient-grouped validation "
                                    "split carved from --data's train/ (the test split is never read); predict, "
-                                   "evaluate, serve and export take the file like any model; explain maps "
-                                   "its last member (docs/transfer.md).")
+                                   "evaluate, serve and export take the file like any model; explain averages "
+                                   "its members' heatmaps (docs/transfer.md).")
     s.add_argument("--models", required=True, help="comma-separated models: shipped names, run directories or "
                                                    ".safetensors files, e.g. cxr_cnn,cxr_mobilenetv2")
     s.add_argument("--data", required=True, help="data folder the members were trained on: ROOT/train/CLASS/*")

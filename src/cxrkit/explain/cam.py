@@ -7,10 +7,12 @@ forward pass records every module's output, and the layer explained is the
 after its children and wins: ``features`` of cxr_cnn (after the last ReLU),
 ``blocks`` of cxr_bnn and its float twin (after the last residual RPReLU),
 ``features`` of MobileNetV2 or ``layer4`` of a ResNet, ``conv2`` of seed_cnn
-(its pooling and ReLU are functional), and for an ensemble its last member's
-layer (the map shows what that member contributes to the mean). Global pooling (1x1) and the classifier
-are never chosen. ``layer="name"`` overrides the rule with a module path from
-``model.named_modules()``.
+(its pooling and ReLU are functional). An ensemble gets that layer in every
+member (``members.0.features,members.1.features``): pytorch-grad-cam scales
+each member's map to [0, 1] and averages them, as the ensemble averages the
+members' probabilities. Global pooling (1x1) and the classifier are never
+chosen. ``layer="name"`` (or several, comma-separated) overrides the rule with
+module paths from ``model.named_modules()``.
 
 The heatmap comes back in the frame of the image that was passed in (the
 model-size map is mapped through the bundle's squash or pad resize), so it can
@@ -29,6 +31,7 @@ from PIL import Image
 from ..data.preprocess import Preprocess, resize_gray, to_model_input
 from ..inference.bundle import ModelBundle, probabilities
 from ..inference.predictor import decide
+from ..models.ensemble import Ensemble
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam")
 
@@ -49,7 +52,7 @@ class Explanation:
 
 
 def target_layer_name(model: nn.Module, pre: Preprocess) -> str:
-    """The module explained by default (rule in the module docstring); cached per model object."""
+    """The module(s) explained by default, comma-separated (rule in the module docstring); cached per model."""
     if model in _LAYER_CACHE:
         return _LAYER_CACHE[model]
     names = {m: n for n, m in model.named_modules() if n}
@@ -68,8 +71,12 @@ def target_layer_name(model: nn.Module, pre: Preprocess) -> str:
             h.remove()
     if not finished:
         raise ExplainError(f"{type(model).__name__} has no layer with a spatial output to explain")
-    _LAYER_CACHE[model] = finished[-1]
-    return finished[-1]
+    chosen = [finished[-1]]
+    if isinstance(model, Ensemble):
+        prefixes = [f"members.{i}." for i in range(len(model.members))]
+        chosen = [[n for n in finished if n.startswith(p)][-1] for p in prefixes]
+    _LAYER_CACHE[model] = ",".join(chosen)
+    return _LAYER_CACHE[model]
 
 
 def _cam_class(method: str):
@@ -129,14 +136,15 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
             raise ExplainError(f"unknown class {target!r}; the model's classes: {', '.join(bundle.classes)}")
     name = layer or target_layer_name(model, pre)
     modules = dict(model.named_modules())
-    if name not in modules:
-        raise ExplainError(f"{bundle.arch} has no layer {name!r}")
+    for part in name.split(","):
+        if part not in modules:
+            raise ExplainError(f"{bundle.arch} has no layer {part!r}")
     x = to_model_input(torch.from_numpy(np.array(resize_gray(image, pre.size, pre.resize)))[None], pre)
     with torch.inference_mode():  # decide first: ScoreCAM scores masked copies, never the image itself
         probs = probabilities(model(x), bundle.temperature)[0].numpy()
     label = decide(bundle, probs[None])[0]
     index = bundle.classes.index(label) if index is None else index
-    cam = _cam_class(method)(model=model, target_layers=[modules[name]])
+    cam = _cam_class(method)(model=model, target_layers=[modules[part] for part in name.split(",")])
     try:
         heat = cam(input_tensor=x, targets=[_ClassScore(index)])[0]
     finally:

@@ -9,7 +9,7 @@ on its own, and divides its logits by its own temperature. The output is one
 logit (binary) or log-probabilities (N classes), so the bundle's own
 temperature, threshold and UNCERTAIN cut-off, chosen on validation data by
 :func:`cxrkit.inference.ensemble.build_ensemble`, apply as for a single model.
-Grad-CAM's layer rule picks the last member's last spatial layer.
+Grad-CAM explains every member's last spatial layer and averages the maps.
 """
 from __future__ import annotations
 

@@ -95,8 +95,9 @@ def _stop_at_layer(bundle: ModelBundle) -> ModelBundle:
     """
     copied = _plain_copy(bundle)
     model = copied.model.requires_grad_(False)
-    layer = dict(model.named_modules())[target_layer_name(model, bundle.preprocess)]
-    layer.register_forward_hook(lambda _m, _i, out: out.requires_grad_() if torch.is_grad_enabled() else out)
+    modules = dict(model.named_modules())
+    for name in target_layer_name(model, bundle.preprocess).split(","):  # one per member of an ensemble
+        modules[name].register_forward_hook(lambda _m, _i, out: out.requires_grad_() if torch.is_grad_enabled() else out)
     return copied
 
 
