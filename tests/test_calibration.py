@@ -13,7 +13,7 @@ from conftest import CLASSES, sample_images
 from cxrkit.data.io import read_image
 from cxrkit.data.preprocess import Preprocess, resize_gray
 from cxrkit.evaluation.calibration import (calibrate, choose_confidence_threshold, fit_temperature, nll,
-                                           parse_uncertain_rule, probabilities_from_logits)
+                                           parse_uncertain_rule, probabilities_from_logits, rescale)
 from cxrkit.evaluation.metrics import evaluate_probabilities
 from cxrkit.cli.main import main
 from cxrkit.inference.bundle import ModelBundle
@@ -160,3 +160,58 @@ def test_cxrkit_calibrate_refits_without_changing_decisions(sample_dir, tmp_path
     new_preds, _ = predict_paths(new, files)
     assert [p.label for p in old_preds] == [p.label for p in new_preds]
     assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites
+
+
+def test_site_threshold_rule_refits_the_cut_off_for_a_shifted_site():
+    """A site whose negatives score higher than the training data's: the old cut-off over-calls them; a Youden
+    cut-off fitted on some of the site's films does better on other films of that site."""
+    from cxrkit.evaluation.metrics import choose_threshold
+
+    rng = np.random.default_rng(3)
+
+    def site(n):
+        y = rng.integers(0, 2, n)
+        z = np.where(y == 1, rng.normal(3.0, 1.0, n), rng.normal(0.5, 1.0, n))  # negatives shifted up from -3
+        return probabilities_from_logits(z[:, None]), y
+
+    (p_fit, y_fit), (p_new, y_new) = site(400), site(4000)
+    cal = calibrate(p_fit, y_fit, threshold=0.2, rule="none", threshold_rule="youden")
+    assert cal.threshold == pytest.approx(choose_threshold(y_fit, cal.probs[:, 1], "youden"))
+    assert cal.report["threshold_rule"] == "youden" and cal.report["threshold"] == cal.threshold
+    acc_old = ((p_new[:, 1] >= 0.2) == y_new).mean()
+    acc_site = ((rescale(p_new, cal.temperature)[:, 1] >= cal.threshold) == y_new).mean()
+    assert acc_site > acc_old + 0.05
+
+
+def test_cxrkit_calibrate_site_refits_the_threshold_on_the_sites_films(sample_dir, tmp_path, capsys):
+    from sklearn.metrics import balanced_accuracy_score
+
+    from cxrkit.inference.bundle import load_bundle, resolve_model
+    from cxrkit.inference.predictor import predict_paths
+
+    out = tmp_path / "site.safetensors"
+    site = sample_dir / "test"
+    assert main(["calibrate", "--site", str(site), "--out", str(out), "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    new = load_bundle(out)
+    assert report["threshold_rule"] == "youden" and new.threshold == pytest.approx(report["threshold"])
+    assert report["val_n"] == len(sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA"))
+    files = sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA")
+    y = [0] * len(sample_images("test", "NORMAL")) + [1] * len(sample_images("test", "PNEUMONIA"))
+    old_preds, _ = predict_paths(resolve_model("cxr_cnn"), files)
+    new_preds, _ = predict_paths(new, files)
+    score = lambda preds: balanced_accuracy_score(y, [CLASSES.index(p.label) for p in preds])  # noqa: E731
+    assert score(new_preds) >= score(old_preds)  # Youden maximises balanced accuracy on the films it is fitted on
+
+
+def test_cxrkit_calibrate_site_errors_are_one_line(sample_dir, tmp_path, capsys):
+    out = str(tmp_path / "x.safetensors")
+    assert main(["calibrate", "--site", str(sample_dir), "--out", out, "--quiet"]) == 2
+    assert "split folders" in capsys.readouterr().err
+    one_class = tmp_path / "site" / "NORMAL"
+    one_class.mkdir(parents=True)
+    for p in sample_images("test", "NORMAL")[:3]:
+        (one_class / p.name).write_bytes(p.read_bytes())
+    assert main(["calibrate", "--site", str(tmp_path / "site"), "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no readable films of class PNEUMONIA" in err and err.count("\n") == 1

@@ -283,23 +283,28 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from ..evaluation.recalibrate import recalibrate
+    from ..evaluation.recalibrate import adapt_to_site, recalibrate
     from ..inference.bundle import resolve_model, save_bundle
 
     out = Path(args.out)
     if out.exists():
         raise FileExistsError(f"{out}: exists; choose a new --out")
-    bundle = recalibrate(resolve_model(args.model), args.data, args.uncertain_rule,
-                         fit_temperature=not args.no_temperature, val_fraction=args.val_fraction, seed=args.seed,
-                         progress=_progress(args))
+    if args.site:
+        bundle = adapt_to_site(resolve_model(args.model), args.site, args.threshold_rule, args.uncertain_rule,
+                               fit_temperature=not args.no_temperature, progress=_progress(args))
+    else:
+        bundle = recalibrate(resolve_model(args.model), args.data, args.uncertain_rule,
+                             fit_temperature=not args.no_temperature, val_fraction=args.val_fraction, seed=args.seed,
+                             progress=_progress(args))
     save_bundle(bundle, out)
     r = bundle.info["calibration"]
     if args.json:
         _print_json(r)
         return 0
-    print(f"wrote {out}: temperature {r['temperature']:.3f}, UNCERTAIN below confidence "
+    decision = f"threshold {bundle.threshold:.3f} ({r['threshold_rule']}), " if "threshold_rule" in r else ""
+    print(f"wrote {out}: {decision}temperature {r['temperature']:.3f}, UNCERTAIN below confidence "
           f"{r['confidence_threshold']:.3f} ({r['uncertain_rule']})\n"
-          f"validation ({r['val_n']} images, {r['split']}): NLL {r['val_nll_before']:.4f} → "
+          f"fitted on {r['val_n']} images ({r['split']}): NLL {r['val_nll_before']:.4f} → "
           f"{r['val_nll_after']:.4f}, ECE {r['val_ece_before']:.4f} → {r['val_ece_after']:.4f}, coverage "
           f"{r['val_coverage']:.3f}, accuracy on covered cases {r['val_covered_accuracy']:.3f}")
     return 0
@@ -592,14 +597,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="inference threads (default: one per core, at most 4)")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("calibrate", help="(re)fit temperature and UNCERTAIN threshold on validation; new model file",
-                       description="Fit temperature scaling and the confidence threshold below which predictions are "
-                                   "UNCERTAIN on the patient-grouped validation split carved from --data's train/ "
-                                   "(as training does; the test split is never read), and write a new .safetensors "
-                                   "with them. Decisions do not change; probabilities become calibrated "
-                                   "(docs/nclass.md).")
+    s = sub.add_parser("calibrate", help="(re)fit temperature and UNCERTAIN threshold on validation, or adapt a "
+                                         "model to a site's own labelled films; new model file",
+                       description="With --data: fit temperature scaling and the confidence threshold below which "
+                                   "predictions are UNCERTAIN on the patient-grouped validation split carved from "
+                                   "--data's train/ (as training does; the test split is never read); decisions do "
+                                   "not change, probabilities become calibrated (docs/nclass.md). With --site: fit "
+                                   "the temperature, the decision threshold (--threshold-rule) and the UNCERTAIN "
+                                   "cut-off on every film of a folder of your site's labelled films, for a scanner "
+                                   "or population unlike the training data (docs/deploy.md). Writes a new "
+                                   ".safetensors either way.")
     s.add_argument("--model", help=model_help)
-    s.add_argument("--data", required=True, help="data folder the model was trained on: ROOT/train/CLASS/*")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", help="data folder the model was trained on: ROOT/train/CLASS/*")
+    where.add_argument("--site", help="your site's labelled films, SITE/CLASS/* (every film is used for fitting: "
+                                      "evaluate on other films)")
+    s.add_argument("--threshold-rule", default="youden",
+                   help="with --site, how the binary decision threshold is chosen: youden | sensitivity:S | fixed:T "
+                        "(default: %(default)s)")
     s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
     s.add_argument("--uncertain-rule", default="coverage:0.95",
                    help="coverage:C (decide the C most confident share) | error:E (largest coverage with error ≤ E "

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_expit, log_softmax, logit, softmax
 
-from .metrics import expected_calibration_error
+from .metrics import choose_threshold, expected_calibration_error
 
 RULES = "none | coverage:C | error:E"
 _EPS = 1e-7
@@ -120,17 +120,20 @@ class Calibration:
 
 
 def calibrate(probs: np.ndarray, y: np.ndarray, threshold: float = 0.5, rule: str = "coverage:0.95",
-              fit: bool = True) -> Calibration:
+              fit: bool = True, threshold_rule: str | None = None) -> Calibration:
     """Fit the temperature (unless ``fit`` is False) and the confidence threshold on validation ``probs``.
 
     ``threshold`` is a binary model's decision cut-off on the uncalibrated P(classes[1]); it is returned moved
-    through the temperature, so every decision stays exactly what it was.
+    through the temperature, so every decision stays exactly what it was, unless ``threshold_rule`` (``youden``,
+    ``sensitivity:S``, ``fixed:T``) asks for a new cut-off chosen on these predictions.
     """
     probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y, dtype=int)
     logits = logits_from_probabilities(probs)
     temperature = fit_temperature(logits, y) if fit else 1.0
     cal = rescale(probs, temperature)
-    if probs.shape[1] == 2:
+    if probs.shape[1] == 2 and threshold_rule:
+        threshold = choose_threshold(y, cal[:, 1].astype(np.float64), threshold_rule)
+    elif probs.shape[1] == 2:
         threshold = float(expit(logit(np.clip(threshold, _EPS, 1 - _EPS)) / temperature))
     pred, conf = decision_confidence(cal, threshold)
     correct = (pred == y).astype(float)
@@ -138,6 +141,7 @@ def calibrate(probs: np.ndarray, y: np.ndarray, threshold: float = 0.5, rule: st
     covered = conf >= cut
     onehot = np.eye(probs.shape[1])[y]
     report = {"temperature": temperature, "uncertain_rule": rule, "confidence_threshold": cut,
+              **({"threshold_rule": threshold_rule, "threshold": threshold} if threshold_rule else {}),
               "target_reached": reached, "val_n": int(len(y)),
               "val_nll_before": nll(logits, y), "val_nll_after": nll(logits / temperature, y),
               "val_ece_before": expected_calibration_error(onehot, probs),

@@ -1,4 +1,4 @@
-"""(Re)fit an existing model's temperature and UNCERTAIN threshold on a data folder's validation split.
+"""(Re)fit an existing model's temperature and UNCERTAIN threshold on validation data, or adapt it to a site.
 
 Models trained before calibration existed (the shipped ``cxr_cnn``) carry
 temperature 1 and no confidence threshold. Refitting needs only the
@@ -7,6 +7,14 @@ of a training run. The validation split is carved from the folder's ``train/``
 exactly as training carves it (patient-grouped, same fraction and seed as the
 model's recipe when it is a built-in), so the test split is never looked at;
 on the model's own training data the carved split is the one it never trained on.
+
+:func:`adapt_to_site` is for deployment: a hospital's films differ from the
+training data (scanner, exposure, processing, population), and a threshold
+chosen on validation carved from the training data can be far off there; every
+Kermany model here calls 25-50 % of the official test NORMALs pneumonia at it.
+A few dozen labelled films from the site itself are enough to refit the
+temperature, the decision threshold and the UNCERTAIN cut-off
+(docs/deploy.md measures how many).
 """
 from __future__ import annotations
 
@@ -47,18 +55,47 @@ def recalibrate(bundle: ModelBundle, data_dir: str | Path, rule: str = "coverage
                 val_fraction: float | None = None, seed: int | None = None, progress: bool = False) -> ModelBundle:
     """A copy of ``bundle`` with temperature, confidence threshold (and the binary threshold moved through the new
     temperature, so decisions stay the same) fitted on ``data_dir``'s validation split."""
-    if not isinstance(bundle, ModelBundle):
-        raise ValueError(f"{bundle.source}: calibrate the PyTorch model (name, run directory or .safetensors), "
-                         "then export it")
+    _require_torch_bundle(bundle)
     default_fraction, default_seed = validation_split_of(bundle)
     val_fraction = default_fraction if val_fraction is None else val_fraction
     seed = default_seed if seed is None else seed
     data = carve_validation(data_dir, bundle.classes, bundle.preprocess, val_fraction, seed, progress)
+    return _refit(bundle, data, rule, fit_temperature, None,
+                  {"refit_on": str(data_dir),
+                   "split": f"val carved from train (patient-grouped, fraction {val_fraction}, seed {seed})"})
+
+
+def adapt_to_site(bundle: ModelBundle, site_dir: str | Path, threshold_rule: str = "youden",
+                  rule: str = "coverage:0.95", fit_temperature: bool = True, progress: bool = False) -> ModelBundle:
+    """A copy of ``bundle`` whose temperature, binary decision threshold (by ``threshold_rule``) and UNCERTAIN
+    cut-off are fitted on every film of ``site_dir`` (``SITE/CLASS/*``: the site's own labelled films)."""
+    _require_torch_bundle(bundle)
+    index = index_folder(site_dir, classes=bundle.classes)
+    if index.has_splits:
+        raise DatasetError(f"{site_dir}: has split folders ({', '.join(map(str, index.splits))}); give the one "
+                           f"folder of site films to fit on, e.g. {Path(site_dir) / str(index.splits[0])}")
+    pre = bundle.preprocess
+    data = decode_samples(list(index.samples), pre.size, pre.resize, Path(site_dir), "decode site", progress)
+    missing = [c for i, c in enumerate(bundle.classes) if not (data.labels == i).any()]
+    if missing:
+        raise DatasetError(f"{site_dir}: no readable films of class {', '.join(missing)}; fitting a threshold needs "
+                           "films of every class")
+    return _refit(bundle, data, rule, fit_temperature, threshold_rule,
+                  {"refit_on": str(site_dir), "split": f"all {len(data.samples)} readable site films"})
+
+
+def _require_torch_bundle(bundle) -> None:
+    if not isinstance(bundle, ModelBundle):
+        raise ValueError(f"{bundle.source}: calibrate the PyTorch model (name, run directory or .safetensors), "
+                         "then export it")
+
+
+def _refit(bundle: ModelBundle, data: DecodedSet, rule: str, fit_temperature: bool, threshold_rule: str | None,
+           where: dict) -> ModelBundle:
     cal = calibrate(predict_resized(bundle, data.images), data.labels.numpy(), bundle.threshold, rule,
-                    fit=fit_temperature)
+                    fit=fit_temperature, threshold_rule=threshold_rule if bundle.is_binary else None)
     temperature = bundle.temperature * cal.temperature  # the probabilities were already at the old temperature
-    report = {**cal.report, "temperature": temperature, "refit_on": str(data_dir),
-              "split": f"val carved from train (patient-grouped, fraction {val_fraction}, seed {seed})"}
+    report = {**cal.report, "temperature": temperature, **where}
     return dataclasses.replace(bundle, threshold=cal.threshold, temperature=temperature,
                                confidence_threshold=cal.confidence_threshold,
                                info={**bundle.info, "calibration": report}, frozen=None)
