@@ -215,3 +215,18 @@ def test_cxrkit_calibrate_site_errors_are_one_line(sample_dir, tmp_path, capsys)
     assert main(["calibrate", "--site", str(tmp_path / "site"), "--out", out, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no readable films of class PNEUMONIA" in err and err.count("\n") == 1
+
+
+def test_site_recalibration_experiment_runs_on_the_sample(sample_dir):
+    """experiments/site_recalibration.py (docs/deploy.md's tables) still runs and scores every fit on the other half."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "site_recalibration.py"
+    run = subprocess.run([sys.executable, str(script), "--site", str(sample_dir / "test"), "--sizes", "8,all",
+                          "--draws", "3"], capture_output=True, text=True, check=True)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in run.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| threshold")}
+    assert set(rows) == {"stored (validation carved from train)", "refit on 8 site films (6 fits)",
+                         "refit on a whole half (2 fits)"}
+    for cells in rows.values():
+        assert 0.0 <= float(cells[0]) <= 1.0
