@@ -20,7 +20,8 @@ from cxrkit.bnn.packing import read_packed
 from cxrkit.data.io import read_image
 from cxrkit.data.preprocess import Preprocess, resize_gray, to_model_input
 from cxrkit.inference.bundle import ModelBundle
-from cxrkit.inference.predictor import predict_arrays, predict_resized, uncertain_mask
+from cxrkit.inference.decision import uncertain_mask
+from cxrkit.inference.predictor import predict_arrays, predict_resized
 from cxrkit.models import create_model, model_info
 from cxrkit.models._binary import BinaryConv2d, BinaryLinear, sign_ste
 from cxrkit.recipes import load_recipe

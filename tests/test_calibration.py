@@ -17,7 +17,8 @@ from cxrkit.evaluation.calibration import (calibrate, choose_confidence_threshol
 from cxrkit.evaluation.metrics import evaluate_probabilities
 from cxrkit.cli.main import main
 from cxrkit.inference.bundle import ModelBundle
-from cxrkit.inference.predictor import predict_resized, uncertain_mask
+from cxrkit.inference.decision import uncertain_mask
+from cxrkit.inference.predictor import predict_resized
 from cxrkit.models import create_model
 from cxrkit.recipes import RecipeError, load_recipe
 
@@ -136,7 +137,7 @@ def test_onnx_carries_and_applies_calibration(tmp_path):
     assert not np.allclose(ref, predict_resized(_bundle(1.0, 0.0), torch.from_numpy(images)))  # T matters
     flags = uncertain_mask(bundle, ref)
     assert 0 < flags.sum() < len(flags)
-    assert onnx_model.uncertain(got).tolist() == flags.tolist()
+    assert uncertain_mask(onnx_model, got).tolist() == flags.tolist()
     run = subprocess.run([sys.executable, "-m", "cxrkit.runtime", "--model", str(out), "--json", *map(str, files)],
                          capture_output=True, text=True, check=True)
     assert [r["uncertain"] for r in json.loads(run.stdout)] == flags.tolist()

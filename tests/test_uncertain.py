@@ -12,7 +12,8 @@ from conftest import CLASSES, sample_images
 from cxrkit.cli.main import main
 from cxrkit.data.preprocess import Preprocess
 from cxrkit.inference.bundle import ModelBundle, load_bundle, probabilities, resolve_model, save_bundle
-from cxrkit.inference.predictor import Prediction, predict_paths, uncertain_mask
+from cxrkit.inference.decision import uncertain_mask
+from cxrkit.inference.predictor import Prediction, predict_paths
 from cxrkit.models import create_model, model_info
 
 SMALL = Preprocess(size=64, mean=0.5, std=0.25)

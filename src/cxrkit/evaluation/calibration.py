@@ -70,7 +70,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def decision_confidence(probs: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Decided class indices and their probabilities, deciding as ``inference.predictor.decide_indices``."""
+    """Decided class indices and their probabilities, deciding as ``inference.decision.decide_indices``."""
     pred = (probs[:, 1] >= threshold).astype(int) if probs.shape[1] == 2 else probs.argmax(axis=1)
     return pred, probs[np.arange(len(probs)), pred]
 

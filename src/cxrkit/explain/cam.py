@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..data.preprocess import Preprocess, resize_gray, to_model_input
 from ..inference.bundle import ModelBundle, probabilities
-from ..inference.predictor import decide
+from ..inference.decision import decide
 from ..models.ensemble import Ensemble
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.io import ImageReadError, read_image
 from ..inference.bundle import ModelBundle
-from ..inference.predictor import decide
+from ..inference.decision import decide
 from .cam import explain_image
 from .render import overlay
 

@@ -14,6 +14,7 @@ from ..data.io import ImageReadError, is_image_file, read_image
 from ..data.preprocess import resize_gray, to_model_input
 from ..models.transfer import TransferNet
 from .bundle import ModelBundle, probabilities
+from .decision import decide, uncertain_mask
 
 
 @dataclass
@@ -101,29 +102,6 @@ def predict_arrays(bundle: ModelBundle, arrays: Sequence[np.ndarray], batch_size
         return np.zeros((0, len(bundle.classes)), dtype=np.float32)
     resized = torch.from_numpy(np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays]))
     return predict_resized(bundle, resized, batch_size)
-
-
-def decide_indices(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
-    """Binary: P(classes[1]) ≥ the bundle's threshold; N-class: the most probable class. Class indices."""
-    if bundle.is_binary:
-        return (probs[:, 1] >= bundle.threshold).astype(int)
-    return probs.argmax(axis=1)
-
-
-def decide(bundle: ModelBundle, probs: np.ndarray) -> list[str]:
-    """Class names of :func:`decide_indices`."""
-    return [bundle.classes[i] for i in decide_indices(bundle, probs)]
-
-
-def confidence(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
-    """Probability of the decided class: the top probability, except for a binary model whose validation
-    threshold is not 0.5, where it is the probability of the label actually given (the one a user trusts)."""
-    return probs[np.arange(len(probs)), decide_indices(bundle, probs)]
-
-
-def uncertain_mask(bundle: ModelBundle, probs: np.ndarray) -> np.ndarray:
-    """True where the confidence is below the bundle's ``confidence_threshold`` (0: nothing is uncertain)."""
-    return confidence(bundle, probs) < bundle.confidence_threshold
 
 
 def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:

@@ -1,4 +1,4 @@
-"""``python -m cxrkit.runtime --model FILE.onnx IMAGE_OR_DIR...``: ``cxrkit predict`` for a torch-free install.
+"""``python -m cxrkit.runtime [--model NAME_OR_FILE] IMAGE_OR_DIR...``: ``cxrkit predict`` for a torch-free install.
 
 The full ``cxrkit`` command imports PyTorch for its other sub-commands; this
 entry point imports only ONNX Runtime, NumPy, Pillow (and pydicom for DICOM, the
@@ -15,7 +15,9 @@ import numpy as np
 
 from ..data.io import ImageReadError, MissingDecoderError, is_image_file, read_image
 from ..data.preprocess import resize_gray
-from .onnx_model import RuntimeModelError, load_onnx
+from ..inference.decision import decide_indices, uncertain_mask
+from .onnx_model import RuntimeModelError
+from .shipped import DEFAULT_MODEL, load_runtime_model, runtime_models
 
 
 def _expand(inputs: list[str]) -> list[Path]:
@@ -27,15 +29,17 @@ def _expand(inputs: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cxrkit.runtime", description="Classify chest X-rays with an "
-                                "exported .onnx model (ONNX Runtime, no PyTorch).")
+    p = argparse.ArgumentParser(prog="python -m cxrkit.runtime", description="Classify chest X-rays without "
+                                "PyTorch: a shipped model, an exported .onnx (ONNX Runtime) or a packed .npz BNN.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--model", required=True, help=".onnx file written by `cxrkit export`")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"shipped ({', '.join(runtime_models())}; default %(default)s) or a file written by "
+                        "`cxrkit export`: .onnx or packed .npz")
     p.add_argument("--threads", type=int, help="intra-op threads (default: ONNX Runtime's choice)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities, uncertain}")
     args = p.parse_args(argv)
     try:
-        model = load_onnx(args.model, threads=args.threads)
+        model = load_runtime_model(args.model, threads=args.threads)
     except RuntimeModelError as exc:
         print(f"cxrkit: error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     probs = model.predict_resized(np.stack(arrays))
     rows = [{"path": str(path), "label": model.classes[i],
              "probabilities": {c: round(float(v), 6) for c, v in zip(model.classes, row)}, "uncertain": bool(unsure)}
-            for path, row, i, unsure in zip(kept, probs, model.decide_indices(probs), model.uncertain(probs))]
+            for path, row, i, unsure in zip(kept, probs, decide_indices(model, probs),
+                                                     uncertain_mask(model, probs))]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -68,16 +68,6 @@ class OnnxModel:
                 "temperature": self.temperature, "confidence_threshold": self.confidence_threshold,
                 "info": self.info, "export": self.export}
 
-    def decide_indices(self, probs: np.ndarray) -> np.ndarray:
-        """As ``inference.predictor.decide_indices``: binary by the stored threshold, else the most probable class."""
-        if self.is_binary:
-            return (probs[:, 1] >= self.threshold).astype(int)
-        return probs.argmax(axis=1)
-
-    def uncertain(self, probs: np.ndarray) -> np.ndarray:
-        """As ``inference.predictor.uncertain_mask``: the decided class's probability below the confidence threshold."""
-        return probs[np.arange(len(probs)), self.decide_indices(probs)] < self.confidence_threshold
-
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(B, C, H, W)`` → raw model outputs."""
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.io import MAX_PIXELS, ImageReadError, read_image
-from ..inference.predictor import Prediction, decide, predict_arrays, uncertain_mask
+from ..inference.decision import decide, uncertain_mask
+from ..inference.predictor import Prediction, predict_arrays
 from .images import display_image, overlay_uri, preview_uri
 from .models import ServedModel
 from .uploads import Upload
