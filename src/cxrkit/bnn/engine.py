@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.preprocess import Preprocess, resize_gray, to_model_array
+from ..inference.decision import decide
 from . import _native
 from .packing import FORMAT, VERSION, PackedFormatError, read_packed, unpack_signs
 
@@ -476,10 +477,7 @@ class PackedModel:
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> list[str]:
         """Class names; binary tasks compare P(classes[1]) with the stored threshold, as ``cxrkit predict``."""
-        probs = self.predict_proba(images)
-        if self.is_binary:
-            return [self.classes[int(p >= self.threshold)] for p in probs[:, 1]]
-        return [self.classes[i] for i in probs.argmax(axis=1)]
+        return decide(self, self.predict_proba(images))
 
 
 def load_packed(path: str | Path, backend: str = "auto", threads: int = 1) -> PackedModel:
