@@ -203,6 +203,11 @@ def test_cxrkit_calibrate_site_refits_the_threshold_on_the_sites_films(sample_di
     new_preds, _ = predict_paths(new, files)
     score = lambda preds: balanced_accuracy_score(y, [CLASSES.index(p.label) for p in preds])  # noqa: E731
     assert score(new_preds) >= score(old_preds)  # Youden maximises balanced accuracy on the films it is fitted on
+    # an evaluation of the adapted model says where its threshold came from, not "chosen on validation"
+    assert main(["evaluate", "--model", str(out), "--data", str(site), "--json", "--quiet"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["threshold_rule"] == f"youden, refit on {len(files)} site films"
+    assert m["calibration"]["site_films"] == str(site)
 
 
 def test_cxrkit_calibrate_site_errors_are_one_line(sample_dir, tmp_path, capsys):

@@ -59,6 +59,7 @@ def calibration_summary(bundle, y: np.ndarray, probs: np.ndarray) -> dict:
     fitted = bundle.info.get("calibration", {})
     return {"temperature": temperature,
             "uncertain_rule": fitted.get("uncertain_rule", "none (model has no confidence threshold)"),
+            **({"site_films": fitted["refit_on"]} if fitted.get("site") else {}),
             "ece": expected_calibration_error(onehot, probs),
             "ece_without_temperature": expected_calibration_error(onehot, rescale(probs, 1.0 / temperature))}
 
@@ -152,9 +153,11 @@ def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = Non
     per_class = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     per_class += [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1-score']:.3f} | {int(v['support'])} |"
                   for c, v in m["per_class"].items()]
-    decision = (f"P({classes[1]}) ≥ **{m['threshold']:.3f}** (rule: `{m['threshold_rule']}`, chosen on validation "
-                f"data, never on this set); the last column shows the naive 0.5 cut-off."
-                if len(classes) == 2 else "the most probable class.")
+    site = m.get("calibration", {}).get("site_films")
+    origin = (f"fitted on the site films in `{Path(site).name}`: if this folder holds those films, the figures "
+              "below are optimistic" if site else "chosen on validation data, never on this set")
+    decision = (f"P({classes[1]}) ≥ **{m['threshold']:.3f}** (rule: `{m['threshold_rule']}`, {origin}); the last "
+                f"column shows the naive 0.5 cut-off." if len(classes) == 2 else "the most probable class.")
     explanations = ""
     if explain is not None:
         from ..explain.errors import errors_section

@@ -80,8 +80,11 @@ def adapt_to_site(bundle: ModelBundle, site_dir: str | Path, threshold_rule: str
     if missing:
         raise DatasetError(f"{site_dir}: no readable films of class {', '.join(missing)}; fitting a threshold needs "
                            "films of every class")
-    return _refit(bundle, data, rule, fit_temperature, threshold_rule,
-                  {"refit_on": str(site_dir), "split": f"all {len(data.samples)} readable site films"})
+    adapted = _refit(bundle, data, rule, fit_temperature, threshold_rule,
+                     {"refit_on": str(site_dir), "split": f"all {len(data.samples)} readable site films", "site": True})
+    if bundle.is_binary:  # what evaluation reports print as the threshold's origin
+        adapted.info["threshold_rule"] = f"{threshold_rule}, refit on {len(data.samples)} site films"
+    return adapted
 
 
 def _require_torch_bundle(bundle) -> None:
