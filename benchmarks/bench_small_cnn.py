@@ -7,12 +7,12 @@ Each configuration runs in a fresh subprocess (so peak RSS and malloc settings a
   the CPU has native bf16, fp32 inference), channels_last, fast glibc malloc settings (what the ``cxrkit`` command sets)
 - ``cxrkit, fp32 training``: the same with fp32 training
 - ``cxrkit, default malloc``: the default path with glibc's default malloc, to show what the setting buys
-- ``cxrkit, bf16 inference``: the default path with bf16 autocast at inference too (not the default)
+- ``cxrkit, bf16 inference``: the default path with ``--precision bf16`` inference (a frozen bfloat16 copy; opt-in)
 - ``keras``: ``../shared/peers/keras_small_cnn.py`` on TensorFlow-CPU 2.15 (if its venv exists)
 
 Training img/s is cxrkit's real training loop (``cxrkit.training.train`` on the decoded cache, recipe ``seed001``),
 excluding the first epoch, as the peer harness does. Inference is the model's forward pass as ``cxrkit predict``
-runs it (frozen TorchScript, fp32); ``predict`` is the end-to-end ``cxrkit predict`` path on a folder of JPEGs (decode + resize + forward).
+runs it (frozen TorchScript, fp32, or bf16 with ``--precision bf16``); ``predict`` is the end-to-end ``cxrkit predict`` path on a folder of JPEGs (decode + resize + forward).
 
     python benchmarks/bench_small_cnn.py --data ../shared/data/kermany_224            # full table
     python benchmarks/bench_small_cnn.py --data src/cxrkit/sample_data/kermany_sample --epochs 2   # quick look
@@ -40,7 +40,7 @@ def worker(args) -> dict:
     import torch
 
     from cxrkit.inference.bundle import resolve_model
-    from cxrkit.inference.predictor import expand_paths, frozen_for_inference, predict_paths
+    from cxrkit.inference.predictor import expand_paths, frozen_for_inference, predict_paths, use_precision
     from cxrkit.recipes import RECIPES
     from cxrkit.training import train
 
@@ -49,11 +49,12 @@ def worker(args) -> dict:
         result = train(recipe, args.data, Path(tmp) / "run", progress=False, verbose=False)
         hist = result.history[1:] or result.history
         train_ips = sum(h["train_img_per_s"] * h["train_seconds"] for h in hist) / sum(h["train_seconds"] for h in hist)
-        bundle = resolve_model(Path(tmp) / "run")
-    # fp32: the frozen TorchScript copy that `cxrkit predict` runs; bf16: the eager model under autocast
-    model = frozen_for_inference(bundle) if args.infer_precision == "fp32" else bundle.model.eval()
-    xb = torch.rand(32, 1, 128, 128).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.infer_precision == "bf16"):
+        bundle = use_precision(resolve_model(Path(tmp) / "run"), args.infer_precision)
+    # the frozen TorchScript copy that `cxrkit predict [--precision bf16]` runs
+    model = frozen_for_inference(bundle)
+    dtype = torch.bfloat16 if args.infer_precision == "bf16" else torch.float32
+    xb = torch.rand(32, 1, 128, 128).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
         for _ in range(5):
             model(xb), model(xb[:1])
         t = time.perf_counter()

@@ -279,3 +279,30 @@ def test_user_errors_are_one_line(case, sample_dir, tmp_path):
     assert expect in msg, msg
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists(), "a failed start must not leave a run"
     assert (tmp_path / "occupied" / "notes.txt").read_text() == "someone else's files"
+
+
+@pytest.mark.parametrize("name", ["cxr_cnn", "kermany3"])
+def test_bf16_inference_is_opt_in_and_close_to_fp32(name, sample_dir, capsys):
+    """`--precision bf16` runs a frozen bfloat16 copy: probabilities near fp32's, same decisions on the sample."""
+    files = [str(p) for p in sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA")]
+    rc32, out32, _ = call(["predict", *files, "--model", name, "--json", "--quiet"], capsys)
+    rc16, out16, _ = call(["predict", *files, "--model", name, "--json", "--quiet", "--precision", "bf16"], capsys)
+    assert rc32 == rc16 == 0
+    fp32, bf16 = json.loads(out32), json.loads(out16)
+    gaps = [abs(a["probabilities"][c] - b["probabilities"][c]) for a, b in zip(fp32, bf16) for c in a["probabilities"]]
+    assert max(gaps) < 0.05 and max(gaps) > 0  # near, and really computed in another precision
+    assert sum(a["label"] != b["label"] for a, b in zip(fp32, bf16)) <= 1
+
+
+def test_bf16_refuses_exported_files_and_unknown_precisions(tmp_path, capsys):
+    from cxrkit.inference.predictor import use_precision
+
+    onnx = Path(__file__).resolve().parents[1] / "src" / "cxrkit" / "weights" / "cxr_cnn.int8.onnx"
+    rc, _, err = call(["predict", str(sample_images("test", "NORMAL")[0]), "--model", str(onnx), "--precision", "bf16"],
+                      capsys)
+    assert rc == 2 and "is for PyTorch models" in err and err.count("\n") == 1
+    with pytest.raises(ValueError, match="choose fp32 or bf16"):
+        use_precision(resolve_model("cxr_cnn"), "fp16")
+    rc, _, err = call(["predict", str(sample_images("test", "NORMAL")[0]), "--model", "cxr_bnn", "--precision", "bf16"],
+                      capsys)
+    assert rc == 2 and "packed engine" in err and err.count("\n") == 1
