@@ -76,7 +76,7 @@ def frozen_for_inference(bundle: ModelBundle) -> torch.nn.Module:
     model, pre = bundle.model.eval(), bundle.preprocess
     dtype = torch.bfloat16 if bundle.precision == "bf16" else torch.float32
     if dtype != torch.float32:
-        model = copy.deepcopy(model).to(dtype)
+        model = copy.deepcopy(model).to(dtype, memory_format=torch.channels_last)  # NCHW bf16 ran 5x slower
     device = _device_of(model)
     if device.type != "cpu" or any(isinstance(m, TransferNet) for m in model.modules()):
         cache[bundle.precision] = model
