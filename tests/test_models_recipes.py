@@ -289,7 +289,7 @@ def test_precision_auto_follows_native_bf16_and_rejects_unknown():
 
 @pytest.mark.parametrize("name", ["seed_cnn", "cxr_cnn"])
 def test_frozen_inference_copy_matches_the_eager_model(name):
-    from cxrkit.inference.predictor import predict_resized
+    from cxrkit.inference.predictor import predict_resized, use_precision
 
     torch.manual_seed(1)
     pre = model_info(name).preprocess
@@ -300,7 +300,10 @@ def test_frozen_inference_copy_matches_the_eager_model(name):
         eager = predict_resized(bundle, images, optimize=False)
         fast = predict_resized(bundle, images)
         assert fast.shape == (n, 2) and abs(fast - eager).max() < 1e-4
-    assert isinstance(bundle.frozen, torch.jit.ScriptModule)  # the fast path was really taken
+    assert isinstance(bundle.frozen["fp32"], torch.jit.ScriptModule)  # the fast path was really taken
+    use_precision(bundle, "bf16")  # opt-in: a frozen bfloat16 copy beside the fp32 one
+    bf16 = predict_resized(bundle, images)
+    assert abs(bf16 - eager).max() < 0.05 and isinstance(bundle.frozen["bf16"], torch.jit.ScriptModule)
 
 
 def test_trained_models_ship_under_their_own_name(tmp_path, monkeypatch):
