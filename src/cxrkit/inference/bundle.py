@@ -39,7 +39,7 @@ class ModelBundle:
     info: dict = field(default_factory=dict)  # recipe, threshold rule, validation metrics, ...
     source: str = ""
     frozen: dict | None = field(default=None, repr=False, compare=False)  # precision → predictor.frozen_for_inference
-    precision: str = field(default="fp32", compare=False)  # inference arithmetic; "bf16" is opt-in (predictor.use_precision)
+    precision: str = field(default="fp32", compare=False)  # inference arithmetic, see predictor.use_precision
     # Calibration, fitted on validation data (evaluation/calibration.py); the defaults mean "none", which is what
     # files written before these fields existed get: logits are divided by ``temperature`` before the
     # softmax/sigmoid, and a prediction whose confidence is below ``confidence_threshold`` is UNCERTAIN.
