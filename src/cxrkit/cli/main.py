@@ -422,6 +422,13 @@ def cmd_serve(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def _add_precision_arg(s: argparse.ArgumentParser) -> None:
+    """`--precision` for the commands that run inference (`predict`, `evaluate`)."""
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="inference arithmetic: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
+                        "with probabilities within ~0.01 of fp32's (default: %(default)s)")
+
+
 def _add_calibration_args(s: argparse.ArgumentParser, calib_help: str) -> None:
     """int8 calibration options, shared by `export` and `bench`."""
     s.add_argument("--calib", help=calib_help)
@@ -491,9 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default: test)")
     s.add_argument("--out", help="report folder (default: RUN_DIR/report_SPLIT or ./cxrkit_report)")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default: 1000)")
-    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="inference arithmetic: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
-                        "with probabilities within ~0.01 of fp32's (default: %(default)s)")
+    _add_precision_arg(s)
     s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_evaluate)
@@ -502,9 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="JPEG, PNG or DICOM files, or folders")
     s.add_argument("--model", help=model_help)
     s.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities, uncertain}")
-    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="inference arithmetic: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
-                        "with probabilities within ~0.01 of fp32's (default: %(default)s)")
+    _add_precision_arg(s)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_predict)
 

@@ -12,7 +12,7 @@ on the model's own training data the carved split is the one it never trained on
 training data (scanner, exposure, processing, population), and a threshold
 chosen on validation carved from the training data can be far off there; every
 Kermany model here calls 25-50 % of the official test NORMALs pneumonia at it.
-A few dozen labelled films from the site itself are enough to refit the
+About 64 labelled films from the site itself are enough to refit the
 temperature, the decision threshold and the UNCERTAIN cut-off
 (docs/deploy.md measures how many).
 """
@@ -80,11 +80,10 @@ def adapt_to_site(bundle: ModelBundle, site_dir: str | Path, threshold_rule: str
     if missing:
         raise DatasetError(f"{site_dir}: no readable films of class {', '.join(missing)}; fitting a threshold needs "
                            "films of every class")
-    adapted = _refit(bundle, data, rule, fit_temperature, threshold_rule,
-                     {"refit_on": str(site_dir), "split": f"all {len(data.samples)} readable site films", "site": True})
-    if bundle.is_binary:  # what evaluation reports print as the threshold's origin
-        adapted.info["threshold_rule"] = f"{threshold_rule}, refit on {len(data.samples)} site films"
-    return adapted
+    n = len(data.samples)
+    origin = {"threshold_rule": f"{threshold_rule}, refit on {n} site films"} if bundle.is_binary else {}
+    return _refit(bundle, data, rule, fit_temperature, threshold_rule,
+                  {"refit_on": str(site_dir), "split": f"all {n} readable site films", "site": True}, origin)
 
 
 def _require_torch_bundle(bundle) -> None:
@@ -94,11 +93,12 @@ def _require_torch_bundle(bundle) -> None:
 
 
 def _refit(bundle: ModelBundle, data: DecodedSet, rule: str, fit_temperature: bool, threshold_rule: str | None,
-           where: dict) -> ModelBundle:
+           where: dict, info: dict | None = None) -> ModelBundle:
+    """``where``: what the data was, into ``info.calibration``; ``info``: other ``info`` keys to replace."""
     cal = calibrate(predict_resized(bundle, data.images), data.labels.numpy(), bundle.threshold, rule,
                     fit=fit_temperature, threshold_rule=threshold_rule if bundle.is_binary else None)
     temperature = bundle.temperature * cal.temperature  # the probabilities were already at the old temperature
     report = {**cal.report, "temperature": temperature, **where}
     return dataclasses.replace(bundle, threshold=cal.threshold, temperature=temperature,
                                confidence_threshold=cal.confidence_threshold,
-                               info={**bundle.info, "calibration": report}, frozen=None)
+                               info={**bundle.info, **(info or {}), "calibration": report}, frozen=None)
