@@ -78,6 +78,7 @@ def test_run_directory_contents(learned_run, sample_dir):
     assert {"torch", "numpy", "python", "cxrkit", "scikit-learn"} <= set(info["versions"])
     assert info["versions"]["torch"] == torch.__version__
     assert info["command"] == "pytest learned_run"
+    assert (info["device"], info["world_size"]) == ("cpu", 1)
     n_train = len(sample_images("train", "NORMAL")) + len(sample_images("train", "PNEUMONIA"))
     assert info["split"]["train"] + info["split"]["val"] == n_train
     assert info["split"]["val"] >= 2 and info["unreadable"] == []

@@ -127,6 +127,8 @@ def test_two_process_ddp_matches_one_process(sample_dir, tmp_path):
                           "--data", str(sample_dir), "--out", str(out), "--device", "cpu", "--quiet"], env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs[n] = json.loads((out / "history.json").read_text())
+        info = json.loads((out / "run.json").read_text())
+        assert (info["device"], info["world_size"]) == ("cpu", n)  # the run says where and how it trained
     for a, b in zip(runs[1], runs[2]):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-3
         assert abs(a["val_loss"] - b["val_loss"]) < 1e-3

@@ -33,7 +33,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet, val: DecodedSet,
-                 command: str | None, precision: str = "fp32") -> None:
+                 command: str | None, precision: str = "fp32", device: str = "cpu", world_size: int = 1) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     write_json(out / "run.json", {
         "recipe": recipe.name, "seed": recipe.seed, "data_dir": str(data_dir), "classes": list(classes),
@@ -42,6 +42,8 @@ def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet
                   "val_patients": len({s.patient for s in val.samples}), "rule": "patient-grouped, stratified"},
         "unreadable": train.failures + val.failures,
         "precision": precision,  # what `auto` resolved to on this machine
+        # a GPU's or several processes' numbers match a CPU rerun only within tolerance, so say where it ran
+        "device": device, "world_size": world_size,
         "versions": _versions(), "command": command,
     })
 

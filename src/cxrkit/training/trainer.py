@@ -184,7 +184,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     pre = _preprocess_for(recipe)
     if not resume and place.is_main:
         rundir.write_config(out, recipe, data_dir, classes, train_set, val_set, command,
-                            "bf16" if use_bf16 else "fp32")
+                            "bf16" if use_bf16 else "fp32", place.device.type, place.world)
 
     model = create_model(recipe.model, num_classes=k, **recipe.model_kwargs).to(memory_format=torch.channels_last)
     weights_note = "none (trained from scratch)"
