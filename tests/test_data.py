@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import copy_images, sample_images
+from serve_support import dicom_bytes
 from cxrkit.data.augment import Augment, augment_batch
 from cxrkit.data.cache import decode_samples
 from cxrkit.data.folder import DatasetError, Sample, index_folder
@@ -246,48 +246,12 @@ def test_truncated_jpeg(tmp_path):
 # ------------------------------------------------------------------ read_image: DICOM
 
 
-def _dicom_bytes(pixels: np.ndarray | None, photometric: str = "MONOCHROME2", samples_per_pixel: int = 1,
-                 window: tuple[float, float] | None = None) -> bytes:
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("test.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    shape = (16, 16) if pixels is None else pixels.shape
-    ds.Rows, ds.Columns = shape[0], shape[1]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.SamplesPerPixel = samples_per_pixel
-    if samples_per_pixel > 1:
-        ds.PlanarConfiguration = 0
-    ds.PhotometricInterpretation = photometric
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if pixels is not None:
-        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    buf = io.BytesIO()
-    try:
-        pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    except TypeError:  # pydicom 2.x
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        pydicom.dcmwrite(buf, ds, write_like_original=False)
-    data = buf.getvalue()
-    assert data[128:132] == b"DICM"
-    return data
-
-
 GRADIENT = np.tile(np.linspace(0, 4000, 64).astype(np.uint16), (24, 1))
 
 
 def test_dicom_monochrome2_gradient(tmp_path):
     path = tmp_path / "no_suffix_export"  # DICOM is recognised by content, not name
-    path.write_bytes(_dicom_bytes(GRADIENT))
+    path.write_bytes(dicom_bytes(GRADIENT))
     out = read_image(path)
     assert out.dtype == np.uint8 and out.shape == GRADIENT.shape
     row = out[0].astype(int)
@@ -297,15 +261,15 @@ def test_dicom_monochrome2_gradient(tmp_path):
 
 
 def test_dicom_monochrome1_is_inverted():
-    m2 = read_image(_dicom_bytes(GRADIENT, "MONOCHROME2"))
-    m1 = read_image(_dicom_bytes(GRADIENT, "MONOCHROME1"))
+    m2 = read_image(dicom_bytes(GRADIENT, "MONOCHROME2"))
+    m1 = read_image(dicom_bytes(GRADIENT, "MONOCHROME1"))
     np.testing.assert_array_equal(m1, 255 - m2)
     assert np.all(np.diff(m1[0].astype(int)) < 0)
 
 
 def test_dicom_window_is_applied():
     center, width = 2000.0, 1000.0
-    out = read_image(_dicom_bytes(GRADIENT, window=(center, width)))[0].astype(int)
+    out = read_image(dicom_bytes(GRADIENT, window=(center, width)))[0].astype(int)
     values = GRADIENT[0].astype(float)
     below, above = values < center - width / 2 - 1, values > center + width / 2
     inside = ~below & ~above
@@ -314,13 +278,13 @@ def test_dicom_window_is_applied():
     assert np.all(out[above] == 255)
     assert np.all(np.diff(out[inside]) > 0)
     # the window stretches contrast: far more grey levels per stored unit than without it
-    plain = read_image(_dicom_bytes(GRADIENT))[0].astype(int)
+    plain = read_image(dicom_bytes(GRADIENT))[0].astype(int)
     assert np.ptp(out[inside]) > 2 * np.ptp(plain[inside])
 
 
 def test_dicom_without_pixel_data():
     with pytest.raises(ImageReadError, match="(?i)pixel data") as info:
-        read_image(_dicom_bytes(None), name="nopix.dcm")
+        read_image(dicom_bytes(None), name="nopix.dcm")
     _assert_one_line_error(info, "nopix.dcm")
 
 
@@ -328,7 +292,7 @@ def test_dicom_without_pixel_data():
 def test_dicom_unsupported_photometric(photometric, spp):
     pixels = np.stack([GRADIENT] * 3, axis=-1) if spp == 3 else GRADIENT
     with pytest.raises(ImageReadError, match=photometric) as info:
-        read_image(_dicom_bytes(pixels, photometric, spp), name="color.dcm")
+        read_image(dicom_bytes(pixels, photometric, spp), name="color.dcm")
     _assert_one_line_error(info, "color.dcm")
 
 

@@ -21,7 +21,8 @@ from cxrkit.export import api as export_api
 from cxrkit.export.bench import bench_model, to_markdown
 from cxrkit.export.footprint import activation_peak_bytes
 from cxrkit.inference.bundle import ModelBundle, ModelLoadError, resolve_model
-from cxrkit.inference.predictor import expand_paths, predict_paths
+from cxrkit.data.folder import expand_paths
+from cxrkit.inference.predictor import predict_paths
 from cxrkit.models import create_model, model_info
 from cxrkit.runtime import METADATA_KEY, OnnxModel, load_onnx
 

@@ -191,7 +191,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from ..inference.bundle import resolve_model
-    from ..inference.predictor import expand_paths, predict_paths, use_precision
+    from ..data.folder import expand_paths
+    from ..inference.predictor import predict_paths, use_precision
 
     bundle = use_precision(resolve_model(args.model), args.precision)
     paths = expand_paths(args.inputs)
@@ -210,7 +211,8 @@ def cmd_predict(args) -> int:
 
 def cmd_view(args) -> int:
     from ..inference.bundle import resolve_model
-    from ..inference.predictor import expand_paths, predict_paths
+    from ..data.folder import expand_paths
+    from ..inference.predictor import predict_paths
     from ..inference.viewer import save_grid
 
     bundle = resolve_model(args.model)
@@ -226,7 +228,7 @@ def cmd_view(args) -> int:
 def cmd_explain(args) -> int:
     from ..explain import explain_files
     from ..inference.bundle import resolve_model
-    from ..inference.predictor import expand_paths
+    from ..data.folder import expand_paths
 
     bundle = resolve_model(args.model)
     paths = expand_paths(args.inputs)
@@ -352,7 +354,8 @@ def cmd_demo(args) -> int:
     from .. import jsonio
     from ..evaluation.evaluate import evaluate_folder, metrics_table, write_report
     from ..inference.bundle import resolve_model
-    from ..inference.predictor import expand_paths, predict_paths
+    from ..data.folder import expand_paths
+    from ..inference.predictor import predict_paths
     from ..inference.viewer import save_grid
 
     sample = Path(str(resources.files("cxrkit") / "sample_data" / "kermany_sample"))

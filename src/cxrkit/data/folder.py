@@ -6,6 +6,7 @@ training starts.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,15 @@ def index_folder(root: str | Path, classes: list[str] | tuple[str, ...] | None =
     if not samples:
         raise DatasetError(f"{root}: no JPEG, PNG or DICOM images found")
     return FolderIndex(root, classes, tuple(samples), tuple(skipped))
+
+
+def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images, sorted."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
+        else:
+            paths.append(p)
+    return paths

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_expit, log_softmax, logit, softmax
 
+from ..inference.decision import indices_at
 from .metrics import choose_threshold, expected_calibration_error
 
 RULES = "none | coverage:C | error:E"
@@ -70,8 +71,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def decision_confidence(probs: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Decided class indices and their probabilities, deciding as ``inference.decision.decide_indices``."""
-    pred = (probs[:, 1] >= threshold).astype(int) if probs.shape[1] == 2 else probs.argmax(axis=1)
+    """Decided class indices and their probabilities, before a model exists to carry the threshold."""
+    pred = indices_at(probs, threshold)
     return pred, probs[np.arange(len(probs)), pred]
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def decide_indices(model, probs: np.ndarray) -> np.ndarray:
-    """Binary: P(classes[1]) ≥ the model's threshold; N-class: the most probable class. Class indices."""
-    if len(model.classes) == 2:
-        return (probs[:, 1] >= model.threshold).astype(int)
+def indices_at(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """The one decision rule: two columns: P(second class) ≥ ``threshold``; more: the most probable class."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(int)
     return probs.argmax(axis=1)
+
+
+def decide_indices(model, probs: np.ndarray) -> np.ndarray:
+    """:func:`indices_at` with the model's (validation-chosen) threshold. Class indices."""
+    return indices_at(probs, model.threshold)
 
 
 def decide(model, probs: np.ndarray) -> list[str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.io import ImageReadError, is_image_file, read_image
+from ..data.io import ImageReadError, read_image
 from ..data.preprocess import resize_gray, to_model_input
 from ..models import model_info
 from ..models.transfer import TransferNet
@@ -133,18 +133,6 @@ def predict_arrays(bundle: ModelBundle, arrays: Sequence[np.ndarray], batch_size
         return np.zeros((0, len(bundle.classes)), dtype=np.float32)
     resized = torch.from_numpy(np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays]))
     return predict_resized(bundle, resized, batch_size)
-
-
-def expand_paths(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images, sorted."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
-        else:
-            paths.append(p)
-    return paths
 
 
 def predict_paths(bundle: ModelBundle, paths: Sequence[str | Path], batch_size: int = 64,

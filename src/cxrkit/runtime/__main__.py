@@ -9,23 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from ..data.io import ImageReadError, MissingDecoderError, is_image_file, read_image
+from ..data.folder import expand_paths
+from ..data.io import ImageReadError, MissingDecoderError, read_image
 from ..data.preprocess import resize_gray
 from ..inference.decision import decide_indices, uncertain_mask
 from .onnx_model import RuntimeModelError
 from .shipped import DEFAULT_MODEL, load_runtime_model, runtime_models
-
-
-def _expand(inputs: list[str]) -> list[Path]:
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        found = sorted(q for q in item.rglob("*") if q.is_file() and is_image_file(q)) if item.is_dir() else [item]
-        paths.extend(found)
-    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cxrkit: error: {exc}", file=sys.stderr)
         return 2
     pre = model.preprocess
-    paths, kept, arrays = _expand(args.inputs), [], []
+    paths, kept, arrays = expand_paths(args.inputs), [], []
     for path in paths:
         try:
             arrays.append(resize_gray(read_image(path), pre.size, pre.resize))

@@ -29,7 +29,7 @@ from ..data.preprocess import Preprocess, to_model_input
 from ..data.splits import grouped_split
 from ..evaluation.calibration import calibrate
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
-from ..inference.bundle import ModelBundle, probabilities, save_bundle
+from ..inference.bundle import ModelBundle, save_bundle
 from ..inference.predictor import predict_resized
 from ..models import create_model, model_info
 from ..recipes import Recipe
