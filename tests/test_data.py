@@ -17,7 +17,7 @@ from cxrkit.data.cache import decode_samples
 from cxrkit.data.folder import DatasetError, Sample, index_folder
 from cxrkit.data.io import ImageReadError, read_image
 from cxrkit.data.patients import patient_id, pneumonia_subtype
-from cxrkit.data.preprocess import resize_gray
+from cxrkit.data.preprocess import Preprocess, equalized_levels, resize_gray, to_model_input
 from cxrkit.data.splits import grouped_split
 
 # ------------------------------------------------------------------ patient ids
@@ -406,3 +406,20 @@ def test_resize_gray_pad_tall_image_bars_left_right():
     assert out.shape == (40, 40)
     assert np.all(out[:, :12] == 0) and np.all(out[:, -12:] == 0)
     assert np.all(out[:, 17:23] == 200)
+
+
+def test_equalization_removes_monotone_exposure_differences():
+    """Equalised, a film and its brighter / higher-contrast copies are the same input (the point of the option)."""
+    film = resize_gray(read_image(sample_images("train", "NORMAL")[0]), 64) // 2  # grey levels 0..127
+    pre = Preprocess(size=64, mean=0.5, std=0.25, equalize=True)
+    plain = to_model_input(torch.from_numpy(film[None]), pre)
+    for exposed in (film * 2, film + 100):  # contrast doubled, brightness raised: strictly increasing maps
+        assert torch.equal(to_model_input(torch.from_numpy(exposed.astype(np.uint8)[None]), pre), plain)
+    unequalized = Preprocess(size=64, mean=0.5, std=0.25)
+    assert not torch.equal(to_model_input(torch.from_numpy(film[None] * 2), unequalized),
+                           to_model_input(torch.from_numpy(film[None]), unequalized))
+    # augmented films arrive as float (B, 1, H, W) in [0, 1]: equalised on the same 256 grey levels
+    as_float = torch.from_numpy(film[None, None]).float() / 255.0
+    assert torch.equal(to_model_input(as_float, pre), plain)
+    levels = equalized_levels(film[None])
+    assert levels.max() == 1.0 and levels.min() > 0 and levels.dtype == np.float32

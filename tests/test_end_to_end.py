@@ -215,3 +215,10 @@ def test_one_cycle_schedule_survives_a_handful_of_steps(fast_recipe, sample_dir,
     recipe = fast_recipe.replace(epochs=1, image_size=32, schedule="onecycle")
     result = train(recipe, sample_dir, tmp_path / "short", progress=False, verbose=False, max_steps=2)
     assert len(result.history) == 1 and (tmp_path / "short" / "model.safetensors").is_file()
+
+
+def test_equalize_recipe_option_reaches_the_saved_model(fast_recipe, sample_dir, tmp_path):
+    recipe = fast_recipe.replace(epochs=1, image_size=32, equalize=True)
+    train(recipe, sample_dir, tmp_path / "eq", progress=False, verbose=False, max_steps=2)
+    assert yaml.safe_load((tmp_path / "eq" / "config.yaml").read_text())["equalize"] is True
+    assert load_bundle(tmp_path / "eq" / "model.safetensors").preprocess.equalize

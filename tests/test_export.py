@@ -1,6 +1,7 @@
 """Edge deployment: ONNX / int8 export, the torch-free runtime, `cxrkit export` and `cxrkit bench`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,19 +11,24 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from conftest import CLASSES, sample_images
+
 from cxrkit.cli.main import main
+from cxrkit.data.folder import expand_paths
 from cxrkit.data.io import read_image
-from cxrkit.data.preprocess import Preprocess, resize_gray, to_model_array, to_model_input
+from cxrkit.data.preprocess import (
+    Preprocess,
+    resize_gray,
+    to_model_array,
+    to_model_input,
+)
 from cxrkit.evaluation.evaluate import evaluate_folder
 from cxrkit.export import ExportError, export_model
 from cxrkit.export import api as export_api
 from cxrkit.export.bench import bench_model, to_markdown
 from cxrkit.export.footprint import activation_peak_bytes
 from cxrkit.inference.bundle import ModelBundle, ModelLoadError, resolve_model
-from cxrkit.data.folder import expand_paths
-from cxrkit.inference.predictor import predict_paths
+from cxrkit.inference.predictor import predict_paths, predict_resized
 from cxrkit.models import create_model, model_info
 from cxrkit.runtime import METADATA_KEY, OnnxModel, load_onnx
 
@@ -65,10 +71,24 @@ def _sample_arrays(size: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("pre", [Preprocess(size=64, mean=0.5, std=0.25),
-                                 Preprocess(size=64, channels=3, mean=0.449, std=0.226)])
+                                 Preprocess(size=64, channels=3, mean=0.449, std=0.226),
+                                 Preprocess(size=64, mean=0.5, std=0.25, equalize=True)])
 def test_numpy_preprocessing_is_bit_identical_to_torch(pre):
     images = _sample_arrays(pre.size)
     np.testing.assert_array_equal(to_model_array(images, pre), to_model_input(torch.from_numpy(images), pre).numpy())
+
+
+def test_equalized_model_exports_and_keeps_its_preprocessing(small_bundle, tmp_path):
+    """The torch-free runtime equalises as PyTorch does: the ONNX file's header carries the flag."""
+    bundle = dataclasses.replace(small_bundle, preprocess=dataclasses.replace(SMALL, equalize=True), frozen=None)
+    result = export_model(bundle, "onnx", tmp_path / "eq.onnx")
+    assert result.check["max_abs_prob_diff"] <= export_api.FLOAT_MAX_ABS
+    model = resolve_model(result.path)
+    assert model.preprocess.equalize
+    images = _sample_arrays(64)
+    ref = predict_resized(bundle, torch.from_numpy(images))
+    np.testing.assert_allclose(model.predict_resized(images), ref, rtol=0, atol=1e-5)
+    assert np.abs(ref - predict_resized(small_bundle, torch.from_numpy(images))).max() > 1e-3  # it acts
 
 
 def test_float_export_matches_pytorch_at_any_batch_size(small_bundle, tmp_path):

@@ -26,6 +26,9 @@ class Preprocess:
     channels: int = 1  # 3 for ImageNet backbones and seed 000's RGB input
     mean: float | tuple[float, ...] = 0.0  # one value for all channels, or one per channel (ImageNet backbones)
     std: float | tuple[float, ...] = 1.0
+    # Histogram equalisation of every film before normalisation (see equalized_levels): the model then sees each
+    # pixel's rank within its film, so any monotone difference in exposure, gamma or contrast between sites is gone
+    equalize: bool = False
 
     def __post_init__(self):
         if self.resize not in ("squash", "pad"):
@@ -77,11 +80,34 @@ def _own(img: Image.Image) -> np.ndarray:
     return np.asarray(img).copy()
 
 
+def equalized_levels(levels: np.ndarray) -> np.ndarray:
+    """Integer grey levels ``(B, H, W)`` in 0..255 → float32 in (0, 1]: the share of the film's pixels at or
+    below each pixel's level (the film's own cumulative histogram), which is global histogram equalisation."""
+    b, n = levels.shape[0], levels[0].size
+    flat = levels.reshape(b, -1).astype(np.int64)
+    cdf = np.cumsum(np.bincount((flat + 256 * np.arange(b)[:, None]).ravel(), minlength=256 * b).reshape(b, 256),
+                    axis=1)
+    return (np.take_along_axis(cdf, flat, axis=1).astype(np.float32) / np.float32(n)).reshape(levels.shape)
+
+
+def _equalized_levels_torch(levels: torch.Tensor) -> torch.Tensor:
+    """PyTorch twin of :func:`equalized_levels` (int64 in, float32 out; bit-identical, tests/test_data.py)."""
+    b, n = levels.shape[0], levels[0].numel()
+    flat = levels.reshape(b, -1)
+    counts = levels.new_zeros((b, 256)).scatter_add_(1, flat, levels.new_ones(()).expand_as(flat))
+    return (counts.cumsum(1).gather(1, flat).float() / float(n)).reshape(levels.shape)
+
+
 def to_model_input(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 ``(B, H, W)`` or float ``(B, 1, H, W)`` in [0, 1] → normalised float ``(B, C, H, W)``."""
     import torch
 
-    x = batch.unsqueeze(1).float().div_(255.0) if batch.dtype == torch.uint8 else batch
+    if pre.equalize:  # augmented float films are equalised on their nearest of the 256 grey levels
+        levels = (batch.long() if batch.dtype == torch.uint8
+                  else batch.squeeze(1).mul(255.0).round_().clamp_(0, 255).long())
+        x = _equalized_levels_torch(levels).unsqueeze(1)
+    else:
+        x = batch.unsqueeze(1).float().div_(255.0) if batch.dtype == torch.uint8 else batch
     if pre.per_channel:  # grey film repeated to RGB, then each channel normalised with its own ImageNet stats
         mean, std = (torch.from_numpy(a).to(x.device) for a in pre.channel_stats())
         x = (x.expand(-1, pre.channels, -1, -1) - mean) / std
@@ -98,7 +124,7 @@ def to_model_array(batch: np.ndarray, pre: Preprocess) -> np.ndarray:
     Same float32 operations in the same order, so the result is bit-identical
     (checked in tests/test_export.py); ONNX models are fed through this.
     """
-    x = batch[:, None].astype(np.float32) / np.float32(255.0)
+    x = (equalized_levels(batch) if pre.equalize else batch.astype(np.float32) / np.float32(255.0))[:, None]
     if pre.per_channel:
         mean, std = pre.channel_stats()
         x = (np.repeat(x, pre.channels, axis=1) - mean) / std

@@ -38,6 +38,7 @@ class Recipe:
     # training; "required": the recipe is a second stage, and `--init-from` must name the first stage's run
     image_size: int = 128
     resize: str = "squash"
+    equalize: bool = False  # histogram-equalise every film (Preprocess.equalize), in training and at inference
     augment: Augment = field(default_factory=Augment)
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
@@ -116,6 +117,13 @@ _CXR_CNN_ROBUST = _CXR_CNN.replace(
                 "Gaussian noise up to 0.03): every cxrkit model is ~0.99 on validation and over-calls the test "
                 "split's NORMAL films, a shift between the two acquisitions; these changes leave a diagnosis "
                 "as it is and vary what differs between sites and years.",
+)
+_CXR_CNN_EQUALIZED = _CXR_CNN_ROBUST.replace(
+    name="cxr_cnn_equalized", equalize=True,
+    description="cxr_cnn_robust on histogram-equalised films (Preprocess.equalize, at training and at inference): "
+                "the network sees each pixel's rank within its film, so exposure, gamma and contrast differences "
+                "between acquisitions vanish by construction instead of by augmentation (those augmentations "
+                "become no-ops; blur and noise still act).",
 )
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
@@ -200,7 +208,7 @@ RECIPES: dict[str, Recipe] = {
             name="cxr_bnn_2stage", epochs=8, init_from="required", teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="Two-stage training, stage 2: cxr_bnn with binary weights too, started from a "
                         "cxr_bnn_stage1 run (`cxrkit train --recipe cxr_bnn_2stage --init-from RUN1 ...`)."),
-        _CXR_CNN, _CXR_CNN_ROBUST,
+        _CXR_CNN, _CXR_CNN_ROBUST, _CXR_CNN_EQUALIZED,
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
