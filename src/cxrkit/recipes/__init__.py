@@ -199,6 +199,11 @@ RECIPES: dict[str, Recipe] = {
             name="cxr_bnn_long80", epochs=80,
             description="cxr_bnn_long for 80 epochs: 16 -> 40 epochs lifted validation and test ROC-AUC and was "
                         "still rising at the end (~60 min on 2 cores)."),
+        _CXR_BNN_ROBUST.replace(
+            name="cxr_bnn_equalized", epochs=40, equalize=True,
+            description="cxr_bnn_long on histogram-equalised films (as cxr_cnn_equalized): exposure, gamma and "
+                        "contrast differences between acquisitions removed by construction; the packed engine "
+                        "equalises in NumPy exactly as PyTorch does."),
         _CXR_BNN.replace(
             name="cxr_bnn_stage1", epochs=8, model_kwargs={"binary_weights": False}, teacher="cxr_mobilenetv2",
             distill_weight=0.5,
