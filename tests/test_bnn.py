@@ -1,6 +1,7 @@
 """Binarized networks: seed 000's model, STE and clipping, the packed file and the torch-free engine."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -266,6 +267,7 @@ def test_float16_reals_stay_close(tmp_path):
 @pytest.mark.parametrize("name, pre, kwargs", [
     ("cxr_bnn", SMALL_PRE, SMALL),
     ("cxr_bnn", SMALL_PRE, {**SMALL, "binary": False}),  # the float twin: real convs, zero padding
+    ("cxr_bnn", dataclasses.replace(SMALL_PRE, equalize=True), SMALL),  # films equalised in NumPy as in PyTorch
     ("cxr_bnn", Preprocess(size=96, channels=1, mean=0.5, std=0.25), {}),
     ("seed_bnn", model_info("seed_bnn").preprocess, {"binarize_inputs": False}),
     ("seed_bnn", model_info("seed_bnn").preprocess, {}),
