@@ -166,7 +166,7 @@ def test_dicom_patient_identifiers_never_shown_or_logged(client, caplog, capfd):
 
 
 def test_uncertain_when_the_model_abstains(bundle):
-    unsure = dataclasses.replace(bundle, confidence_threshold=0.999999)
+    unsure = dataclasses.replace(bundle, confidence_threshold=1.000001)  # above any probability, even a saturated 1.0
     client = TestClient(create_app(unsure, workers=1))
     paths = sample_images("test", "NORMAL")[:2] + sample_images("test", "PNEUMONIA")[:2]
     files = [(p.name, p.read_bytes()) for p in paths]
