@@ -88,3 +88,13 @@ def test_gradcam_averages_every_members_map(ensemble_file):
     mean = (alone[0] + alone[1]) / 2
     expected = (mean - mean.min()) / (mean.max() - mean.min())
     np.testing.assert_allclose(both.heatmap, expected, atol=1e-3)  # grad-cam's eps and float32
+
+
+def test_onnx_export_matches_pytorch(ensemble_file, tmp_path):
+    """The members' own preprocessing, the shipped cxr_cnn's histogram equalisation included, is in the graph."""
+    from cxrkit.export import export_model
+
+    bundle = load_bundle(ensemble_file)
+    assert any(p.equalize for p in bundle.model.preprocess)  # the case this test is about
+    result = export_model(bundle, "onnx", tmp_path / "ens.onnx")
+    assert result.check["decision_agreement"] == 1.0 and result.check["max_abs_prob_diff"] < 1e-4
