@@ -91,7 +91,7 @@ def equalized_levels(levels: np.ndarray) -> np.ndarray:
 
 
 def _equalized_levels_torch(levels: torch.Tensor) -> torch.Tensor:
-    """PyTorch twin of :func:`equalized_levels` (int64 in, float32 out; bit-identical, tests/test_data.py)."""
+    """PyTorch twin of :func:`equalized_levels` (int64 in, float32 out; bit-identical, tests/test_export.py)."""
     b, n = levels.shape[0], levels[0].numel()
     flat = levels.reshape(b, -1)
     counts = levels.new_zeros((b, 256)).scatter_add_(1, flat, levels.new_ones(()).expand_as(flat))
