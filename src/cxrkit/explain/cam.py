@@ -135,8 +135,8 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
         if not isinstance(index, int) or not 0 <= index < len(bundle.classes):
             raise ExplainError(f"unknown class {target!r}; the model's classes: {', '.join(bundle.classes)}")
     name = layer or target_layer_name(model, pre)
-    modules = dict(model.named_modules())
-    for part in name.split(","):
+    modules, parts = dict(model.named_modules()), name.split(",")
+    for part in parts:
         if part not in modules:
             raise ExplainError(f"{bundle.arch} has no layer {part!r}")
     x = to_model_input(torch.from_numpy(np.array(resize_gray(image, pre.size, pre.resize)))[None], pre)
@@ -144,7 +144,7 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
         probs = probabilities(model(x), bundle.temperature)[0].numpy()
     label = decide(bundle, probs[None])[0]
     index = bundle.classes.index(label) if index is None else index
-    cam = _cam_class(method)(model=model, target_layers=[modules[part] for part in name.split(",")])
+    cam = _cam_class(method)(model=model, target_layers=[modules[part] for part in parts])
     try:
         heat = cam(input_tensor=x, targets=[_ClassScore(index)])[0]
     finally:
