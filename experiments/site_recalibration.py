@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""How many labelled films does a site need to refit a model's decision threshold? (`cxrkit calibrate --site`)
+"""How many films does a site need to adapt a model? Labelled: refit the threshold (`cxrkit calibrate --site`);
+unlabelled: re-estimate the BatchNorm statistics (`cxrkit calibrate --unlabeled`, with ``--unlabeled``).
 
 Plays a deployment site with a labelled folder the model never saw (the Kermany test split, whose NORMAL films come
 from another block of the acquisition than the training data). The site's films are split in two halves by patient;
 ``n`` films drawn (whole patients at a time) from one half fit the temperature and a Youden threshold exactly as
 ``cxrkit calibrate --site`` does, and the other half measures the decisions. Both halves take both roles, ``--draws``
 times per size. The films that fit a threshold are never the ones it is scored on, but these are figures *after
-local recalibration on labelled site data*: they answer a deployment question and are not comparable with
-cxrkit's headline test figures, whose threshold comes from validation carved from the training data alone.
+local recalibration on site data*: they answer a deployment question and are not comparable with cxrkit's
+headline test figures, whose threshold comes from validation carved from the training data alone.
+
+With ``--unlabeled``, ``n`` films of one half (labels not given to the method) re-estimate the model's BatchNorm
+statistics exactly as ``cxrkit calibrate --unlabeled`` does, the stored threshold is kept, and the other half
+measures; further rows draw 64 films with a chosen share of pneumonia (the labels only compose the mix), because a
+site's batch is not always an ordinary one, and one row re-estimates on a whole half, then refits the threshold on
+64 labelled films of it (both flags together).
 
     python experiments/site_recalibration.py --model cxr_cnn --site ../shared/data/kermany_224/test
 """
@@ -22,6 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrkit.data.cache import decode_samples
 from cxrkit.data.folder import index_folder
+from cxrkit.evaluation.batchnorm_adaptation import adapt_batchnorm
 from cxrkit.evaluation.calibration import calibrate, rescale
 from cxrkit.inference.bundle import resolve_model
 from cxrkit.inference.predictor import predict_resized
@@ -49,6 +57,65 @@ def scores(p_pos: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, f
     return float((pred == y).mean()), float(pred[y == 1].mean()), float((~pred[y == 0]).mean())
 
 
+def refit_and_score(probs_fit, y_fit, probs_eval, y_eval, threshold) -> tuple[tuple[float, float, float], float]:
+    """Temperature + Youden threshold fitted as `cxrkit calibrate --site` does, scored on the other films."""
+    cal = calibrate(probs_fit, y_fit, threshold, rule="none", threshold_rule="youden")
+    return scores(rescale(probs_eval, cal.temperature)[:, 1], y_eval, cal.threshold), float(cal.threshold)
+
+
+def summary_row(label: str, results: list, thresholds: list) -> tuple:
+    acc = np.array([r[0] for r in results])
+    return (f"{label} ({len(results)} fits)", acc.mean(), np.mean([r[1] for r in results]),
+            np.mean([r[2] for r in results]), np.percentile(acc, 5), np.percentile(acc, 95),
+            float(np.median(thresholds)))
+
+
+def unlabelled_rows(bundle, images, y, patients, halves, rng, sizes: list[str], mixes: list[float],
+                    draws: int, fixed: int = 64) -> list[tuple]:
+    """BatchNorm statistics re-estimated on films of one half, the stored threshold scored on the other."""
+    def adapted_probs(fit_films, eval_idx):
+        return predict_resized(adapt_batchnorm(bundle, images[fit_films], min_films=1), images[eval_idx])
+
+    rows = []
+    plans = [(f"BatchNorm re-estimated on {'a whole half' if s == 'all' else f'{s} unlabelled films'}", s, None)
+             for s in sizes]
+    plans += [(f"BatchNorm re-estimated on {fixed} unlabelled films, {m:.0%} pneumonia", str(fixed), m)
+              for m in mixes]
+    for label, size, mix in plans:
+        results = []
+        for fit_idx, eval_idx in halves:
+            for _ in range(1 if size == "all" else draws):
+                if size == "all":
+                    pick = fit_idx
+                elif mix is None:
+                    pick = draw_patients(rng, patients[fit_idx], y[fit_idx], int(size))
+                    if pick is None:
+                        continue
+                    pick = fit_idx[pick]
+                else:
+                    k = round(mix * int(size))
+                    pos, neg = fit_idx[y[fit_idx] == 1], fit_idx[y[fit_idx] == 0]
+                    pick = np.concatenate([rng.choice(pos, k, replace=False),
+                                           rng.choice(neg, int(size) - k, replace=False)])
+                results.append(scores(adapted_probs(pick, eval_idx)[:, 1], y[eval_idx], bundle.threshold))
+        rows.append(summary_row(label, results, [bundle.threshold]))
+    results, thresholds = [], []
+    for fit_idx, eval_idx in halves:  # both: adapt on the whole half, then refit on 64 labelled films of it
+        adapted = adapt_batchnorm(bundle, images[fit_idx], min_films=1)
+        probs_fit, probs_eval = predict_resized(adapted, images[fit_idx]), predict_resized(adapted, images[eval_idx])
+        for _ in range(draws):
+            pick = draw_patients(rng, patients[fit_idx], y[fit_idx], fixed)
+            if pick is None:
+                continue
+            result, thr = refit_and_score(probs_fit[pick], y[fit_idx][pick], probs_eval, y[eval_idx],
+                                          adapted.threshold)
+            results.append(result)
+            thresholds.append(thr)
+    rows.append(summary_row(f"BatchNorm re-estimated on a whole half, then refit on {fixed} labelled films", results,
+                            thresholds))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="cxr_cnn", help="binary model: shipped name, run directory or .safetensors")
@@ -56,6 +123,16 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="16,32,64,128,all", help="films per fit (comma-separated; all = a whole half)")
     ap.add_argument("--draws", type=int, default=50, help="random draws per size and half (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unlabeled", action="store_true",
+                    help="add rows for BatchNorm statistics re-estimated on unlabelled films of the other half")
+    ap.add_argument("--unlabeled-sizes", default="16,32,64,128,all", help="films per re-estimation (default: %(default)s)")
+    ap.add_argument("--mixes", default="0.1,0.5,0.9",
+                    help="pneumonia shares of --fixed unlabelled films (default: %(default)s)")
+    ap.add_argument("--fixed", type=int, default=64,
+                    help="films per draw for the --mixes rows and the labelled refit after re-estimation "
+                         "(default: %(default)s)")
+    ap.add_argument("--unlabeled-draws", type=int, default=10,
+                    help="random draws per size and half for the unlabelled rows (default: %(default)s)")
     args = ap.parse_args(argv)
 
     bundle = resolve_model(args.model)
@@ -80,13 +157,14 @@ def main(argv=None) -> int:
                 if pick is None:
                     continue
                 pick = pick if size == "all" else fit_idx[pick]
-                cal = calibrate(probs[pick], y[pick], bundle.threshold, rule="none", threshold_rule="youden")
-                results.append(scores(rescale(probs[eval_idx], cal.temperature)[:, 1], y[eval_idx], cal.threshold))
-                thresholds.append(float(cal.threshold))
-        acc = np.array([r[0] for r in results])
-        label = f"refit on {'a whole half' if size == 'all' else f'{size} site films'} ({len(results)} fits)"
-        rows.append((label, acc.mean(), np.mean([r[1] for r in results]), np.mean([r[2] for r in results]),
-                     np.percentile(acc, 5), np.percentile(acc, 95), float(np.median(thresholds))))
+                result, thr = refit_and_score(probs[pick], y[pick], probs[eval_idx], y[eval_idx], bundle.threshold)
+                results.append(result)
+                thresholds.append(thr)
+        rows.append(summary_row(f"refit on {'a whole half' if size == 'all' else f'{size} site films'}", results,
+                                thresholds))
+    if args.unlabeled:
+        rows += unlabelled_rows(bundle, data.images, y, patients, halves, rng, args.unlabeled_sizes.split(","),
+                                [float(m) for m in args.mixes.split(",") if m], args.unlabeled_draws, args.fixed)
 
     auc = np.mean([roc_auc_score(y[ev], probs[ev, 1]) for _, ev in halves])
     print(f"{bundle.arch} ({args.model}) on {args.site}: {len(y)} films, {len(np.unique(patients))} patients, "

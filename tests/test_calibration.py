@@ -224,15 +224,19 @@ def test_cxrkit_calibrate_site_errors_are_one_line(sample_dir, tmp_path, capsys)
 
 
 def test_site_recalibration_experiment_runs_on_the_sample(sample_dir):
-    """experiments/site_recalibration.py (docs/deploy.md's tables) still runs and scores every fit on the other half."""
+    """experiments/site_recalibration.py (docs/deploy.md's tables) still runs, labelled and unlabelled rows alike, and
+    scores every fit on the other half."""
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "experiments" / "site_recalibration.py"
-    run = subprocess.run([sys.executable, str(script), "--site", str(sample_dir / "test"), "--sizes", "8,all",
-                          "--draws", "3"], capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, str(script), "--site", str(sample_dir / "train"), "--sizes", "8,all",
+                          "--draws", "3", "--unlabeled", "--unlabeled-sizes", "all", "--mixes", "0.5", "--fixed", "16",
+                          "--unlabeled-draws", "2"], capture_output=True, text=True, check=True)
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in run.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| threshold")}
     assert set(rows) == {"stored (validation carved from train)", "refit on 8 site films (6 fits)",
-                         "refit on a whole half (2 fits)"}
+                         "refit on a whole half (2 fits)", "BatchNorm re-estimated on a whole half (2 fits)",
+                         "BatchNorm re-estimated on 16 unlabelled films, 50% pneumonia (4 fits)",
+                         "BatchNorm re-estimated on a whole half, then refit on 16 labelled films (4 fits)"}
     for cells in rows.values():
         assert 0.0 <= float(cells[0]) <= 1.0

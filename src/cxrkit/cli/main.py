@@ -285,24 +285,47 @@ def cmd_data_check(args) -> int:
     return 0
 
 
+def _shares(shares: dict[str, float]) -> str:
+    return ", ".join(f"{c} {v:.0%}" for c, v in shares.items())
+
+
 def cmd_calibrate(args) -> int:
+    from ..evaluation.batchnorm_adaptation import adapt_batchnorm_to_films
     from ..evaluation.recalibrate import adapt_to_site, recalibrate
     from ..inference.bundle import resolve_model, save_bundle
 
+    if not (args.data or args.site or args.unlabeled):
+        raise ValueError("give --data (validation), --site (labelled site films) or --unlabeled (unlabelled site films)")
+    if args.data and args.unlabeled:
+        raise ValueError("--unlabeled adapts the model to a site; refit its threshold on that site's labelled films "
+                         "(--site), not on the training data's validation split (--data)")
     out = Path(args.out)
     if out.exists():
         raise FileExistsError(f"{out}: exists; choose a new --out")
+    bundle = resolve_model(args.model)
+    if args.unlabeled:
+        bundle = adapt_batchnorm_to_films(bundle, args.unlabeled, progress=_progress(args))
     if args.site:
-        bundle = adapt_to_site(resolve_model(args.model), args.site, args.threshold_rule, args.uncertain_rule,
+        bundle = adapt_to_site(bundle, args.site, args.threshold_rule, args.uncertain_rule,
                                fit_temperature=not args.no_temperature, progress=_progress(args))
-    else:
-        bundle = recalibrate(resolve_model(args.model), args.data, args.uncertain_rule,
+    elif args.data:
+        bundle = recalibrate(bundle, args.data, args.uncertain_rule,
                              fit_temperature=not args.no_temperature, val_fraction=args.val_fraction, seed=args.seed,
                              progress=_progress(args))
     save_bundle(bundle, out)
-    r = bundle.info["calibration"]
+    adapted = bundle.info.get("site_adaptation") if args.unlabeled else None
+    r = bundle.info["calibration"] if args.site or args.data else None
     if args.json:
-        _print_json(r)
+        _print_json({**(r or {}), **({"site_adaptation": adapted} if adapted else {})})
+        return 0
+    if adapted:
+        print(f"BatchNorm statistics re-estimated on {adapted['films']} unlabelled films of {adapted['folder']}"
+              + (f" ({adapted['unreadable']} unreadable, skipped)" if adapted["unreadable"] else "")
+              + f"\n  decisions on these films before: {_shares(adapted['decisions_before'])}; after: "
+                f"{_shares(adapted['decisions_after'])}")
+    if r is None:
+        print(f"wrote {out}: threshold {bundle.threshold:.3f}, temperature {bundle.temperature:.3f} and UNCERTAIN "
+              "cut-off kept from the original model")
         return 0
     decision = f"threshold {bundle.threshold:.3f} ({r['threshold_rule']}), " if "threshold_rule" in r else ""
     print(f"wrote {out}: {decision}temperature {r['temperature']:.3f}, UNCERTAIN below confidence "
@@ -611,20 +634,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("calibrate", help="(re)fit temperature and UNCERTAIN threshold on validation, or adapt a "
-                                         "model to a site's own labelled films; new model file",
+                                         "model to a site's own films (labelled or not); new model file",
                        description="With --data: fit temperature scaling and the confidence threshold below which "
                                    "predictions are UNCERTAIN on the patient-grouped validation split carved from "
                                    "--data's train/ (as training does; the test split is never read); decisions do "
                                    "not change, probabilities become calibrated (docs/nclass.md). With --site: fit "
                                    "the temperature, the decision threshold (--threshold-rule) and the UNCERTAIN "
                                    "cut-off on every film of a folder of your site's labelled films, for a scanner "
-                                   "or population unlike the training data (docs/deploy.md). Writes a new "
-                                   ".safetensors either way.")
+                                   "or population unlike the training data. With --unlabeled: re-estimate the "
+                                   "model's BatchNorm statistics on your site's films, no labels needed (first, when "
+                                   "given with --site). docs/deploy.md measures both. Writes a new .safetensors.")
     s.add_argument("--model", help=model_help)
-    where = s.add_mutually_exclusive_group(required=True)
+    where = s.add_mutually_exclusive_group()
     where.add_argument("--data", help="data folder the model was trained on: ROOT/train/CLASS/*")
     where.add_argument("--site", help="your site's labelled films, SITE/CLASS/* (every film is used for fitting: "
                                       "evaluate on other films)")
+    s.add_argument("--unlabeled", metavar="FILMS",
+                   help="a folder of your site's films, no labels (any layout, searched recursively): the model's "
+                        "BatchNorm statistics are re-estimated on them. At least 32, better 128 or more, in the "
+                        "site's ordinary mix of cases: a batch of mostly normal films makes it over-call pneumonia "
+                        "(docs/deploy.md)")
     s.add_argument("--threshold-rule", default="youden",
                    help="with --site, how the binary decision threshold is chosen: youden | sensitivity:S | fixed:T "
                         "(default: %(default)s)")

@@ -48,6 +48,8 @@ def evaluate_folder(bundle: ModelBundle, data_dir: str | Path, split: str = "tes
                     "split": split if index.has_splits else None, "data_fingerprint": data.fingerprint,
                     "threshold_rule": bundle.info.get("threshold_rule", "stored"),
                     "unreadable": data.failures})
+    if "site_adaptation" in bundle.info:
+        metrics["site_adaptation"] = bundle.info["site_adaptation"]
     metrics["calibration"] = calibration_summary(bundle, y, probs)
     return Evaluation(metrics, probs, y, [str(s.path) for s in data.samples])
 
@@ -158,6 +160,10 @@ def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = Non
               "below are optimistic" if site else "chosen on validation data, never on this set")
     decision = (f"P({classes[1]}) ≥ **{m['threshold']:.3f}** (rule: `{m['threshold_rule']}`, {origin}); the last "
                 f"column shows the naive 0.5 cut-off." if len(classes) == 2 else "the most probable class.")
+    adapted = m.get("site_adaptation")
+    adaptation = (f"\n- **Site adaptation:** BatchNorm statistics re-estimated on {adapted['films']} unlabelled films "
+                  f"in `{Path(adapted['folder']).name}` (no labels used; if those are the films evaluated here, "
+                  "the figures are transductive)" if adapted else "")
     explanations = ""
     if explain is not None:
         from ..explain.errors import errors_section
@@ -168,7 +174,7 @@ def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = Non
 - **Model:** `{m['model']}` (architecture `{m['arch']}`)
 - **Data:** `{m['data']}`{f" split `{m['split']}`" if m['split'] else ""} — {m['n']} images
   ({", ".join(f"{c}: {n}" for c, n in zip(classes, counts))}); fingerprint `{m['data_fingerprint'][:16]}`
-- **Decision:** {decision}
+- **Decision:** {decision}{adaptation}
 - Unreadable files skipped: {len(m['unreadable'])}
 
 ## Metrics

@@ -14,7 +14,9 @@ chosen on validation carved from the training data can be far off there; every
 Kermany model here calls 25-50 % of the official test NORMALs pneumonia at it.
 About 64 labelled films from the site itself are enough to refit the
 temperature, the decision threshold and the UNCERTAIN cut-off
-(docs/deploy.md measures how many).
+(docs/deploy.md measures how many). A site without labels can still
+re-estimate the BatchNorm statistics on its films
+(:mod:`cxrkit.evaluation.batchnorm_adaptation`); the two combine.
 """
 from __future__ import annotations
 
