@@ -11,10 +11,12 @@ local recalibration on site data*: they answer a deployment question and are not
 headline test figures, whose threshold comes from validation carved from the training data alone.
 
 With ``--unlabeled``, ``n`` films of one half (labels not given to the method) re-estimate the model's BatchNorm
-statistics exactly as ``cxrkit calibrate --unlabeled`` does, the stored threshold is kept, and the other half
-measures; further rows draw 64 films with a chosen share of pneumonia (the labels only compose the mix), because a
-site's batch is not always an ordinary one, and one row re-estimates on a whole half, then refits the threshold on
-64 labelled films of it (both flags together).
+statistics exactly as ``cxrkit calibrate --unlabeled`` does (resampled to the training data's class mix by the
+model's own decisions; a whole half and the mixes also by the true share, ``--positive-share``, and as they are,
+``--no-rebalance``), the stored threshold is
+kept, and the other half measures; further rows draw ``--fixed`` films with a chosen share of pneumonia (the labels
+only compose the mix), because a site's batch is not always an ordinary one, and one row re-estimates on a whole
+half, then refits the threshold on ``--fixed`` labelled films of it (both flags together).
 
     python experiments/site_recalibration.py --model cxr_cnn --site ../shared/data/kermany_224/test
 """
@@ -29,7 +31,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrkit.data.cache import decode_samples
 from cxrkit.data.folder import index_folder
-from cxrkit.evaluation.batchnorm_adaptation import adapt_batchnorm
+from cxrkit.evaluation.batchnorm_adaptation import adapt_batchnorm, training_class_mix
 from cxrkit.evaluation.calibration import calibrate, rescale
 from cxrkit.inference.bundle import resolve_model
 from cxrkit.inference.predictor import predict_resized
@@ -72,16 +74,30 @@ def summary_row(label: str, results: list, thresholds: list) -> tuple:
 
 def unlabelled_rows(bundle, images, y, patients, halves, rng, sizes: list[str], mixes: list[float],
                     draws: int, fixed: int = 64) -> list[tuple]:
-    """BatchNorm statistics re-estimated on films of one half, the stored threshold scored on the other."""
-    def adapted_probs(fit_films, eval_idx):
-        return predict_resized(adapt_batchnorm(bundle, images[fit_films], min_films=1), images[eval_idx])
+    """BatchNorm statistics re-estimated on films of one half, the stored threshold scored on the other: resampled
+    to the training data's class mix by the model's decisions (`calibrate --unlabeled`'s default); for a whole half
+    and the chosen mixes also resampled by the true share of pneumonia (`--positive-share`) and on the films as they
+    are (`--no-rebalance`); and for the first mix with that share misstated by a factor of two either way."""
+    training_mix = training_class_mix(bundle)
 
+    def adapted(fit_films, variant):
+        resample, told = variant
+        share = None if told is None else min(1.0, told * float(y[fit_films].mean()))
+        return adapt_batchnorm(bundle, images[fit_films], training_mix if resample else None, share, min_films=1)
+
+    # (name, (resample, factor on the true positive share told to --positive-share, or None))
+    variants = [("resampled by decisions", (True, None)), ("told the share", (True, 1.0)),
+                ("as they are", (False, None))] if training_mix else [("as they are", (False, None))]
+    plans = [(f"BatchNorm re-estimated on {s} unlabelled films, {variants[0][0]}", s, None, variants[0][1])
+             for s in sizes if s and s != "all"]
+    plans += [(f"BatchNorm re-estimated on a whole half, {name}", "all", None, v) for name, v in variants]
+    plans += [(f"BatchNorm re-estimated on {fixed} unlabelled films, {m:.0%} pneumonia, {name}", str(fixed), m, v)
+              for m in mixes for name, v in variants]
+    if training_mix and mixes:
+        plans += [((f"BatchNorm re-estimated on {fixed} unlabelled films, {mixes[0]:.0%} pneumonia, told "
+                    f"{factor * mixes[0]:.0%}"), str(fixed), mixes[0], (True, factor)) for factor in (0.5, 2.0)]
     rows = []
-    plans = [(f"BatchNorm re-estimated on {'a whole half' if s == 'all' else f'{s} unlabelled films'}", s, None)
-             for s in sizes]
-    plans += [(f"BatchNorm re-estimated on {fixed} unlabelled films, {m:.0%} pneumonia", str(fixed), m)
-              for m in mixes]
-    for label, size, mix in plans:
+    for label, size, mix, variant in plans:
         results = []
         for fit_idx, eval_idx in halves:
             for _ in range(1 if size == "all" else draws):
@@ -97,22 +113,22 @@ def unlabelled_rows(bundle, images, y, patients, halves, rng, sizes: list[str], 
                     pos, neg = fit_idx[y[fit_idx] == 1], fit_idx[y[fit_idx] == 0]
                     pick = np.concatenate([rng.choice(pos, k, replace=False),
                                            rng.choice(neg, int(size) - k, replace=False)])
-                results.append(scores(adapted_probs(pick, eval_idx)[:, 1], y[eval_idx], bundle.threshold))
+                probs = predict_resized(adapted(pick, variant), images[eval_idx])
+                results.append(scores(probs[:, 1], y[eval_idx], bundle.threshold))
         rows.append(summary_row(label, results, [bundle.threshold]))
     results, thresholds = [], []
-    for fit_idx, eval_idx in halves:  # both: adapt on the whole half, then refit on 64 labelled films of it
-        adapted = adapt_batchnorm(bundle, images[fit_idx], min_films=1)
-        probs_fit, probs_eval = predict_resized(adapted, images[fit_idx]), predict_resized(adapted, images[eval_idx])
+    for fit_idx, eval_idx in halves:  # both: adapt on the whole half, then refit on labelled films of it
+        model = adapted(fit_idx, variants[0][1])
+        probs_fit, probs_eval = predict_resized(model, images[fit_idx]), predict_resized(model, images[eval_idx])
         for _ in range(draws):
             pick = draw_patients(rng, patients[fit_idx], y[fit_idx], fixed)
             if pick is None:
                 continue
-            result, thr = refit_and_score(probs_fit[pick], y[fit_idx][pick], probs_eval, y[eval_idx],
-                                          adapted.threshold)
+            result, thr = refit_and_score(probs_fit[pick], y[fit_idx][pick], probs_eval, y[eval_idx], model.threshold)
             results.append(result)
             thresholds.append(thr)
-    rows.append(summary_row(f"BatchNorm re-estimated on a whole half, then refit on {fixed} labelled films", results,
-                            thresholds))
+    rows.append(summary_row(f"BatchNorm re-estimated on a whole half, {variants[0][0]}, then refit on {fixed} "
+                            "labelled films", results, thresholds))
     return rows
 
 
@@ -125,7 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--unlabeled", action="store_true",
                     help="add rows for BatchNorm statistics re-estimated on unlabelled films of the other half")
-    ap.add_argument("--unlabeled-sizes", default="16,32,64,128,all", help="films per re-estimation (default: %(default)s)")
+    ap.add_argument("--unlabeled-sizes", default="16,32,64,128",
+                    help="films per re-estimation; a whole half is always measured (default: %(default)s)")
     ap.add_argument("--mixes", default="0.1,0.5,0.9",
                     help="pneumonia shares of --fixed unlabelled films (default: %(default)s)")
     ap.add_argument("--fixed", type=int, default=64,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,13 @@ from cxrkit.cli.main import main
 from cxrkit.data.cache import decode_samples
 from cxrkit.data.folder import index_folder
 from cxrkit.data.preprocess import Preprocess, to_model_input
-from cxrkit.evaluation.batchnorm_adaptation import MIN_FILMS, adapt_batchnorm, batchnorm_layers
+from cxrkit.evaluation.batchnorm_adaptation import (
+    MIN_FILMS,
+    adapt_batchnorm,
+    adapt_batchnorm_to_films,
+    batchnorm_layers,
+    training_class_mix,
+)
 from cxrkit.inference.bundle import ModelBundle, load_bundle, resolve_model
 from cxrkit.inference.predictor import predict_resized
 from cxrkit.models import create_model
@@ -66,6 +73,62 @@ def test_adaptation_undoes_a_change_of_exposure(films):
     unadapted_gap = abs(predict_resized(home, site, optimize=False)[:, 1] - reference).mean()
     adapted_gap = abs(predict_resized(away, site, optimize=False)[:, 1] - reference).mean()
     assert adapted_gap < unadapted_gap / 5
+
+
+def test_resampling_to_the_training_mix_undoes_a_skewed_batch(films, monkeypatch):
+    """A batch of 48 dark films and 8 bright ones that the model calls PNEUMONIA: resampled to a 50/50 training mix,
+    the statistics are those of a balanced batch, not of the skewed one."""
+    from cxrkit.evaluation import batchnorm_adaptation
+
+    dark, bright = (films[:48].float() * 0.5).to(torch.uint8), (films[48:56].float() * 0.5 + 100).to(torch.uint8)
+    batch = torch.cat([dark, bright])
+    decided = np.array([0] * 48 + [1] * 8)
+    monkeypatch.setattr(batchnorm_adaptation, "decide_indices", lambda bundle, probs: decided[:len(probs)])
+    bundle, mix = random_cnn(), {"NORMAL": 0.5, "PNEUMONIA": 0.5}
+
+    def first_mean(adapted):
+        return batchnorm_layers(adapted.model)[0].running_mean
+
+    balanced = first_mean(adapt_batchnorm(bundle, torch.cat([dark[:8], bright]), min_films=1))
+    plain = first_mean(adapt_batchnorm(bundle, batch))
+    resampled = first_mean(adapt_batchnorm(bundle, batch, mix))
+    assert (resampled - balanced).abs().mean() < (plain - balanced).abs().mean() / 3
+
+
+def test_a_told_share_of_positives_resamples_by_ranking_where_decisions_fail(films, monkeypatch):
+    """The same skewed batch, seen by a model that calls every film NORMAL but ranks the bright ones highest: its
+    decisions cannot rebalance the batch; told that 8 of 56 films are PNEUMONIA, its ranking can."""
+    from cxrkit.evaluation import batchnorm_adaptation
+
+    dark, bright = (films[:48].float() * 0.5).to(torch.uint8), (films[48:56].float() * 0.5 + 100).to(torch.uint8)
+    batch = torch.cat([dark, bright])
+    rank = np.r_[np.zeros(48), np.ones(8)] * 0.4 + np.linspace(0, 0.1, 56)
+    monkeypatch.setattr(batchnorm_adaptation, "predict_resized",
+                        lambda bundle, images: np.c_[1 - rank[:len(images)], rank[:len(images)]])
+    monkeypatch.setattr(batchnorm_adaptation, "decide_indices", lambda bundle, probs: np.zeros(len(probs), int))
+    bundle, mix = random_cnn(), {"NORMAL": 0.5, "PNEUMONIA": 0.5}
+
+    def first_mean(adapted):
+        return batchnorm_layers(adapted.model)[0].running_mean
+
+    balanced = first_mean(adapt_batchnorm(bundle, torch.cat([dark[:8], bright]), min_films=1))
+    by_decisions = first_mean(adapt_batchnorm(bundle, batch, mix))
+    told = first_mean(adapt_batchnorm(bundle, batch, mix, positive_share=8 / 56))
+    assert (told - balanced).abs().mean() < (by_decisions - balanced).abs().mean() / 3
+    for bad in ({"positive_share": 1.5}, {"positive_share": 0.1, "class_mix": None}):
+        with pytest.raises(ValueError, match="share of positive films"):
+            adapt_batchnorm(bundle, batch, **{"class_mix": mix, **bad})
+
+
+def test_adapted_files_record_whether_the_films_were_resampled(sample_dir):
+    shipped = resolve_model("cxr_cnn")
+    assert training_class_mix(shipped) == pytest.approx({"NORMAL": 0.257137, "PNEUMONIA": 0.742863})
+    assert adapt_batchnorm_to_films(shipped, sample_dir).info["site_adaptation"]["resampled_to"] == \
+        training_class_mix(shipped)
+    assert adapt_batchnorm_to_films(shipped, sample_dir, rebalance=False).info["site_adaptation"]["resampled_to"] \
+        == "not asked"
+    unknown = adapt_batchnorm_to_films(random_cnn(), sample_dir).info["site_adaptation"]["resampled_to"]
+    assert unknown.startswith("not possible")
 
 
 def test_models_without_batchnorm_and_too_few_films_are_refused(films):

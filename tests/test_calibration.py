@@ -223,20 +223,35 @@ def test_cxrkit_calibrate_site_errors_are_one_line(sample_dir, tmp_path, capsys)
     assert "no readable films of class PNEUMONIA" in err and err.count("\n") == 1
 
 
-def test_site_recalibration_experiment_runs_on_the_sample(sample_dir):
+def test_site_recalibration_experiment_runs_on_the_sample(sample_dir, tmp_path):
     """experiments/site_recalibration.py (docs/deploy.md's tables) still runs, labelled and unlabelled rows alike, and
-    scores every fit on the other half."""
+    scores every fit on the other half. A small random cxr_cnn at 64 px keeps the dozens of re-estimations quick."""
     from pathlib import Path
 
+    from cxrkit.inference.bundle import ModelBundle, save_bundle
+    from cxrkit.models import create_model
+
+    torch.manual_seed(0)
+    small = {"widths": (8, 16, 16, 32, 32)}
+    model = save_bundle(ModelBundle(create_model("cxr_cnn", num_classes=2, **small).eval(), "cxr_cnn", CLASSES,
+                                    Preprocess(size=64), model_kwargs=small,
+                                    info={"train_class_shares": {"NORMAL": 0.26, "PNEUMONIA": 0.74}}),
+                        tmp_path / "small.safetensors")
     script = Path(__file__).resolve().parents[1] / "experiments" / "site_recalibration.py"
-    run = subprocess.run([sys.executable, str(script), "--site", str(sample_dir / "train"), "--sizes", "8,all",
-                          "--draws", "3", "--unlabeled", "--unlabeled-sizes", "all", "--mixes", "0.5", "--fixed", "16",
+    run = subprocess.run([sys.executable, str(script), "--model", str(model), "--site", str(sample_dir / "train"),
+                          "--sizes", "8,all",
+                          "--draws", "3", "--unlabeled", "--unlabeled-sizes", "", "--mixes", "0.5", "--fixed", "16",
                           "--unlabeled-draws", "2"], capture_output=True, text=True, check=True)
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in run.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| threshold")}
     assert set(rows) == {"stored (validation carved from train)", "refit on 8 site films (6 fits)",
-                         "refit on a whole half (2 fits)", "BatchNorm re-estimated on a whole half (2 fits)",
-                         "BatchNorm re-estimated on 16 unlabelled films, 50% pneumonia (4 fits)",
-                         "BatchNorm re-estimated on a whole half, then refit on 16 labelled films (4 fits)"}
+                         "refit on a whole half (2 fits)",
+                         *(f"BatchNorm re-estimated on {films}, {how} ({fits} fits)"
+                           for films, fits in (("a whole half", 2), ("16 unlabelled films, 50% pneumonia", 4))
+                           for how in ("resampled by decisions", "told the share", "as they are")),
+                         "BatchNorm re-estimated on 16 unlabelled films, 50% pneumonia, told 25% (4 fits)",
+                         "BatchNorm re-estimated on 16 unlabelled films, 50% pneumonia, told 100% (4 fits)",
+                         "BatchNorm re-estimated on a whole half, resampled by decisions, then refit on 16 labelled "
+                         "films (4 fits)"}
     for cells in rows.values():
         assert 0.0 <= float(cells[0]) <= 1.0

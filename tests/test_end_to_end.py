@@ -106,6 +106,11 @@ def test_run_directory_contents(learned_run, sample_dir):
     assert bundle.preprocess.size == recipe.image_size
     assert bundle.info["recipe"] == recipe.name and bundle.info["threshold_rule"] == recipe.threshold_rule
     assert 0.0 <= bundle.threshold <= 1.0
+    # the class mix of the films the model trained on (its BatchNorm statistics'), for calibrate --unlabeled
+    shares = bundle.info["train_class_shares"]
+    assert list(shares) == list(CLASSES) and sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
+    assert shares["NORMAL"] * info["split"]["train"] == pytest.approx(round(shares["NORMAL"] * info["split"]["train"]),
+                                                                      abs=1e-3)
     _assert_same_model(bundle, result.bundle, recipe.image_size)
 
 

@@ -296,6 +296,8 @@ def cmd_calibrate(args) -> int:
 
     if not (args.data or args.site or args.unlabeled):
         raise ValueError("give --data (validation), --site (labelled site films) or --unlabeled (unlabelled site films)")
+    if (args.positive_share is not None or args.no_rebalance) and not args.unlabeled:
+        raise ValueError("--positive-share and --no-rebalance go with --unlabeled")
     if args.data and args.unlabeled:
         raise ValueError("--unlabeled adapts the model to a site; refit its threshold on that site's labelled films "
                          "(--site), not on the training data's validation split (--data)")
@@ -304,7 +306,8 @@ def cmd_calibrate(args) -> int:
         raise FileExistsError(f"{out}: exists; choose a new --out")
     bundle = resolve_model(args.model)
     if args.unlabeled:
-        bundle = adapt_batchnorm_to_films(bundle, args.unlabeled, progress=_progress(args))
+        bundle = adapt_batchnorm_to_films(bundle, args.unlabeled, rebalance=not args.no_rebalance,
+                                          positive_share=args.positive_share, progress=_progress(args))
     if args.site:
         bundle = adapt_to_site(bundle, args.site, args.threshold_rule, args.uncertain_rule,
                                fit_temperature=not args.no_temperature, progress=_progress(args))
@@ -321,6 +324,10 @@ def cmd_calibrate(args) -> int:
     if adapted:
         print(f"BatchNorm statistics re-estimated on {adapted['films']} unlabelled films of {adapted['folder']}"
               + (f" ({adapted['unreadable']} unreadable, skipped)" if adapted["unreadable"] else "")
+              + (f", resampled to the training data's class mix ({_shares(adapted['resampled_to'])}) by "
+                 + (f"taking the top-ranked {adapted['positive_share']:.0%} as {bundle.classes[-1]}"
+                    if adapted["positive_share"] is not None else "the model's own decisions")
+                 if isinstance(adapted["resampled_to"], dict) else f" (class mix {adapted['resampled_to']})")
               + f"\n  decisions on these films before: {_shares(adapted['decisions_before'])}; after: "
                 f"{_shares(adapted['decisions_after'])}")
     if r is None:
@@ -651,9 +658,18 @@ def build_parser() -> argparse.ArgumentParser:
                                       "evaluate on other films)")
     s.add_argument("--unlabeled", metavar="FILMS",
                    help="a folder of your site's films, no labels (any layout, searched recursively): the model's "
-                        "BatchNorm statistics are re-estimated on them. At least 32, better 128 or more, in the "
-                        "site's ordinary mix of cases: a batch of mostly normal films makes it over-call pneumonia "
+                        "BatchNorm statistics are re-estimated on them, resampled to the training data's class mix "
+                        "by the model's own decisions (see --positive-share, --no-rebalance). At least 32 films, "
+                        "better 128 or more (docs/deploy.md)")
+    s.add_argument("--positive-share", type=float, metavar="Q",
+                   help="with --unlabeled, binary models: the share of these films you expect to be of the second "
+                        "class (PNEUMONIA here), e.g. 0.1; the films the model ranks highest are taken as those when "
+                        "resampling, which keeps a batch with few positives from being read as normal "
                         "(docs/deploy.md)")
+    s.add_argument("--no-rebalance", action="store_true",
+                   help="with --unlabeled: measure on the films as they are, instead of resampling them to the "
+                        "training data's class mix (a batch of mostly normal films then makes the model over-call "
+                        "pneumonia)")
     s.add_argument("--threshold-rule", default="youden",
                    help="with --site, how the binary decision threshold is chosen: youden | sensitivity:S | fixed:T "
                         "(default: %(default)s)")

@@ -65,6 +65,11 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def _class_shares(labels: torch.Tensor, classes) -> dict[str, float]:
+    counts = torch.bincount(labels, minlength=len(classes)).tolist()
+    return {c: round(n / max(1, sum(counts)), 6) for c, n in zip(classes, counts)}
+
+
 def _class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor:
     if mode == "none":
         return torch.ones(k)
@@ -304,6 +309,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                           "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
                           "pretrained": weights_note,
                           "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")},
+                          # the mix the BatchNorm statistics were measured on (calibrate --unlabeled resamples to it)
+                          "train_class_shares": _class_shares(train_set.labels, classes),
                           "calibration": cal.report},
                          temperature=cal.temperature, confidence_threshold=cal.confidence_threshold)
     if place.is_main:
