@@ -19,7 +19,7 @@ from cxrkit.evaluation.batchnorm_adaptation import (
     batchnorm_layers,
     training_class_mix,
 )
-from cxrkit.inference.bundle import ModelBundle, load_bundle, resolve_model
+from cxrkit.inference.bundle import ModelBundle, load_bundle, resolve_model, save_bundle
 from cxrkit.inference.predictor import predict_resized
 from cxrkit.models import create_model
 
@@ -38,6 +38,15 @@ def random_cnn() -> ModelBundle:
     model = create_model("cxr_cnn", num_classes=2, widths=(8, 16, 16, 32, 32)).eval()
     return ModelBundle(model, "cxr_cnn", ("NORMAL", "PNEUMONIA"), Preprocess(size=SIZE),
                        model_kwargs={"widths": (8, 16, 16, 32, 32)})
+
+
+@pytest.fixture
+def small_model(tmp_path) -> str:
+    """The random small cxr_cnn as a model file that records a training class mix, as trained models do: the CLI
+    tests adapt it in a second where the shipped 224-px model takes ten."""
+    bundle = random_cnn()
+    bundle.info = {"train_class_shares": {"NORMAL": 0.26, "PNEUMONIA": 0.74}}
+    return str(save_bundle(bundle, tmp_path / "small.safetensors"))
 
 
 def test_running_statistics_become_those_of_the_site_films(films):
@@ -120,12 +129,13 @@ def test_a_told_share_of_positives_resamples_by_ranking_where_decisions_fail(fil
             adapt_batchnorm(bundle, batch, **{"class_mix": mix, **bad})
 
 
-def test_adapted_files_record_whether_the_films_were_resampled(sample_dir):
-    shipped = resolve_model("cxr_cnn")
-    assert training_class_mix(shipped) == pytest.approx({"NORMAL": 0.257137, "PNEUMONIA": 0.742863})
-    assert adapt_batchnorm_to_films(shipped, sample_dir).info["site_adaptation"]["resampled_to"] == \
-        training_class_mix(shipped)
-    assert adapt_batchnorm_to_films(shipped, sample_dir, rebalance=False).info["site_adaptation"]["resampled_to"] \
+def test_adapted_files_record_whether_the_films_were_resampled(sample_dir, small_model):
+    # the shipped models record the class mix of their recipes' training split
+    assert training_class_mix(resolve_model("cxr_cnn")) == pytest.approx({"NORMAL": 0.257137, "PNEUMONIA": 0.742863})
+    recorded = load_bundle(small_model)
+    assert adapt_batchnorm_to_films(recorded, sample_dir).info["site_adaptation"]["resampled_to"] == \
+        training_class_mix(recorded) == {"NORMAL": 0.26, "PNEUMONIA": 0.74}
+    assert adapt_batchnorm_to_films(recorded, sample_dir, rebalance=False).info["site_adaptation"]["resampled_to"] \
         == "not asked"
     unknown = adapt_batchnorm_to_films(random_cnn(), sample_dir).info["site_adaptation"]["resampled_to"]
     assert unknown.startswith("not possible")
@@ -140,17 +150,18 @@ def test_models_without_batchnorm_and_too_few_films_are_refused(films):
         adapt_batchnorm(random_cnn(), films[:MIN_FILMS - 1])
 
 
-def test_cxrkit_calibrate_unlabeled_writes_an_adapted_model_that_reports_say_so(sample_dir, tmp_path, capsys):
+def test_cxrkit_calibrate_unlabeled_writes_an_adapted_model_that_reports_say_so(sample_dir, small_model, tmp_path,
+                                                                                capsys):
     site = sample_dir  # labels (the class folders) are ignored: every film under the folder is used
     out = tmp_path / "adapted.safetensors"
-    assert main(["calibrate", "--model", "cxr_cnn", "--unlabeled", str(site), "--out", str(out), "--quiet",
+    assert main(["calibrate", "--model", small_model, "--unlabeled", str(site), "--out", str(out), "--quiet",
                  "--json"]) == 0
     record = json.loads(capsys.readouterr().out)["site_adaptation"]
     n = sum(len(sample_images(split, c)) for split in ("train", "test") for c in ("NORMAL", "PNEUMONIA"))
     assert record["films"] == n and record["folder"] == str(site)
     for shares in (record["decisions_before"], record["decisions_after"]):
         assert set(shares) == {"NORMAL", "PNEUMONIA"} and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
-    shipped, adapted = resolve_model("cxr_cnn"), load_bundle(out)
+    shipped, adapted = load_bundle(small_model), load_bundle(out)
     assert adapted.threshold == shipped.threshold and adapted.info["site_adaptation"] == record
     first_new, first_old = batchnorm_layers(adapted.model)[0], batchnorm_layers(shipped.model)[0]
     assert not torch.allclose(first_new.running_mean, first_old.running_mean)
@@ -161,10 +172,10 @@ def test_cxrkit_calibrate_unlabeled_writes_an_adapted_model_that_reports_say_so(
     assert f"re-estimated on {n} unlabelled films" in (report_dir / "report.md").read_text()
 
 
-def test_unlabeled_then_site_refits_the_threshold_of_the_adapted_model(sample_dir, tmp_path, capsys):
+def test_unlabeled_then_site_refits_the_threshold_of_the_adapted_model(sample_dir, small_model, tmp_path, capsys):
     out = tmp_path / "both.safetensors"
     site = sample_dir / "test"
-    assert main(["calibrate", "--unlabeled", str(sample_dir / "train"), "--site", str(site), "--out", str(out),
+    assert main(["calibrate", "--model", small_model, "--unlabeled", str(sample_dir / "train"), "--site", str(site), "--out", str(out),
                  "--quiet", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["site_adaptation"]["folder"] == str(sample_dir / "train")
