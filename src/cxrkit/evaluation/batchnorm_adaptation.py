@@ -42,7 +42,7 @@ from ..inference.predictor import predict_resized
 # Fewer films give statistics that are mostly noise: with 16, one model gained and another lost accuracy, and the
 # spread between draws was wide; from 128 on every model measured gained (docs/deploy.md).
 MIN_FILMS = 32
-REBALANCE_ROUNDS = 3  # decisions → resample → re-estimate; measured to settle within three rounds
+REBALANCE_ROUNDS = 3  # decisions → resample → re-estimate, repeated as the adapted model decides better; not tuned
 MIN_RESAMPLED = 256  # the resampled batch: large enough that a rare class still appears many times
 
 
