@@ -25,6 +25,7 @@ from cxrkit.data.preprocess import (
 from cxrkit.evaluation.evaluate import evaluate_folder
 from cxrkit.export import ExportError, export_model
 from cxrkit.export import api as export_api
+from cxrkit.export import calibration as export_calibration
 from cxrkit.export.bench import bench_model, to_markdown
 from cxrkit.export.footprint import activation_peak_bytes
 from cxrkit.inference.bundle import ModelBundle, ModelLoadError, resolve_model
@@ -150,6 +151,27 @@ def test_other_calibration_methods(small_bundle, sample_dir, tmp_path, method, m
     # histogram methods clip outliers: narrower ranges than minmax somewhere (ORT's own default bins gave none)
     minmax, other = activation_scales(paths["minmax"]), activation_scales(paths[method])
     assert minmax.keys() == other.keys() and any(other[k] < 0.99 * minmax[k] for k in minmax)
+
+
+def test_int8_calibrates_on_a_flat_folder_of_unlabelled_films(small_bundle, sample_dir, tmp_path, monkeypatch):
+    """An adapted model's site has films without class folders: they calibrate its int8 copy, the same images as the
+    labelled layout gives, so the same file."""
+    monkeypatch.setattr(export_api, "INT8_MIN_AGREEMENT", 0.0)  # an untrained model: only the mechanics count here
+    monkeypatch.setattr(export_api, "INT8_MEAN_ABS", 1.0)
+    flat = tmp_path / "films"
+    flat.mkdir()
+    for p in sorted((sample_dir / "test").rglob("*.jpeg")):
+        (flat / p.name).write_bytes(p.read_bytes())
+    images = export_calibration.calibration_images(flat, small_bundle.preprocess, 200)
+    assert images.shape[0] == len(list(flat.iterdir()))
+    assert np.array_equal(np.sort(images.reshape(len(images), -1), axis=0), np.sort(
+        export_calibration.calibration_images(sample_dir / "test", small_bundle.preprocess, 200).reshape(
+            len(images), -1), axis=0))
+    result = export_model(small_bundle, "onnx-int8", tmp_path / "m.int8.onnx", calib_dir=flat, n_calib=20)
+    assert result.path.is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="no JPEG, PNG or DICOM"):
+        export_calibration.calibration_images(tmp_path / "empty", small_bundle.preprocess, 20)
 
 
 def test_failed_check_writes_nothing(small_bundle, tmp_path, monkeypatch):

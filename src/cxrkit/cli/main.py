@@ -576,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx-int8: static, calibrated (CNNs); onnx-int8-dense: dynamic, Gemm/MatMul weights only "
                         "(dense-heavy models)")
     s.add_argument("--out", help="file to write (default: MODEL.onnx, MODEL.int8.onnx or MODEL.bnn.npz here)")
-    _add_calibration_args(s, "training images to calibrate on (a folder's train/ split if it has one)")
+    _add_calibration_args(s, "images to calibrate int8 on: a data folder (its train/ split if it has one) or any "
+                             "folder of films without labels, e.g. the site films of `calibrate --unlabeled`")
     s.add_argument("--json", action="store_true", help="print the result and its check as JSON")
     s.set_defaults(func=cmd_export)
 

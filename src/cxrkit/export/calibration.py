@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folder import index_folder
+from ..data.folder import expand_paths, index_folder
 from ..data.io import ImageReadError, read_image
 from ..data.preprocess import Preprocess, resize_gray
 from .result import ExportError
@@ -29,17 +29,28 @@ def _decode(paths: list[Path], pre: Preprocess) -> np.ndarray:
 
 
 def calibration_images(calib_dir: str | Path, pre: Preprocess, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` training images drawn at random (fixed seed) from ``calib_dir``, as uint8 ``(n, S, S)``."""
-    index = index_folder(calib_dir)
-    if index.has_splits:
-        if "train" not in index.splits:
-            raise ExportError(f"{calib_dir}: has splits {index.splits} but no train/: calibrate on training images")
-        samples = index.split("train")
+    """``n`` training images drawn at random (fixed seed) from ``calib_dir``, as uint8 ``(n, S, S)``.
+
+    Labels play no part in activation ranges, so a folder without class
+    sub-folders works too: a site that adapted a model to its unlabelled films
+    (``calibrate --unlabeled``) calibrates its int8 copy on the same films.
+    """
+    if Path(calib_dir).is_dir() and not any(p.is_dir() for p in Path(calib_dir).iterdir()):
+        paths = expand_paths([calib_dir])
+        if not paths:
+            raise ExportError(f"{calib_dir}: no JPEG, PNG or DICOM images found")
     else:
-        samples = list(index.samples)
+        index = index_folder(calib_dir)
+        if index.has_splits:
+            if "train" not in index.splits:
+                raise ExportError(f"{calib_dir}: has splits {index.splits} but no train/: calibrate on training "
+                                  "images")
+            paths = [s.path for s in index.split("train")]
+        else:
+            paths = [s.path for s in index.samples]
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(samples), size=min(n, len(samples)), replace=False)
-    images = _decode([samples[i].path for i in sorted(chosen)], pre)
+    chosen = rng.choice(len(paths), size=min(n, len(paths)), replace=False)
+    images = _decode([paths[i] for i in sorted(chosen)], pre)
     if len(images) == 0:
         raise ExportError(f"{calib_dir}: none of the chosen calibration images could be read")
     return images
