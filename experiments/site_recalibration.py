@@ -54,6 +54,20 @@ def draw_patients(rng: np.random.Generator, patients: np.ndarray, y: np.ndarray,
     return None
 
 
+def pick_films(rng: np.random.Generator, fit_idx: np.ndarray, patients: np.ndarray, y: np.ndarray, size: str,
+               mix: float | None = None) -> np.ndarray | None:
+    """Indices of the films of one half (``fit_idx``) that adapt the model: all of them (``size == "all"``),
+    ``size`` films of whole patients, or ``size`` films with a share ``mix`` of positives (``None`` if impossible)."""
+    if size == "all":
+        return fit_idx
+    if mix is None:
+        pick = draw_patients(rng, patients[fit_idx], y[fit_idx], int(size))
+        return None if pick is None else fit_idx[pick]
+    k = round(mix * int(size))
+    pos, neg = fit_idx[y[fit_idx] == 1], fit_idx[y[fit_idx] == 0]
+    return np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, int(size) - k, replace=False)])
+
+
 def scores(p_pos: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float, float]:
     pred = p_pos >= threshold
     return float((pred == y).mean()), float(pred[y == 1].mean()), float((~pred[y == 0]).mean())
@@ -101,18 +115,9 @@ def unlabelled_rows(bundle, images, y, patients, halves, rng, sizes: list[str], 
         results = []
         for fit_idx, eval_idx in halves:
             for _ in range(1 if size == "all" else draws):
-                if size == "all":
-                    pick = fit_idx
-                elif mix is None:
-                    pick = draw_patients(rng, patients[fit_idx], y[fit_idx], int(size))
-                    if pick is None:
-                        continue
-                    pick = fit_idx[pick]
-                else:
-                    k = round(mix * int(size))
-                    pos, neg = fit_idx[y[fit_idx] == 1], fit_idx[y[fit_idx] == 0]
-                    pick = np.concatenate([rng.choice(pos, k, replace=False),
-                                           rng.choice(neg, int(size) - k, replace=False)])
+                pick = pick_films(rng, fit_idx, patients, y, size, mix)
+                if pick is None:
+                    continue
                 probs = predict_resized(adapted(pick, variant), images[eval_idx])
                 results.append(scores(probs[:, 1], y[eval_idx], bundle.threshold))
         rows.append(summary_row(label, results, [bundle.threshold]))
@@ -170,10 +175,9 @@ def main(argv=None) -> int:
         results, thresholds = [], []
         for fit_idx, eval_idx in halves:
             for _ in range(1 if size == "all" else args.draws):
-                pick = fit_idx if size == "all" else draw_patients(rng, patients[fit_idx], y[fit_idx], int(size))
+                pick = pick_films(rng, fit_idx, patients, y, size)
                 if pick is None:
                     continue
-                pick = pick if size == "all" else fit_idx[pick]
                 result, thr = refit_and_score(probs[pick], y[pick], probs[eval_idx], y[eval_idx], bundle.threshold)
                 results.append(result)
                 thresholds.append(thr)

@@ -289,6 +289,22 @@ def _shares(shares: dict[str, float]) -> str:
     return ", ".join(f"{c} {v:.0%}" for c, v in shares.items())
 
 
+def _describe_adaptation(adapted: dict, positive_class: str) -> str:
+    """Two lines on what `calibrate --unlabeled` did, from the record it left in the model file."""
+    skipped = f" ({adapted['unreadable']} unreadable, skipped)" if adapted["unreadable"] else ""
+    mix = adapted["resampled_to"]
+    if not isinstance(mix, dict):
+        how = f" (class mix {mix})"
+    elif adapted["positive_share"] is None:
+        how = f", resampled to the training data's class mix ({_shares(mix)}) by the model's own decisions"
+    else:
+        how = (f", resampled to the training data's class mix ({_shares(mix)}) by taking the top-ranked "
+               f"{adapted['positive_share']:.0%} as {positive_class}")
+    return (f"BatchNorm statistics re-estimated on {adapted['films']} unlabelled films of {adapted['folder']}"
+            f"{skipped}{how}\n  decisions on these films before: {_shares(adapted['decisions_before'])}; after: "
+            f"{_shares(adapted['decisions_after'])}")
+
+
 def cmd_calibrate(args) -> int:
     from ..evaluation.batchnorm_adaptation import adapt_batchnorm_to_films
     from ..evaluation.recalibrate import adapt_to_site, recalibrate
@@ -322,14 +338,7 @@ def cmd_calibrate(args) -> int:
         _print_json({**(r or {}), **({"site_adaptation": adapted} if adapted else {})})
         return 0
     if adapted:
-        print(f"BatchNorm statistics re-estimated on {adapted['films']} unlabelled films of {adapted['folder']}"
-              + (f" ({adapted['unreadable']} unreadable, skipped)" if adapted["unreadable"] else "")
-              + (f", resampled to the training data's class mix ({_shares(adapted['resampled_to'])}) by "
-                 + (f"taking the top-ranked {adapted['positive_share']:.0%} as {bundle.classes[-1]}"
-                    if adapted["positive_share"] is not None else "the model's own decisions")
-                 if isinstance(adapted["resampled_to"], dict) else f" (class mix {adapted['resampled_to']})")
-              + f"\n  decisions on these films before: {_shares(adapted['decisions_before'])}; after: "
-                f"{_shares(adapted['decisions_after'])}")
+        print(_describe_adaptation(adapted, bundle.classes[-1]))
     if r is None:
         print(f"wrote {out}: threshold {bundle.threshold:.3f}, temperature {bundle.temperature:.3f} and UNCERTAIN "
               "cut-off kept from the original model")

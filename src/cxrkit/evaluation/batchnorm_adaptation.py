@@ -53,8 +53,9 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 def training_class_mix(bundle: ModelBundle) -> dict[str, float] | None:
     """The share of each class among the films the model was trained on, when its file records it."""
     mix = bundle.info.get("train_class_shares")
-    return {c: float(mix[c]) for c in bundle.classes} if isinstance(mix, dict) and set(mix) >= set(bundle.classes) \
-        else None
+    if not isinstance(mix, dict) or not set(bundle.classes) <= set(mix):
+        return None
+    return {c: float(mix[c]) for c in bundle.classes}
 
 
 def adapt_batchnorm(bundle: ModelBundle, images: torch.Tensor, class_mix: dict[str, float] | None = None,
