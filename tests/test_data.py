@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 from pathlib import Path
 
@@ -387,6 +388,18 @@ def test_geometric_only_augment_stays_in_range():
     out = augment_batch(x, Augment(rotation=30, zoom=0.3, shift=0.2), torch.Generator().manual_seed(1))
     assert out.shape == x.shape
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 + 1e-6
+
+
+def test_aspect_augment_stretches_one_way_and_keeps_area():
+    square = torch.zeros(8, 1, 96, 96)
+    square[:, :, 32:64, 32:64] = 1.0
+    out = augment_batch(square, Augment(aspect=0.6), torch.Generator().manual_seed(0))
+    widths = (out[:, 0].amax(dim=1) > 0.5).sum(dim=1).float()  # columns the square covers
+    heights = (out[:, 0].amax(dim=2) > 0.5).sum(dim=1).float()
+    ratios = widths / heights
+    assert float(ratios.min()) < 0.9 and float(ratios.max()) > 1.1  # both ways, per image
+    assert float(ratios.min()) > math.exp(-0.6) * 0.85 and float(ratios.max()) < math.exp(0.6) * 1.15
+    assert torch.allclose(widths * heights, torch.full_like(widths, 32.0 * 32.0), rtol=0.12)
 
 
 def test_resize_gray_pad_keeps_aspect():

