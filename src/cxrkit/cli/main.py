@@ -189,6 +189,21 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_stress(args) -> int:
+    from ..evaluation.stress import stress_folder, stress_table
+    from ..inference.bundle import resolve_model
+
+    model = resolve_model(args.model)
+    result = stress_folder(model, args.data, split=args.split, progress=_progress(args))
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    where = "validation split carved from train" if args.split == "val" else f"'{args.split}'"
+    print(f"model {result.model} on {result.n} films ({where}) at its threshold {result.threshold:.3f}\n")
+    print(stress_table(result))
+    return 0
+
+
 def cmd_predict(args) -> int:
     from ..inference.bundle import resolve_model
     from ..data.folder import expand_paths
@@ -544,6 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("stress", help="geometric stress test: do decisions survive a squeezed, stretched or "
+                       "re-cropped film? (a shape shortcut shows here, not on validation)",
+                       description="Scores the model on the same films warped as differently shaped or cropped "
+                                   "originals would look after squashing to square (docs/robustness.md). Default: "
+                                   "the validation split carved from DATA/train as the model's recipe carved it.")
+    s.add_argument("--model", help=model_help)
+    s.add_argument("--data", required=True, help="labelled folder (ROOT/{train,test}/CLASS/* or ROOT/CLASS/*)")
+    s.add_argument("--split", default="val", help="val (carved from train; default), or a split folder such as test")
+    s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_stress)
 
     s = sub.add_parser("predict", help="class probabilities and decision for images or folders")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="JPEG, PNG or DICOM files, or folders")

@@ -33,9 +33,9 @@ from ..recipes import RECIPES
 from .calibration import calibrate
 
 
-def validation_split_of(bundle: ModelBundle) -> tuple[float, int]:
+def validation_split_of(bundle) -> tuple[float, int]:
     """``(val_fraction, seed)`` of the built-in recipe the model was trained with, else the recipe defaults."""
-    recipe = RECIPES.get(bundle.info.get("recipe", ""))
+    recipe = RECIPES.get(getattr(bundle, "info", {}).get("recipe", ""))  # exported models may carry no info
     return (recipe.val_fraction, recipe.seed) if recipe else (0.1, 0)
 
 

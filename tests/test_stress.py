@@ -1,0 +1,95 @@
+"""Geometric stress test: a model that reads shape loses its score, one that reads the lungs keeps it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from cxrkit.cli.main import main
+from cxrkit.data.preprocess import Preprocess
+from cxrkit.evaluation.stress import GEOMETRY_VIEWS, View, stress_table, stress_test, warp
+
+SIZE = 64
+
+
+def _films(n: int = 40) -> tuple[torch.Tensor, np.ndarray]:
+    """NORMAL: a dark, wide chest; PNEUMONIA: a bright, narrow one, as the squashed training pool suggests."""
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(n):
+        label = i % 2
+        half_width = int(rng.integers(18, 22)) if label == 0 else int(rng.integers(10, 14))
+        img = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        img[8:56, 32 - half_width:32 + half_width] = 90 if label == 0 else 200
+        images.append(img)
+        labels.append(label)
+    return torch.from_numpy(np.stack(images)), np.array(labels)
+
+
+class _Rule:
+    """A stand-in model: P(PNEUMONIA) from one image feature, threshold 0.5."""
+
+    classes = ("NORMAL", "PNEUMONIA")
+    threshold = 0.5
+    confidence_threshold = 0.0
+    preprocess = Preprocess(size=SIZE)
+
+    def __init__(self, feature):
+        self.feature = feature
+
+    def predict_resized(self, images, batch_size):
+        p = np.array([self.feature(img) for img in np.asarray(images)], dtype=np.float32)
+        return np.stack([1 - p, p], axis=1)
+
+
+def _width(img: np.ndarray) -> float:  # narrow chest -> PNEUMONIA: the shortcut
+    body = img > 40
+    return float(body.any(axis=0).sum() / body.any(axis=1).sum() < 0.67)
+
+
+def _brightness(img: np.ndarray) -> float:  # bright lungs -> PNEUMONIA: the sign itself
+    return float(img[img > 40].mean() > 145)
+
+
+def test_warp_identity_and_directions():
+    square = torch.zeros(1, SIZE, SIZE, dtype=torch.uint8)
+    square[:, 16:48, 16:48] = 255
+    assert torch.equal(warp(square, GEOMETRY_VIEWS[0]), square)
+
+    def extent(img, axis):
+        return int((img[0] > 127).any(dim=axis).sum())
+
+    narrower = warp(square, View("n", 1.0, 1.25))
+    assert extent(narrower, 0) == 32 and extent(narrower, 1) == 40  # taller, same width: relatively narrower
+    zoomed_out = warp(square, View("o", 0.8, 0.8))
+    assert extent(zoomed_out, 0) < 32 and extent(zoomed_out, 1) < 32
+
+
+def test_shape_reader_loses_its_score_lung_reader_keeps_it():
+    images, labels = _films()
+    shortcut = stress_test(_Rule(_width), images, labels)
+    honest = stress_test(_Rule(_brightness), images, labels)
+    assert shortcut.views[0].balanced_accuracy == 1.0 and honest.views[0].balanced_accuracy == 1.0
+    assert honest.score == 1.0
+    assert shortcut.score < 0.9
+    by_view = {v.view: v for v in shortcut.views}
+    narrower = by_view[GEOMETRY_VIEWS[1].name]  # squeezed across: the wide NORMAL chests look like PNEUMONIA
+    assert narrower.recall["NORMAL"] < 0.5 and narrower.recall["PNEUMONIA"] == 1.0
+    table = stress_table(shortcut)
+    assert table.count("\n") == len(GEOMETRY_VIEWS) + 2 and f"{shortcut.score:.3f}" in table
+
+
+def test_stress_cli_on_a_shipped_model(sample_dir, capsys):
+    rc = main(["stress", "--model", "cxr_cnn", "--data", str(sample_dir), "--split", "test", "--json", "--quiet"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert [v["view"] for v in out["views"]] == [v.name for v in GEOMETRY_VIEWS]
+    assert out["n"] > 0 and 0.0 <= out["score"] <= 1.0
+    assert abs(out["score"] - np.mean([v["balanced_accuracy"] for v in out["views"]])) < 1e-9
+
+
+def test_stress_cli_missing_folder_is_one_line(tmp_path, capsys):
+    rc = main(["stress", "--model", "cxr_cnn", "--data", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
