@@ -209,6 +209,10 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_bnn_long for 80 epochs: 16 -> 40 epochs lifted validation and test ROC-AUC and was "
                         "still rising at the end (~60 min on 2 cores)."),
         _CXR_BNN_ROBUST.replace(
+            name="cxr_bnn_geometry", epochs=40, augment=dataclasses.replace(_ACQUISITION_AUGMENT, **_GEOMETRY),
+            description="cxr_bnn_long plus cxr_cnn_geometry's stretches and wider zoom (the geometric shortcut, "
+                        "docs/robustness.md); 40 epochs (~25 min on 2 cores)."),
+        _CXR_BNN_ROBUST.replace(
             name="cxr_bnn_equalized", epochs=40, equalize=True,
             description="cxr_bnn_long on histogram-equalised films (as cxr_cnn_equalized): exposure, gamma and "
                         "contrast differences between acquisitions removed by construction; the packed engine "
