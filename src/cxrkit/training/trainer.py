@@ -249,15 +249,22 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         for step in bar:
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             x = train_set.images[idx].to(place.device, non_blocking=True).unsqueeze(1).float().div_(255.0)
-            x = distributed.my_slice(to_model_input(augment_batch(x, recipe.augment, gen), pre), place)
+            x = augment_batch(x, recipe.augment, gen)
+            views = [x, augment_batch(x, recipe.invariance_augment, gen)] if recipe.invariance_weight else [x]
+            # every process keeps its slice of each view, so the pairs stay together
+            x = torch.cat([distributed.my_slice(to_model_input(v, pre), place) for v in views])
             y_all = train_set.labels[idx].to(place.device)
             y = distributed.my_slice(y_all, place)
             with torch.autocast(place.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = trained(x)
+            if recipe.invariance_weight:
+                logits, warped = logits.float().chunk(2)
             soft = distributed.my_slice(teacher_probs[idx].to(place.device), place) if teacher_probs is not None \
                 else None
             loss = _loss(logits, y, weights, recipe.label_smoothing, weights[y_all].sum() / place.world, soft,
                          recipe.distill_weight)
+            if recipe.invariance_weight:
+                loss = loss + recipe.invariance_weight * (logits - warped).pow(2).sum(dim=1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
