@@ -123,7 +123,7 @@ def test_recipe_round_trip_yaml_and_json(name, tmp_path):
     y.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     loaded = load_recipe(y)
     assert loaded == recipe
-    assert isinstance(loaded.augment, Augment)
+    assert isinstance(loaded.augment, Augment) and isinstance(loaded.invariance_augment, Augment)
     j = tmp_path / f"{name}.json"
     j.write_text(json.dumps(recipe.to_dict()))
     assert load_recipe(str(j)) == recipe

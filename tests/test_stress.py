@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from cxrkit.cli.main import main
 from cxrkit.data.preprocess import Preprocess
@@ -93,3 +94,53 @@ def test_stress_cli_missing_folder_is_one_line(tmp_path, capsys):
     rc = main(["stress", "--model", "cxr_cnn", "--data", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _write_shape_cued_films(root, n: int = 48) -> None:
+    """Training films whose classes differ clearly in shape and only a little in brightness."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        label = i % 2
+        cls = "PNEUMONIA" if label else "NORMAL"
+        half_width = int(rng.integers(10, 14)) if label else int(rng.integers(18, 22))
+        img = rng.normal(30, 8, (SIZE, SIZE))
+        img[8:56, 32 - half_width:32 + half_width] = rng.normal(150 if label else 130, 15)
+        img += rng.normal(0, 6, img.shape)
+        folder = root / "train" / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"film{i:03d}.png")
+
+
+def _shape_sensitivity(run_dir, root) -> tuple[float, float]:
+    """Mean |change of P(PNEUMONIA)| when the training films are re-shaped (every view but "as is"), and the
+    films' ROC-AUC as they are."""
+    from cxrkit.data.io import read_image
+    from cxrkit.inference.bundle import resolve_model
+    from cxrkit.inference.predictor import predict_resized
+
+    bundle = resolve_model(str(run_dir))
+    files = sorted(root.rglob("*.png"))
+    images = torch.from_numpy(np.stack([read_image(f) for f in files]))
+    p = predict_resized(bundle, images)[:, 1]
+    moved = np.mean([np.abs(predict_resized(bundle, warp(images, v))[:, 1] - p).mean() for v in GEOMETRY_VIEWS[1:]])
+    return float(moved), float(roc_auc_score([f.parent.name == "PNEUMONIA" for f in files], p))
+
+
+def test_invariance_penalty_makes_the_output_ignore_shape(tmp_path, fast_recipe):
+    from cxrkit.data.augment import Augment
+    from cxrkit.training import train
+
+    _write_shape_cued_films(tmp_path / "data")
+    plain = fast_recipe.replace(epochs=8, augment=Augment(), label_smoothing=0.0, class_weighting="none",
+                                early_stopping_metric="none", keep_best=False, calibrate=False,
+                                uncertain_rule="none", threshold_rule="fixed:0.5")
+    invariant = plain.replace(invariance_weight=1.0, invariance_augment=Augment(zoom=0.3, aspect=0.5))
+    train(plain, tmp_path / "data", tmp_path / "plain", progress=False)
+    train(invariant, tmp_path / "data", tmp_path / "invariant", progress=False)
+    moved_plain, _ = _shape_sensitivity(tmp_path / "plain", tmp_path / "data")
+    moved_invariant, auc_invariant = _shape_sensitivity(tmp_path / "invariant", tmp_path / "data")
+    assert moved_plain > 0.1, moved_plain  # the plain network does read the shape
+    assert moved_invariant < 0.5 * moved_plain, (moved_invariant, moved_plain)
+    assert auc_invariant > 0.7, auc_invariant  # and the penalised one still learned the brightness
