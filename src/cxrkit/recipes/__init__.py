@@ -223,6 +223,12 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_bnn_long for 80 epochs: 16 -> 40 epochs lifted validation and test ROC-AUC and was "
                         "still rising at the end (~60 min on 2 cores)."),
         _CXR_BNN_ROBUST.replace(
+            name="cxr_bnn_invariant", epochs=24, augment=_CXR_CNN_INVARIANT.augment,
+            invariance_weight=_CXR_CNN_INVARIANT.invariance_weight,
+            invariance_augment=_CXR_CNN_INVARIANT.invariance_augment,
+            description="cxr_bnn_robust with cxr_cnn_invariant's stretches, zoom and consistency penalty (the shape "
+                        "shortcut, docs/robustness.md); 24 epochs (~30 min on 2 cores: two forward passes a step)."),
+        _CXR_BNN_ROBUST.replace(
             name="cxr_bnn_equalized", epochs=40, equalize=True,
             description="cxr_bnn_long on histogram-equalised films (as cxr_cnn_equalized): exposure, gamma and "
                         "contrast differences between acquisitions removed by construction; the packed engine "
