@@ -12,14 +12,18 @@ views, at the model's own threshold: a model that reads the lungs keeps it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
+from ..data.cache import decode_samples
+from ..data.folder import DatasetError, index_folder
 from ..inference.decision import decide_indices
 from ..inference.predictor import predict_resized
+from .recalibrate import carve_validation, validation_split_of
 
 
 @dataclass(frozen=True)
@@ -115,12 +119,6 @@ def stress_folder(model, data_dir, split: str = "val", progress: bool = False) -
     """:func:`stress_test` on ``data_dir``: ``split="val"`` carves the validation split from its ``train/`` as the
     model's recipe did (never the test split); another name takes that split folder, or the whole folder when it
     has no split folders."""
-    from pathlib import Path
-
-    from ..data.cache import decode_samples
-    from ..data.folder import DatasetError, index_folder
-    from .recalibrate import carve_validation, validation_split_of
-
     pre = model.preprocess
     if split == "val":
         fraction, seed = validation_split_of(model)
