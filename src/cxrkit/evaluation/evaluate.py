@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import jsonio
-from ..data.cache import decode_samples
+from ..data.cache import DecodedSet, decode_samples
 from ..data.folder import DatasetError, index_folder
 from ..inference.bundle import ModelBundle
 from ..inference.predictor import predict_resized
@@ -32,26 +32,32 @@ def evaluate_folder(bundle: ModelBundle, data_dir: str | Path, split: str = "tes
     The threshold is the one stored in the bundle, chosen on validation data at
     training time: the test set never influences a decision.
     """
-    index = index_folder(data_dir, classes=bundle.classes)
-    samples = index.split(split) if index.has_splits else list(index.samples)
-    if not samples:
-        raise DatasetError(f"{data_dir}: no '{split}' images (splits present: {index.splits})")
-    pre = bundle.preprocess
-    data = decode_samples(samples, pre.size, pre.resize, Path(data_dir), f"decode {split}", progress)
-    if len(data.images) == 0:
-        raise DatasetError(f"{data_dir}: none of the {len(samples)} images could be read")
+    data, has_splits = decode_split(data_dir, bundle.classes, bundle.preprocess, split, progress)
     probs = predict_resized(bundle, data.images)
     y = data.labels.numpy()
     metrics = evaluate_probabilities(y, probs, bundle.classes, bundle.threshold, n_boot=n_boot,
                                      confidence_threshold=bundle.confidence_threshold)
     metrics.update({"model": bundle.source or bundle.arch, "arch": bundle.arch, "data": str(data_dir),
-                    "split": split if index.has_splits else None, "data_fingerprint": data.fingerprint,
+                    "split": split if has_splits else None, "data_fingerprint": data.fingerprint,
                     "threshold_rule": bundle.info.get("threshold_rule", "stored"),
                     "unreadable": data.failures})
     if "site_adaptation" in bundle.info:
         metrics["site_adaptation"] = bundle.info["site_adaptation"]
     metrics["calibration"] = calibration_summary(bundle, y, probs)
     return Evaluation(metrics, probs, y, [str(s.path) for s in data.samples])
+
+
+def decode_split(data_dir: str | Path, classes, pre, split: str, progress: bool = False) -> tuple[DecodedSet, bool]:
+    """``data_dir/split`` (or ``data_dir`` itself when it has no split folders) decoded for ``pre``, and whether
+    the folder has splits; a split with no readable image is a one-line error."""
+    index = index_folder(data_dir, classes=classes)
+    samples = index.split(split) if index.has_splits else list(index.samples)
+    if not samples:
+        raise DatasetError(f"{data_dir}: no '{split}' images (splits present: {index.splits})")
+    data = decode_samples(samples, pre.size, pre.resize, Path(data_dir), f"decode {split}", progress)
+    if len(data.images) == 0:
+        raise DatasetError(f"{data_dir}: none of the {len(samples)} images could be read")
+    return data, index.has_splits
 
 
 def calibration_summary(bundle, y: np.ndarray, probs: np.ndarray) -> dict:

@@ -12,17 +12,14 @@ views, at the model's own threshold: a model that reads the lungs keeps it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
-from ..data.cache import decode_samples
-from ..data.folder import DatasetError, index_folder
 from ..inference.decision import decide_indices
 from ..inference.predictor import predict_resized
+from .evaluate import decode_split
 from .recalibrate import carve_validation, validation_split_of
 
 
@@ -124,11 +121,5 @@ def stress_folder(model, data_dir, split: str = "val", progress: bool = False) -
         fraction, seed = validation_split_of(model)
         data = carve_validation(data_dir, model.classes, pre, fraction, seed, progress)
     else:
-        index = index_folder(data_dir, classes=model.classes)
-        samples = index.split(split) if index.has_splits else list(index.samples)
-        if not samples:
-            raise DatasetError(f"{data_dir}: no '{split}' images (splits present: {index.splits})")
-        data = decode_samples(samples, pre.size, pre.resize, Path(data_dir), f"decode {split}", progress)
-        if len(data.images) == 0:
-            raise DatasetError(f"{data_dir}: none of the {len(samples)} images could be read")
+        data, _ = decode_split(data_dir, model.classes, pre, split, progress)
     return stress_test(model, data.images, data.labels.numpy(), name=str(getattr(model, "source", "") or ""))
