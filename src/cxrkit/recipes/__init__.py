@@ -229,6 +229,13 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_bnn_robust with cxr_cnn_invariant's stretches, zoom and consistency penalty (the shape "
                         "shortcut, docs/robustness.md); 24 epochs (~30 min on 2 cores: two forward passes a step)."),
         _CXR_BNN_ROBUST.replace(
+            name="cxr_bnn_taught", epochs=24, augment=_CXR_CNN_INVARIANT.augment, teacher="cxr_cnn",
+            invariance_weight=_CXR_CNN_INVARIANT.invariance_weight,
+            invariance_augment=_CXR_CNN_INVARIANT.invariance_augment,
+            description="cxr_bnn_invariant taught by the shipped cxr_cnn (trained with the consistency penalty, "
+                        "so it does not read the film's shape) instead of cxr_mobilenetv2 (which does): a "
+                        "teacher's shortcut is distilled into its student along with its knowledge."),
+        _CXR_BNN_ROBUST.replace(
             name="cxr_bnn_equalized", epochs=40, equalize=True,
             description="cxr_bnn_long on histogram-equalised films (as cxr_cnn_equalized): exposure, gamma and "
                         "contrast differences between acquisitions removed by construction; the packed engine "
@@ -243,6 +250,11 @@ RECIPES: dict[str, Recipe] = {
             description="Two-stage training, stage 2: cxr_bnn with binary weights too, started from a "
                         "cxr_bnn_stage1 run (`cxrkit train --recipe cxr_bnn_2stage --init-from RUN1 ...`)."),
         _CXR_CNN, _CXR_CNN_ROBUST, _CXR_CNN_EQUALIZED, _CXR_CNN_GEOMETRY, _CXR_CNN_INVARIANT,
+        _CXR_CNN_INVARIANT.replace(
+            name="cxr_cnn_fast", image_size=128, epochs=8,
+            description="The fast path (issue 5: raw images to a model in <= 10 minutes on 2 cores): "
+                        "cxr_cnn_invariant at 128 px (a third of the pixels), epochs set by a timing run so the "
+                        "whole train call fits the budget on an idle 2-core CPU."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
