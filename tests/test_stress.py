@@ -144,3 +144,22 @@ def test_invariance_penalty_makes_the_output_ignore_shape(tmp_path, fast_recipe)
     assert moved_plain > 0.1, moved_plain  # the plain network does read the shape
     assert moved_invariant < 0.5 * moved_plain, (moved_invariant, moved_plain)
     assert auc_invariant > 0.7, auc_invariant  # and the penalised one still learned the brightness
+
+
+def test_a_seed_override_is_re_carved_as_trained(tmp_path, fast_recipe, sample_dir):
+    """`train --seed N` holds out other films than the recipe's own seed: stress, calibrate and ensemble must
+    re-carve the films the model never trained on (before the record, they re-carved by the recipe's seed)."""
+    from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
+    from cxrkit.inference.bundle import load_bundle
+    from cxrkit.training import train
+
+    recipe = fast_recipe.replace(epochs=1, seed=fast_recipe.seed + 3)
+    result = train(recipe, sample_dir, tmp_path / "run", progress=False)
+    bundle = load_bundle(tmp_path / "run" / "model.safetensors")
+    assert validation_split_of(bundle) == (recipe.val_fraction, recipe.seed)
+    held_out = json.loads((result.run_dir / "run.json").read_text())["data_fingerprint"]["val"]
+    recarved = carve_validation(sample_dir, bundle.classes, bundle.preprocess, *validation_split_of(bundle))
+    by_recipe_seed = carve_validation(sample_dir, bundle.classes, bundle.preprocess, recipe.val_fraction,
+                                      fast_recipe.seed)
+    assert recarved.fingerprint == held_out
+    assert by_recipe_seed.fingerprint != held_out  # the test could fail: the two seeds carve different films

@@ -34,8 +34,17 @@ from .calibration import calibrate
 
 
 def validation_split_of(bundle) -> tuple[float, int]:
-    """``(val_fraction, seed)`` of the built-in recipe the model was trained with, else the recipe defaults."""
-    recipe = RECIPES.get(getattr(bundle, "info", {}).get("recipe", ""))  # exported models may carry no info
+    """``(val_fraction, seed)`` the model was trained with: as recorded in the model, else its built-in recipe's,
+    else the recipe defaults.
+
+    The record comes first because ``cxrkit train --seed N`` carves another validation split than the recipe's
+    own seed would: re-carving by the recipe would score such a model partly on its own training films.
+    """
+    info = getattr(bundle, "info", None) or {}  # exported models may carry no info
+    split = info.get("validation_split")
+    if split:
+        return float(split["fraction"]), int(split["seed"])
+    recipe = RECIPES.get(info.get("recipe", ""))
     return (recipe.val_fraction, recipe.seed) if recipe else (0.1, 0)
 
 

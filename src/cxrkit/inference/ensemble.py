@@ -65,6 +65,7 @@ def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: 
     bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs={"members": specs},
                          info={"members": list(models), "threshold_rule": threshold_rule}, source="ensemble")
     val_fraction, seed = validation_split_of(first)
+    bundle.info["validation_split"] = {"fraction": val_fraction, "seed": seed}
     val = carve_validation(data_dir, first.classes, pre, val_fraction, seed, progress)
     probs, labels = predict_resized(bundle, val.images), val.labels.numpy()
     threshold = choose_threshold(labels, probs[:, 1], threshold_rule) if bundle.is_binary else 0.5

@@ -314,6 +314,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                          threshold, dict(recipe.model_kwargs),
                          {"recipe": recipe.name, "recipe_version": recipe.version,
                           "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
+                          # which films were held out: stress, calibrate and ensemble must re-carve exactly these
+                          "validation_split": {"fraction": recipe.val_fraction, "seed": recipe.seed},
                           "pretrained": weights_note,
                           "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")},
                           # the mix the BatchNorm statistics were measured on (calibrate --unlabeled resamples to it)
