@@ -1,6 +1,7 @@
 """Ensembles: one model file averaging trained models' calibrated probabilities, fitted on validation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,13 +16,22 @@ from cxrkit.inference.bundle import load_bundle, probabilities, resolve_model, s
 from cxrkit.inference.ensemble import EnsembleError, build_ensemble
 from cxrkit.inference.predictor import predict_arrays
 
-MEMBERS = ["cxr_cnn", "cxr_mobilenetv2"]  # shipped: 1-channel [0.5, 0.25] and 3-channel ImageNet normalisation
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """The shipped cxr_cnn (1-channel, [0.5, 0.25], equalised) and the shipped MobileNetV2 (3-channel ImageNet
+    normalisation) recorded as held out on cxr_cnn's validation split, as if trained with the same ``--seed``:
+    members must share the films their threshold is fitted on."""
+    cnn = resolve_model("cxr_cnn")
+    mnv2 = resolve_model("cxr_mobilenetv2")
+    path = tmp_path_factory.mktemp("members") / "mnv2_same_split.safetensors"
+    save_bundle(dataclasses.replace(mnv2, info={**mnv2.info, "validation_split": cnn.info["validation_split"]}), path)
+    return ["cxr_cnn", str(path)]
 
 
 @pytest.fixture(scope="module")
-def ensemble_file(tmp_path_factory):
+def ensemble_file(tmp_path_factory, members):
     path = tmp_path_factory.mktemp("ens") / "ens.safetensors"
-    save_bundle(build_ensemble(MEMBERS, SAMPLE), path)
+    save_bundle(build_ensemble(members, SAMPLE), path)
     return path
 
 
@@ -29,15 +39,15 @@ def _arrays(n=6):
     return [read_image(p) for p in (sample_images("test", "NORMAL")[:n // 2] + sample_images("test", "PNEUMONIA")[:n // 2])]
 
 
-def test_output_is_the_mean_of_the_members_calibrated_probabilities(ensemble_file):
+def test_output_is_the_mean_of_the_members_calibrated_probabilities(ensemble_file, members):
     bundle = load_bundle(ensemble_file)
     arrays = _arrays()
-    mean = np.mean([predict_arrays(resolve_model(m), arrays) for m in MEMBERS], axis=0)
+    mean = np.mean([predict_arrays(resolve_model(m), arrays) for m in members], axis=0)
     logit = torch.logit(torch.from_numpy(mean[:, 1:]).double()).float()
     expected = probabilities(logit, bundle.temperature).numpy()  # the ensemble's own validation temperature on top
     assert np.allclose(predict_arrays(bundle, arrays), expected, atol=1e-5)
     info = bundle.info
-    assert info["members"] == MEMBERS and "val carved from train" in info["calibration"]["split"]
+    assert info["members"] == members and "val carved from train" in info["calibration"]["split"]
     assert 0.0 <= bundle.threshold <= 1.0 and bundle.temperature > 0
 
 
@@ -57,14 +67,16 @@ def test_members_that_do_not_fit_together_are_refused():
         build_ensemble(["cxr_cnn", "cxr_bnn"], SAMPLE)  # 224 vs 160 px
     with pytest.raises(EnsembleError, match="classes"):
         build_ensemble(["cxr_cnn", "kermany3"], SAMPLE)
+    with pytest.raises(EnsembleError, match="validation split"):
+        build_ensemble(["cxr_cnn", "cxr_mobilenetv2"], SAMPLE)  # trained with seeds 1 and 0: no common held-out films
 
 
-def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys):
+def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members):
     out = tmp_path / "e.safetensors"
-    assert main(["ensemble", "--models", ",".join(MEMBERS), "--data", str(SAMPLE), "--out", str(out), "--json",
+    assert main(["ensemble", "--models", ",".join(members), "--data", str(SAMPLE), "--out", str(out), "--json",
                  "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["members"] == MEMBERS and out.is_file()
-    assert main(["ensemble", "--models", ",".join(MEMBERS), "--data", str(SAMPLE), "--out", str(out)]) != 0
+    assert json.loads(capsys.readouterr().out)["members"] == members and out.is_file()
+    assert main(["ensemble", "--models", ",".join(members), "--data", str(SAMPLE), "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert "exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["ensemble", "--models", "cxr_cnn,cxr_bnn", "--data", str(SAMPLE), "--out", str(tmp_path / "x")]) != 0

@@ -729,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "evaluate, serve and export take the file like any model; explain averages "
                                    "its members' heatmaps (docs/transfer.md).")
     s.add_argument("--models", required=True, help="comma-separated models: shipped names, run directories or "
-                                                   ".safetensors files, e.g. cxr_cnn,cxr_mobilenetv2")
+                                                   ".safetensors files trained with the same seed, e.g. "
+                                                   "runs/a,runs/b")
     s.add_argument("--data", required=True, help="data folder the members were trained on: ROOT/train/CLASS/*")
     s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
     s.add_argument("--threshold-rule", default="youden",
