@@ -12,6 +12,7 @@ views, at the model's own threshold: a model that reads the lungs keeps it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F

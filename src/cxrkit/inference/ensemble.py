@@ -62,10 +62,10 @@ def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: 
         net.load_state_dict(b.model.state_dict())
     model.eval()
     pre = Preprocess(size=first.preprocess.size, resize=first.preprocess.resize, channels=1, mean=0.0, std=1.0)
-    bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs={"members": specs},
-                         info={"members": list(models), "threshold_rule": threshold_rule}, source="ensemble")
     val_fraction, seed = validation_split_of(first)
-    bundle.info["validation_split"] = {"fraction": val_fraction, "seed": seed}
+    bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs={"members": specs},
+                         info={"members": list(models), "threshold_rule": threshold_rule,
+                               "validation_split": {"fraction": val_fraction, "seed": seed}}, source="ensemble")
     val = carve_validation(data_dir, first.classes, pre, val_fraction, seed, progress)
     probs, labels = predict_resized(bundle, val.images), val.labels.numpy()
     threshold = choose_threshold(labels, probs[:, 1], threshold_rule) if bundle.is_binary else 0.5

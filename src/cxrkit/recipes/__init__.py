@@ -141,8 +141,9 @@ _CXR_CNN_GEOMETRY = _CXR_CNN_EQUALIZED.replace(
                 "pool's PNEUMONIA originals are wider and tighter-cropped than its NORMAL ones, and squashing them "
                 "to square turns that into a shape cue the network otherwise learns instead of the lungs.",
 )
+_PENALTY = {"invariance_weight": 1.0, "invariance_augment": Augment(zoom=0.3, aspect=0.5)}
 _CXR_CNN_INVARIANT = _CXR_CNN_GEOMETRY.replace(
-    name="cxr_cnn_invariant", epochs=20, invariance_weight=1.0, invariance_augment=Augment(zoom=0.3, aspect=0.5),
+    name="cxr_cnn_invariant", epochs=20, **_PENALTY,
     description="cxr_cnn_geometry plus a consistency penalty: each film is also seen re-zoomed (+-30%) and "
                 "re-stretched (width:height exp(+-0.5)), and the squared logit difference joins the loss. "
                 "cxr_cnn_geometry's augmentation alone did not remove the shape shortcut (stress score 0.836 vs "
@@ -165,6 +166,10 @@ _CXR_BNN_ROBUST = _CXR_BNN_DISTILLED.replace(
     name="cxr_bnn_robust", augment=_ACQUISITION_AUGMENT,
     description="cxr_bnn_distilled plus cxr_cnn_robust's acquisition augmentation (gamma, unsharp/blur, "
                 "noise): the one change that lifted cxr_cnn's test ROC-AUC from 0.969 to 0.980.")
+_CXR_BNN_INVARIANT = _CXR_BNN_ROBUST.replace(
+    name="cxr_bnn_invariant", epochs=24, augment=_CXR_CNN_INVARIANT.augment, **_PENALTY,
+    description="cxr_bnn_robust with cxr_cnn_invariant's stretches, zoom and consistency penalty (the shape "
+                "shortcut, docs/robustness.md); 24 epochs (~30 min on 2 cores: two forward passes a step).")
 _MOBILENETV2 = Recipe(
     name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
     head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
@@ -222,23 +227,14 @@ RECIPES: dict[str, Recipe] = {
             name="cxr_bnn_long80", epochs=80,
             description="cxr_bnn_long for 80 epochs: 16 -> 40 epochs lifted validation and test ROC-AUC and was "
                         "still rising at the end (~60 min on 2 cores)."),
-        _CXR_BNN_ROBUST.replace(
-            name="cxr_bnn_invariant", epochs=24, augment=_CXR_CNN_INVARIANT.augment,
-            invariance_weight=_CXR_CNN_INVARIANT.invariance_weight,
-            invariance_augment=_CXR_CNN_INVARIANT.invariance_augment,
-            description="cxr_bnn_robust with cxr_cnn_invariant's stretches, zoom and consistency penalty (the shape "
-                        "shortcut, docs/robustness.md); 24 epochs (~30 min on 2 cores: two forward passes a step)."),
-        _CXR_BNN_ROBUST.replace(
-            name="cxr_bnn_invariant48", epochs=48, augment=_CXR_CNN_INVARIANT.augment,
-            invariance_weight=_CXR_CNN_INVARIANT.invariance_weight,
-            invariance_augment=_CXR_CNN_INVARIANT.invariance_augment,
+        _CXR_BNN_INVARIANT,
+        _CXR_BNN_INVARIANT.replace(
+            name="cxr_bnn_invariant48", epochs=48,
             description="cxr_bnn_invariant for 48 epochs instead of 24 (its validation ROC-AUC was still rising at "
                         "the end), taught by cxr_mobilenetv2's session-9 weights, which no longer read the film's "
                         "shape (~60 min on 2 cores)."),
-        _CXR_BNN_ROBUST.replace(
-            name="cxr_bnn_taught", epochs=24, augment=_CXR_CNN_INVARIANT.augment, teacher="cxr_cnn",
-            invariance_weight=_CXR_CNN_INVARIANT.invariance_weight,
-            invariance_augment=_CXR_CNN_INVARIANT.invariance_augment,
+        _CXR_BNN_INVARIANT.replace(
+            name="cxr_bnn_taught", teacher="cxr_cnn",
             description="cxr_bnn_invariant taught by the shipped cxr_cnn (trained with the consistency penalty, "
                         "so it does not read the film's shape) instead of cxr_mobilenetv2 (which does): a "
                         "teacher's shortcut is distilled into its student along with its knowledge."),
@@ -268,9 +264,7 @@ RECIPES: dict[str, Recipe] = {
                         "calibrated probability for the clean film (16 epochs: a 2-core CPU budget)."),
         _MOBILENETV2,
         _MOBILENETV2.replace(
-            name="cxr_mobilenetv2_invariant", augment=dataclasses.replace(_CXR_AUGMENT, **_GEOMETRY),
-            invariance_weight=_CXR_CNN_INVARIANT.invariance_weight,
-            invariance_augment=_CXR_CNN_INVARIANT.invariance_augment,
+            name="cxr_mobilenetv2_invariant", augment=dataclasses.replace(_CXR_AUGMENT, **_GEOMETRY), **_PENALTY,
             description="cxr_mobilenetv2 with cxr_cnn_invariant's stretches, zoom and consistency penalty in its "
                         "fine-tuning epochs (the head's cached-feature epochs see clean films only): ImageNet "
                         "features rank the test films best (ROC-AUC 0.979) but read the film's shape (stress 0.870)."),
