@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 
 from conftest import CLASSES, sample_images
 from cxrkit.cli.main import main
-from cxrkit.inference.bundle import load_bundle, resolve_model
+from cxrkit.inference.bundle import load_bundle, read_metadata, resolve_model
 from cxrkit.models import list_models, model_info, shipped_models
 from cxrkit.recipes import load_recipe
 
@@ -86,14 +87,34 @@ def test_models_json(tmp_path):
         for key in ("name", "family", "classes", "input_size", "shipped", "weights_bytes"):
             assert key in r, key
         info = model_info(r["name"])
-        assert r["family"] == info.family and r["classes"] == list(info.classes)
-        assert r["input_size"] == [info.preprocess.channels, info.preprocess.size, info.preprocess.size]
+        assert r["family"] == info.family
+        # a shipped architecture is listed as its weights were trained, not as the registry's defaults
+        meta = read_metadata(info.shipped_weights) if info.shipped_weights else \
+            {"preprocess": dataclasses.asdict(info.preprocess), "classes": list(info.classes)}
+        pre, classes = meta["preprocess"], meta["classes"]
+        assert r["classes"] == classes
+        assert r["input_size"] == [pre["channels"], pre["size"], pre["size"]]
         assert r["shipped"] == (info.shipped_weights is not None)
         if r["shipped"]:
             assert r["weights_bytes"] == info.shipped_weights.stat().st_size
         else:
             assert r["weights_bytes"] is None
     assert {r["name"]: r["shipped"] for r in rows}["cxr_cnn"] is True
+
+
+def test_models_lists_a_shipped_architecture_as_its_weights_were_trained(capsys, monkeypatch):
+    """If the file shipped under an architecture's name was trained at another size or for other classes, the
+    listing must say so: kermany3's weights are cxr_cnn at 128 px for 3 classes (the registry says 224 px, 2)."""
+    import cxrkit.models
+    import cxrkit.models._registry as registry
+    other = {"cxr_cnn": shipped_models()["kermany3"]}
+    monkeypatch.setattr(registry, "shipped_models", lambda: other)
+    monkeypatch.setattr(cxrkit.models, "shipped_models", lambda: other)
+    rc, out, _ = call(["models", "--json"], capsys)
+    assert rc == 0
+    row = {r["name"]: r for r in json.loads(out)}["cxr_cnn"]
+    assert row["input_size"] == [1, 128, 128] and row["classes"] == ["BACTERIAL", "NORMAL", "VIRAL"]
+    assert model_info("cxr_cnn").preprocess.size == 224
 
 
 def test_models_table(capsys):

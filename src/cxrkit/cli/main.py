@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -63,9 +64,12 @@ def cmd_models(args) -> int:
     for name in list_models():
         info = model_info(name)
         w = info.shipped_weights
-        pre = info.preprocess
-        rows.append({"name": name, "arch": name, "family": info.family, "classes": list(info.classes),
-                     "input_size": [pre.channels, pre.size, pre.size], "shipped": w is not None,
+        # shipped weights say what they were trained on (a recipe may change the architecture's size or classes)
+        meta = read_metadata(w) if w else {"preprocess": dataclasses.asdict(info.preprocess),
+                                           "classes": list(info.classes)}
+        pre, classes = meta["preprocess"], meta["classes"]
+        rows.append({"name": name, "arch": name, "family": info.family, "classes": classes,
+                     "input_size": [pre["channels"], pre["size"], pre["size"]], "shipped": w is not None,
                      "weights_bytes": w.stat().st_size if w else None, "paper": info.paper or None,
                      "description": info.description})
     for name, w in shipped_models().items():  # trained models shipped under their own name (e.g. 3-class ones)
