@@ -60,28 +60,27 @@ def cmd_models(args) -> int:
     from ..inference.bundle import read_metadata
     from ..models import list_models, model_info, shipped_models
 
+    def row(name: str, arch: str, meta: dict, weights: Path | None, paper: str | None, description: str) -> dict:
+        pre = meta["preprocess"]
+        return {"name": name, "arch": arch, "family": model_info(arch).family, "classes": list(meta["classes"]),
+                "input_size": [pre["channels"], pre["size"], pre["size"]], "shipped": weights is not None,
+                "weights_bytes": weights.stat().st_size if weights else None, "paper": paper,
+                "description": description}
+
     rows = []
     for name in list_models():
         info = model_info(name)
         w = info.shipped_weights
         # shipped weights say what they were trained on (a recipe may change the architecture's size or classes)
-        meta = read_metadata(w) if w else {"preprocess": dataclasses.asdict(info.preprocess),
-                                           "classes": list(info.classes)}
-        pre, classes = meta["preprocess"], meta["classes"]
-        rows.append({"name": name, "arch": name, "family": info.family, "classes": classes,
-                     "input_size": [pre["channels"], pre["size"], pre["size"]], "shipped": w is not None,
-                     "weights_bytes": w.stat().st_size if w else None, "paper": info.paper or None,
-                     "description": info.description})
+        meta = read_metadata(w) if w else {"preprocess": dataclasses.asdict(info.preprocess), "classes": info.classes}
+        rows.append(row(name, name, meta, w, info.paper or None, info.description))
     for name, w in shipped_models().items():  # trained models shipped under their own name (e.g. 3-class ones)
         if any(r["name"] == name for r in rows):
             continue
         meta = read_metadata(w)
-        pre, info = meta["preprocess"], model_info(meta["arch"])
-        rows.append({"name": name, "arch": meta["arch"], "family": info.family, "classes": meta["classes"],
-                     "input_size": [pre["channels"], pre["size"], pre["size"]], "shipped": True,
-                     "weights_bytes": w.stat().st_size, "paper": None,
-                     "description": f"{meta['arch']} trained by recipe {meta.get('info', {}).get('recipe', '?')} "
-                                    f"({'/'.join(meta['classes'])})"})
+        rows.append(row(name, meta["arch"], meta, w, None,
+                        f"{meta['arch']} trained by recipe {meta.get('info', {}).get('recipe', '?')} "
+                        f"({'/'.join(meta['classes'])})"))
     if args.json:
         _print_json(rows)
         return 0
