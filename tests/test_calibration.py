@@ -163,6 +163,26 @@ def test_cxrkit_calibrate_refits_without_changing_decisions(sample_dir, tmp_path
     assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites
 
 
+def test_cxrkit_calibrate_youden_geometry_refits_the_threshold_on_warped_validation(sample_dir, tmp_path, capsys):
+    from cxrkit.evaluation.geometry import geometry_threshold
+    from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
+    from cxrkit.inference.bundle import load_bundle, save_bundle
+
+    src = save_bundle(_bundle(1.0, 0.0), tmp_path / "m.safetensors")
+    out = tmp_path / "geo.safetensors"
+    assert main(["calibrate", "--model", str(src), "--data", str(sample_dir), "--out", str(out),
+                 "--threshold-rule", "youden-geometry", "--uncertain-rule", "none", "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    new = load_bundle(out)
+    assert report["threshold_rule"] == "youden-geometry" and new.threshold == pytest.approx(report["threshold"])
+    fraction, seed = validation_split_of(new)
+    val = carve_validation(sample_dir, new.classes, new.preprocess, fraction, seed)
+    assert new.threshold == pytest.approx(geometry_threshold(new, val.images, val.labels.numpy()))
+    assert main(["evaluate", "--model", str(out), "--data", str(sample_dir), "--json", "--quiet"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["threshold_rule"] == f"youden-geometry, refit on {len(val.labels)} validation films"
+
+
 def test_site_threshold_rule_refits_the_cut_off_for_a_shifted_site():
     """A site whose negatives score higher than the training data's: the old cut-off over-calls them; a Youden
     cut-off fitted on some of the site's films does better on other films of that site."""

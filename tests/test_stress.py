@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
 from cxrkit.cli.main import main
 from cxrkit.data.preprocess import Preprocess
+from cxrkit.evaluation.geometry import geometry_threshold
+from cxrkit.evaluation.metrics import choose_threshold
 from cxrkit.evaluation.stress import GEOMETRY_VIEWS, View, stress_table, stress_test, warp
 
 SIZE = 64
@@ -79,6 +82,37 @@ def test_shape_reader_loses_its_score_lung_reader_keeps_it():
     assert narrower.recall["NORMAL"] < 0.5 and narrower.recall["PNEUMONIA"] == 1.0
     table = stress_table(shortcut)
     assert table.count("\n") == len(GEOMETRY_VIEWS) + 2 and f"{shortcut.score:.3f}" in table
+
+
+class _Scored(_Rule):
+    """A model whose P(PNEUMONIA) reads brightness a little and how narrow the chest is a lot: a continuous score."""
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
+
+    def predict_resized(self, images, batch_size):
+        def score(img):
+            body = img > 40
+            narrowness = 1.0 - body.any(axis=0).sum() / body.any(axis=1).sum()  # 0 square, ~0.5 narrow
+            return 1 / (1 + np.exp(-(0.02 * (img[body].mean() - 145) + 10.0 * (narrowness - 0.35))))
+
+        p = np.array([score(img) for img in np.asarray(images)], dtype=np.float64)
+        return np.stack([1 - p, p], axis=1)
+
+
+def test_geometry_threshold_is_the_cut_off_that_holds_best_across_the_views():
+    """Youden on the films as they are may sit where a re-shaped film falls on the wrong side (here: just under
+    the narrow PNEUMONIA chests, which the stretched view widens). Youden across the views is the cut-off with
+    the highest stress score: checked against every candidate cut-off."""
+    images, labels = _films()
+    clean = choose_threshold(labels, _Scored().predict_resized(images, 64)[:, 1], "youden")
+    across = geometry_threshold(_Scored(), images, labels)
+    at_clean, at_across = stress_test(_Scored(clean), images, labels), stress_test(_Scored(across), images, labels)
+    assert at_across.score > at_clean.score
+    assert at_across.views[0].balanced_accuracy == 1.0  # the films as they are still all decided right
+    pooled = np.concatenate([_Scored().predict_resized(warp(images, v), 64)[:, 1] for v in GEOMETRY_VIEWS])
+    best = max(stress_test(_Scored(t), images, labels).score for t in np.unique(pooled))
+    assert at_across.score == pytest.approx(best)
 
 
 def test_stress_cli_on_a_shipped_model(sample_dir, capsys):
@@ -163,3 +197,21 @@ def test_a_seed_override_is_re_carved_as_trained(tmp_path, fast_recipe, sample_d
                                       fast_recipe.seed)
     assert recarved.fingerprint == held_out
     assert by_recipe_seed.fingerprint != held_out  # the test could fail: the two seeds carve different films
+
+
+def test_a_recipe_can_take_its_threshold_across_the_views(tmp_path, fast_recipe, sample_dir):
+    """``threshold_rule: youden-geometry`` in a recipe: the trained model's cut-off is Youden's over its own
+    validation films warped as the stress views, at its fitted temperature; its decisions and UNCERTAIN cut-off
+    are fitted around that threshold."""
+    from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
+    from cxrkit.inference.bundle import load_bundle
+    from cxrkit.training import train
+
+    recipe = fast_recipe.replace(epochs=1, threshold_rule="youden-geometry")
+    result = train(recipe, sample_dir, tmp_path / "run", progress=False)
+    bundle = load_bundle(tmp_path / "run" / "model.safetensors")
+    val = carve_validation(sample_dir, bundle.classes, bundle.preprocess, *validation_split_of(bundle))
+    assert bundle.temperature != 1.0  # fitted first, and the cut-off read at it
+    assert bundle.threshold == pytest.approx(geometry_threshold(bundle, val.images, val.labels.numpy()), abs=1e-6)
+    assert bundle.info["threshold_rule"] == "youden-geometry"
+    assert result.val_metrics["threshold"] == pytest.approx(bundle.threshold)

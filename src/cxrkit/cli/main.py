@@ -343,12 +343,12 @@ def cmd_calibrate(args) -> int:
         bundle = adapt_batchnorm_to_films(bundle, args.unlabeled, rebalance=not args.no_rebalance,
                                           positive_share=args.positive_share, progress=_progress(args))
     if args.site:
-        bundle = adapt_to_site(bundle, args.site, args.threshold_rule, args.uncertain_rule,
+        bundle = adapt_to_site(bundle, args.site, args.threshold_rule or "youden", args.uncertain_rule,
                                fit_temperature=not args.no_temperature, progress=_progress(args))
     elif args.data:
         bundle = recalibrate(bundle, args.data, args.uncertain_rule,
                              fit_temperature=not args.no_temperature, val_fraction=args.val_fraction, seed=args.seed,
-                             progress=_progress(args))
+                             progress=_progress(args), threshold_rule=args.threshold_rule)
     save_bundle(bundle, out)
     adapted = bundle.info.get("site_adaptation") if args.unlabeled else None
     r = bundle.info["calibration"] if args.site or args.data else None
@@ -710,9 +710,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --unlabeled: measure on the films as they are, instead of resampling them to the "
                         "training data's class mix (a batch of mostly normal films then makes the model over-call "
                         "pneumonia)")
-    s.add_argument("--threshold-rule", default="youden",
-                   help="with --site, how the binary decision threshold is chosen: youden | sensitivity:S | fixed:T "
-                        "(default: %(default)s)")
+    s.add_argument("--threshold-rule",
+                   help="choose a new binary decision threshold on the films fitted on: youden | youden-geometry "
+                        "(Youden across the validation films warped as other shapes and crops, the views of "
+                        "`cxrkit stress`; docs/robustness.md) | sensitivity:S | fixed:T. Default: youden with "
+                        "--site; with --data the model's threshold is kept (moved through the new temperature)")
     s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
     s.add_argument("--uncertain-rule", default="coverage:0.95",
                    help="coverage:C (decide the C most confident share) | error:E (largest coverage with error ≤ E "

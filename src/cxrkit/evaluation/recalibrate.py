@@ -31,6 +31,7 @@ from ..inference.bundle import ModelBundle
 from ..inference.predictor import predict_resized
 from ..recipes import RECIPES
 from .calibration import calibrate
+from .geometry import GEOMETRY_RULE, geometry_threshold
 
 
 def validation_split_of(bundle) -> tuple[float, int]:
@@ -63,17 +64,24 @@ def carve_validation(data_dir: str | Path, classes, pre: Preprocess, val_fractio
 
 
 def recalibrate(bundle: ModelBundle, data_dir: str | Path, rule: str = "coverage:0.95", fit_temperature: bool = True,
-                val_fraction: float | None = None, seed: int | None = None, progress: bool = False) -> ModelBundle:
-    """A copy of ``bundle`` with temperature, confidence threshold (and the binary threshold moved through the new
-    temperature, so decisions stay the same) fitted on ``data_dir``'s validation split."""
+                val_fraction: float | None = None, seed: int | None = None, progress: bool = False,
+                threshold_rule: str | None = None) -> ModelBundle:
+    """A copy of ``bundle`` with temperature and confidence threshold fitted on ``data_dir``'s validation split.
+
+    The binary threshold is moved through the new temperature, so decisions stay the same, unless
+    ``threshold_rule`` (``youden``, ``youden-geometry``, ``sensitivity:S``, ``fixed:T``) chooses a new one there.
+    """
     _require_torch_bundle(bundle)
     default_fraction, default_seed = validation_split_of(bundle)
     val_fraction = default_fraction if val_fraction is None else val_fraction
     seed = default_seed if seed is None else seed
     data = carve_validation(data_dir, bundle.classes, bundle.preprocess, val_fraction, seed, progress)
-    return _refit(bundle, data, rule, fit_temperature, None,
+    n = len(data.samples)
+    origin = ({"threshold_rule": f"{threshold_rule}, refit on {n} validation films"}
+              if threshold_rule and bundle.is_binary else {})
+    return _refit(bundle, data, rule, fit_temperature, threshold_rule,
                   {"refit_on": str(data_dir),
-                   "split": f"val carved from train (patient-grouped, fraction {val_fraction}, seed {seed})"})
+                   "split": f"val carved from train (patient-grouped, fraction {val_fraction}, seed {seed})"}, origin)
 
 
 def adapt_to_site(bundle: ModelBundle, site_dir: str | Path, threshold_rule: str = "youden",
@@ -106,10 +114,18 @@ def _require_torch_bundle(bundle) -> None:
 def _refit(bundle: ModelBundle, data: DecodedSet, rule: str, fit_temperature: bool, threshold_rule: str | None,
            where: dict, info: dict | None = None) -> ModelBundle:
     """``where``: what the data was, into ``info.calibration``; ``info``: other ``info`` keys to replace."""
-    cal = calibrate(predict_resized(bundle, data.images), data.labels.numpy(), bundle.threshold, rule,
-                    fit=fit_temperature, threshold_rule=threshold_rule if bundle.is_binary else None)
+    probs, y = predict_resized(bundle, data.images), data.labels.numpy()
+    threshold_rule = threshold_rule if bundle.is_binary else None
+    rule_used = threshold_rule
+    if threshold_rule == GEOMETRY_RULE:  # needs the films, not only their probabilities: fit the temperature first
+        scaled = calibrate(probs, y, bundle.threshold, "none", fit=fit_temperature)
+        at_new_temperature = dataclasses.replace(bundle, temperature=bundle.temperature * scaled.temperature,
+                                                 frozen=None)
+        rule_used = f"fixed:{geometry_threshold(at_new_temperature, data.images, y)!r}"
+    cal = calibrate(probs, y, bundle.threshold, rule, fit=fit_temperature, threshold_rule=rule_used)
     temperature = bundle.temperature * cal.temperature  # the probabilities were already at the old temperature
-    report = {**cal.report, "temperature": temperature, **where}
+    report = {**cal.report, "temperature": temperature, **where,
+              **({"threshold_rule": threshold_rule} if threshold_rule else {})}
     return dataclasses.replace(bundle, threshold=cal.threshold, temperature=temperature,
                                confidence_threshold=cal.confidence_threshold,
                                info={**bundle.info, **(info or {}), "calibration": report}, frozen=None)

@@ -15,42 +15,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from ..inference.decision import decide_indices
 from ..inference.predictor import predict_resized
 from .evaluate import decode_split
+from .geometry import GEOMETRY_VIEWS, View, warp  # noqa: F401  (View, warp: part of this module's API)
 from .recalibrate import carve_validation, validation_split_of
-
-
-@dataclass(frozen=True)
-class View:
-    """Content magnified ``sx`` times across and ``sy`` times down (cropped, or edge pixels repeated)."""
-
-    name: str
-    sx: float
-    sy: float
-
-
-GEOMETRY_VIEWS = (
-    View("as is", 1.0, 1.0),
-    View("narrower: squeezed across to 0.8 (an original 1.25x wider)", 1.0, 1.25),
-    View("wider: stretched across to 1.25 (an original 1.25x narrower)", 1.25, 1.0),
-    View("zoomed in 1.3 (a tighter crop)", 1.3, 1.3),
-    View("zoomed out to 0.8 (a wider field)", 0.8, 0.8),
-)
-
-
-def warp(images: torch.Tensor, view: View) -> torch.Tensor:
-    """uint8 ``(N, S, S)`` films → the same films as ``view`` sees them, uint8."""
-    if view.sx == 1.0 and view.sy == 1.0:
-        return images
-    x = images.float()[:, None] / 255.0
-    theta = torch.tensor([[1.0 / view.sx, 0.0, 0.0], [0.0, 1.0 / view.sy, 0.0]]).expand(len(x), 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return (out[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class Recipe:
     early_stopping_metric: str = "none"  # none | val_loss | val_auc
     early_stopping_patience: int = 5
     keep_best: bool = True  # restore the best-validation epoch's weights at the end
-    threshold_rule: str = "youden"  # youden | fixed:0.5 | sensitivity:0.95
+    threshold_rule: str = "youden"  # youden | youden-geometry (docs/robustness.md) | fixed:0.5 | sensitivity:0.95
     # Temperature scaling and the UNCERTAIN cut-off, fitted on the validation split (evaluation/calibration.py).
     # coverage:0.95 flags the 5% least confident cases: near seed 003's UNCERTAIN share (1-17% per class) and a
     # target validation can hit exactly; error:E needs enough validation errors to be estimated, which small
@@ -260,10 +260,12 @@ RECIPES: dict[str, Recipe] = {
                         "cxr_bnn_stage1 run (`cxrkit train --recipe cxr_bnn_2stage --init-from RUN1 ...`)."),
         _CXR_CNN, _CXR_CNN_ROBUST, _CXR_CNN_EQUALIZED, _CXR_CNN_GEOMETRY, _CXR_CNN_INVARIANT,
         _CXR_CNN_INVARIANT.replace(
-            name="cxr_cnn_fast", image_size=128, epochs=9,
+            name="cxr_cnn_fast", version=2, image_size=128, epochs=9, threshold_rule="youden-geometry",
             description="The fast path (issue 5: raw images to a model in <= 10 minutes on 2 cores): "
                         "cxr_cnn_invariant at 128 px (a third of the pixels) for 9 epochs: 7 epochs took 6.9 "
-                        "minutes end to end on the idle machine (57 s an epoch), so 9 fit ~8.8 minutes."),
+                        "minutes end to end on the idle machine (57 s an epoch), so 9 fit ~8.8 minutes. "
+                        "Version 2: the threshold is Youden's across the geometric views of its validation films "
+                        "(docs/robustness.md, session 11)."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "

@@ -1,0 +1,65 @@
+"""The geometric views of a film, and a decision threshold chosen across them.
+
+The Kermany films were squashed to square by their source, so an original's
+width:height survives as a squeeze of the anatomy, and in the training pool
+the classes differ in it (docs/robustness.md). A cut-off chosen on the
+validation films as they are is tuned to that pool's shapes; the same films
+warped as differently shaped or cropped originals show where it moves when
+only the acquisition changes. :mod:`.stress` scores a model across these
+views; :func:`geometry_threshold` picks the cut-off that holds best across them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..inference.predictor import predict_resized
+from .metrics import choose_threshold
+
+GEOMETRY_RULE = "youden-geometry"
+
+
+@dataclass(frozen=True)
+class View:
+    """Content magnified ``sx`` times across and ``sy`` times down (cropped, or edge pixels repeated)."""
+
+    name: str
+    sx: float
+    sy: float
+
+
+GEOMETRY_VIEWS = (
+    View("as is", 1.0, 1.0),
+    View("narrower: squeezed across to 0.8 (an original 1.25x wider)", 1.0, 1.25),
+    View("wider: stretched across to 1.25 (an original 1.25x narrower)", 1.25, 1.0),
+    View("zoomed in 1.3 (a tighter crop)", 1.3, 1.3),
+    View("zoomed out to 0.8 (a wider field)", 0.8, 0.8),
+)
+
+
+def warp(images: torch.Tensor, view: View) -> torch.Tensor:
+    """uint8 ``(N, S, S)`` films → the same films as ``view`` sees them, uint8."""
+    if view.sx == 1.0 and view.sy == 1.0:
+        return images
+    x = images.float()[:, None] / 255.0
+    theta = torch.tensor([[1.0 / view.sx, 0.0, 0.0], [0.0, 1.0 / view.sy, 0.0]]).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return (out[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def geometry_threshold(model, images: torch.Tensor, labels: np.ndarray, views=GEOMETRY_VIEWS) -> float:
+    """Youden's cut-off on P(positive) of ``images`` pooled over ``views``: the threshold with the highest mean
+    balanced accuracy across the views, for a binary ``model`` (its temperature applied, so the cut-off is on the
+    scale its ``threshold`` is kept on).
+
+    Why pooled: Youden on the films as they are puts the cut-off where that pool's NORMAL films score, and any
+    shape cue the model still reads lifts other sites' NORMAL films above it; across the views the cut-off is
+    set where NORMAL films of any of these shapes fall.
+    """
+    labels = np.asarray(labels)
+    p = np.concatenate([predict_resized(model, warp(images, v))[:, 1] for v in views])
+    return choose_threshold(np.tile(labels, len(views)), p.astype(np.float64), "youden")
