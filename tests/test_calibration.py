@@ -181,6 +181,10 @@ def test_cxrkit_calibrate_youden_geometry_refits_the_threshold_on_warped_validat
     assert main(["evaluate", "--model", str(out), "--data", str(sample_dir), "--json", "--quiet"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["threshold_rule"] == f"youden-geometry, refit on {len(val.labels)} validation films"
+    assert main(["calibrate", "--model", str(src), "--data", str(sample_dir), "--out", str(tmp_path / "x.safetensors"),
+                 "--threshold-rule", "youden-geo", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "unknown threshold rule 'youden-geo'" in err
 
 
 def test_site_threshold_rule_refits_the_cut_off_for_a_shifted_site():

@@ -38,8 +38,10 @@ def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, rule: str) -> float:
         target = float(arg)
         ok = np.flatnonzero(tpr >= target)
         return float(thr[ok[0]])
-    raise ValueError(f"unknown threshold rule {rule!r} (youden | fixed:T | sensitivity:S; youden-geometry "
-                     "needs the films: cxrkit calibrate)")
+    if rule == "youden-geometry":
+        raise ValueError("threshold rule youden-geometry needs the films, not only their probabilities: give it in "
+                         "a recipe or to cxrkit calibrate")
+    raise ValueError(f"unknown threshold rule {rule!r} (youden | youden-geometry | fixed:T | sensitivity:S)")
 
 
 def expected_calibration_error(y_onehot: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
