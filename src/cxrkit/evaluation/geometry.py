@@ -10,6 +10,7 @@ views; :func:`geometry_threshold` picks the cut-off that holds best across them.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference.predictor import predict_resized
+from .calibration import Calibration, calibrate
 from .metrics import choose_threshold
 
 GEOMETRY_RULE = "youden-geometry"
@@ -63,3 +65,15 @@ def geometry_threshold(model, images: torch.Tensor, labels: np.ndarray, views=GE
     labels = np.asarray(labels)
     p = np.concatenate([predict_resized(model, warp(images, v))[:, 1] for v in views])
     return choose_threshold(np.tile(labels, len(views)), p.astype(np.float64), "youden")
+
+
+def calibrate_across_views(bundle, probs: np.ndarray, labels: np.ndarray, images: torch.Tensor,
+                           uncertain_rule: str, fit: bool = True) -> Calibration:
+    """:func:`~.calibration.calibrate` with the binary cut-off by ``youden-geometry``: the temperature is fitted on
+    ``probs`` (``bundle``'s validation probabilities, at its own temperature) first, because the cut-off is read
+    off the warped films at that temperature, and the UNCERTAIN cut-off is then fitted around it."""
+    labels = np.asarray(labels)
+    scale = calibrate(probs, labels, bundle.threshold, "none", fit=fit).temperature
+    at_new_temperature = dataclasses.replace(bundle, temperature=bundle.temperature * scale, frozen=None)
+    cut = geometry_threshold(at_new_temperature, images, labels)
+    return calibrate(probs, labels, bundle.threshold, uncertain_rule, fit=fit, threshold_rule=f"fixed:{cut!r}")

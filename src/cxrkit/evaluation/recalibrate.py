@@ -31,7 +31,7 @@ from ..inference.bundle import ModelBundle
 from ..inference.predictor import predict_resized
 from ..recipes import RECIPES
 from .calibration import calibrate
-from .geometry import GEOMETRY_RULE, geometry_threshold
+from .geometry import GEOMETRY_RULE, calibrate_across_views
 
 
 def validation_split_of(bundle) -> tuple[float, int]:
@@ -116,13 +116,10 @@ def _refit(bundle: ModelBundle, data: DecodedSet, rule: str, fit_temperature: bo
     """``where``: what the data was, into ``info.calibration``; ``info``: other ``info`` keys to replace."""
     probs, y = predict_resized(bundle, data.images), data.labels.numpy()
     threshold_rule = threshold_rule if bundle.is_binary else None
-    rule_used = threshold_rule
-    if threshold_rule == GEOMETRY_RULE:  # needs the films, not only their probabilities: fit the temperature first
-        scaled = calibrate(probs, y, bundle.threshold, "none", fit=fit_temperature)
-        at_new_temperature = dataclasses.replace(bundle, temperature=bundle.temperature * scaled.temperature,
-                                                 frozen=None)
-        rule_used = f"fixed:{geometry_threshold(at_new_temperature, data.images, y)!r}"
-    cal = calibrate(probs, y, bundle.threshold, rule, fit=fit_temperature, threshold_rule=rule_used)
+    if threshold_rule == GEOMETRY_RULE:  # needs the films, not only their probabilities
+        cal = calibrate_across_views(bundle, probs, y, data.images, rule, fit=fit_temperature)
+    else:
+        cal = calibrate(probs, y, bundle.threshold, rule, fit=fit_temperature, threshold_rule=threshold_rule)
     temperature = bundle.temperature * cal.temperature  # the probabilities were already at the old temperature
     report = {**cal.report, "temperature": temperature, **where,
               **({"threshold_rule": threshold_rule} if threshold_rule else {})}

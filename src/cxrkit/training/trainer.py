@@ -28,7 +28,7 @@ from ..data.folder import DatasetError, index_folder
 from ..data.preprocess import Preprocess, to_model_input
 from ..data.splits import grouped_split
 from ..evaluation.calibration import calibrate
-from ..evaluation.geometry import GEOMETRY_RULE, geometry_threshold
+from ..evaluation.geometry import GEOMETRY_RULE, calibrate_across_views
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
 from ..inference.bundle import ModelBundle, save_bundle
 from ..inference.predictor import predict_resized
@@ -307,16 +307,14 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     y_val = val_set.labels.numpy()
     geometric = k == 2 and recipe.threshold_rule == GEOMETRY_RULE
     threshold = 0.5
-    if k == 2:
-        threshold = choose_threshold(y_val, val_probs[:, 1], "youden" if geometric else recipe.threshold_rule)
+    if k == 2 and not geometric:
+        threshold = choose_threshold(y_val, val_probs[:, 1], recipe.threshold_rule)
     # temperature (if recipe.calibrate) and UNCERTAIN cut-off on validation; binary decisions stay the same
-    cal = calibrate(val_probs, y_val, threshold, recipe.uncertain_rule, fit=recipe.calibrate)
-    if geometric:  # the cut-off is read off the warped validation films, at the fitted temperature
-        scaled = ModelBundle(model, recipe.model, tuple(classes), pre, cal.threshold, dict(recipe.model_kwargs),
-                             temperature=cal.temperature)
-        cut = geometry_threshold(scaled, val_set.images, y_val)
-        cal = calibrate(val_probs, y_val, threshold, recipe.uncertain_rule, fit=recipe.calibrate,
-                        threshold_rule=f"fixed:{cut!r}")
+    if geometric:  # the cut-off is read off the warped validation films
+        cal = calibrate_across_views(ModelBundle(model, recipe.model, tuple(classes), pre, threshold),
+                                     val_probs, y_val, val_set.images, recipe.uncertain_rule, fit=recipe.calibrate)
+    else:
+        cal = calibrate(val_probs, y_val, threshold, recipe.uncertain_rule, fit=recipe.calibrate)
     val_probs, threshold = cal.probs, cal.threshold
     val_metrics = evaluate_probabilities(val_set.labels.numpy(), val_probs, classes, threshold,
                                          confidence_threshold=cal.confidence_threshold)
