@@ -12,36 +12,16 @@ from __future__ import annotations
 import argparse
 import io
 import resource
-import time
 import warnings
 
 import numpy as np
 import torch
+from bench_bnn import _timings  # batch-1 median latency and batch-32 throughput, as bench_bnn.py times them
 
 from cxrkit.data.preprocess import Preprocess
 from cxrkit.inference.bundle import ModelBundle
 from cxrkit.inference.predictor import frozen_for_inference
 from cxrkit.models import create_model, model_info
-
-
-def _throughput(forward, x: torch.Tensor, iters: int = 40) -> float:
-    for _ in range(8):
-        forward(x)
-    t = time.perf_counter()
-    for _ in range(iters):
-        forward(x)
-    return len(x) * iters / (time.perf_counter() - t)
-
-
-def _latency_ms(forward, x: torch.Tensor, iters: int = 300) -> float:
-    for _ in range(20):
-        forward(x)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        forward(x)
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
 
 
 def _onnxruntime_forward(model: torch.nn.Module, example: torch.Tensor):
@@ -87,7 +67,8 @@ def main() -> None:
             best = {k: (0.0, float("inf")) for k in backends}
             for _ in range(args.rounds):
                 for k, forward in backends.items():
-                    ips, ms = _throughput(forward, x), _latency_ms(forward, x[:1])
+                    t = _timings(forward, x[:1], x, iters1=300, iters32=40)
+                    ips, ms = t["b32_ips"], t["b1_ms"]
                     best[k] = (max(best[k][0], ips), min(best[k][1], ms))
             for k, forward in backends.items():
                 gap = float((forward(x) - reference).abs().max())
