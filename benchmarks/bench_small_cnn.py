@@ -8,11 +8,13 @@ Each configuration runs in a fresh subprocess (so peak RSS and malloc settings a
 - ``cxrkit, fp32 training``: the same with fp32 training
 - ``cxrkit, default malloc``: the default path with glibc's default malloc, to show what the setting buys
 - ``cxrkit, bf16 inference``: the default path with ``--precision bf16`` inference (a frozen bfloat16 copy; opt-in)
+- ``cxrkit, TorchScript inference``: the default path with ``--engine torchscript`` (fp32 inference by the frozen
+  TorchScript copy instead of ONNX Runtime: cxrkit's default before session 12)
 - ``keras``: ``../shared/peers/keras_small_cnn.py`` on TensorFlow-CPU 2.15 (if its venv exists)
 
 Training img/s is cxrkit's real training loop (``cxrkit.training.train`` on the decoded cache, recipe ``seed001``),
 excluding the first epoch, as the peer harness does. Inference is the model's forward pass as ``cxrkit predict``
-runs it (frozen TorchScript, fp32, or bf16 with ``--precision bf16``); ``predict`` is the end-to-end ``cxrkit predict`` path on a folder of JPEGs (decode + resize + forward).
+runs it (ONNX Runtime, fp32; frozen TorchScript with ``--engine torchscript`` or in bf16 with ``--precision bf16``); ``predict`` is the end-to-end ``cxrkit predict`` path on a folder of JPEGs (decode + resize + forward).
 
     python benchmarks/bench_small_cnn.py --data ../shared/data/kermany_224            # full table
     python benchmarks/bench_small_cnn.py --data src/cxrkit/sample_data/kermany_sample --epochs 2   # quick look
@@ -40,7 +42,8 @@ def worker(args) -> dict:
     import torch
 
     from cxrkit.inference.bundle import resolve_model
-    from cxrkit.inference.predictor import expand_paths, frozen_for_inference, predict_paths, use_precision
+    from cxrkit.data.folder import expand_paths
+    from cxrkit.inference.predictor import frozen_for_inference, predict_paths, use_precision
     from cxrkit.recipes import RECIPES
     from cxrkit.training import train
 
@@ -50,7 +53,8 @@ def worker(args) -> dict:
         hist = result.history[1:] or result.history
         train_ips = sum(h["train_img_per_s"] * h["train_seconds"] for h in hist) / sum(h["train_seconds"] for h in hist)
         bundle = use_precision(resolve_model(Path(tmp) / "run"), args.infer_precision)
-    # the frozen TorchScript copy that `cxrkit predict [--precision bf16]` runs
+        bundle.engine = args.engine
+    # the compiled copy that `cxrkit predict [--precision bf16]` runs
     model = frozen_for_inference(bundle)
     dtype = torch.bfloat16 if args.infer_precision == "bf16" else torch.float32
     xb = torch.rand(32, 1, 128, 128).to(dtype).contiguous(memory_format=torch.channels_last)
@@ -78,11 +82,12 @@ def worker(args) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_cxrkit(args, env_extra: dict, train_precision: str = "auto", infer_precision: str = "fp32") -> dict:
+def run_cxrkit(args, env_extra: dict, train_precision: str = "auto", infer_precision: str = "fp32",
+               engine: str = "auto") -> dict:
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--worker", "--data", args.data, "--epochs", str(args.epochs),
-           "--train-precision", train_precision, "--infer-precision", infer_precision]
+           "--train-precision", train_precision, "--infer-precision", infer_precision, "--engine", engine]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"cxrkit worker failed:\n{out.stderr[-2000:]}")
@@ -122,6 +127,7 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--train-precision", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--infer-precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--engine", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--infer-iters", type=int, default=30)
     p.add_argument("--latency-iters", type=int, default=200)
     args = p.parse_args()
@@ -135,6 +141,7 @@ def main() -> None:
         "cxrkit, fp32 training": lambda: run_cxrkit(args, fast, train_precision="fp32"),
         "cxrkit, default malloc": lambda: run_cxrkit(args, {}),
         "cxrkit, bf16 inference": lambda: run_cxrkit(args, fast, infer_precision="bf16"),
+        "cxrkit, TorchScript inference": lambda: run_cxrkit(args, fast, engine="torchscript"),
     }
     if not args.no_peer:
         configs = {"keras (seed 001, TF 2.15)": lambda: run_keras(args)} | configs

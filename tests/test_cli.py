@@ -327,3 +327,20 @@ def test_bf16_refuses_exported_files_and_unknown_precisions(tmp_path, capsys):
     rc, _, err = call(["predict", str(sample_images("test", "NORMAL")[0]), "--model", "cxr_bnn", "--precision", "bf16"],
                       capsys)
     assert rc == 2 and "packed engine" in err and err.count("\n") == 1
+
+
+def test_engine_torchscript_reproduces_the_onnxruntime_default(capsys):
+    """`--engine torchscript` (figures recorded before ONNX Runtime ran the default) gives the same decisions and
+    probabilities within 1e-5 of the default engine; an unknown engine is argparse's usage error (exit 2)."""
+    files = [str(p) for p in sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA")]
+    rc_a, out_a, _ = call(["predict", *files, "--model", "cxr_cnn", "--json", "--quiet"], capsys)
+    rc_t, out_t, _ = call(["predict", *files, "--model", "cxr_cnn", "--json", "--quiet", "--engine", "torchscript"],
+                          capsys)
+    assert rc_a == rc_t == 0
+    auto, script = json.loads(out_a), json.loads(out_t)
+    assert [a["label"] for a in auto] == [t["label"] for t in script]
+    assert max(abs(a["probabilities"][c] - t["probabilities"][c]) for a, t in zip(auto, script)
+               for c in a["probabilities"]) < 1e-5
+    with pytest.raises(SystemExit) as exit_:
+        call(["predict", files[0], "--engine", "tensorrt"], capsys)
+    assert exit_.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err

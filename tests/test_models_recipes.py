@@ -288,22 +288,37 @@ def test_precision_auto_follows_native_bf16_and_rejects_unknown():
 
 
 @pytest.mark.parametrize("name", ["seed_cnn", "cxr_cnn"])
-def test_frozen_inference_copy_matches_the_eager_model(name):
+def test_compiled_inference_copies_match_the_eager_model(name):
+    """Each engine's compiled copy gives the eager model's probabilities, and really is that engine's."""
+    from cxrkit.inference.onnxruntime_forward import OnnxRuntimeForward
     from cxrkit.inference.predictor import predict_resized, use_precision
 
     torch.manual_seed(1)
     pre = model_info(name).preprocess
     bundle = ModelBundle(create_model(name).eval(), name, ("NORMAL", "PNEUMONIA"), pre)
     size = pre.size
-    for n in (1, 5):
-        images = torch.randint(0, 256, (n, size, size), dtype=torch.uint8)
-        eager = predict_resized(bundle, images, optimize=False)
-        fast = predict_resized(bundle, images)
-        assert fast.shape == (n, 2) and abs(fast - eager).max() < 1e-4
-    assert isinstance(bundle.frozen["fp32"], torch.jit.ScriptModule)  # the fast path was really taken
-    use_precision(bundle, "bf16")  # opt-in: a frozen bfloat16 copy beside the fp32 one
+    for engine, kind in (("auto", OnnxRuntimeForward), ("torchscript", torch.jit.ScriptModule)):
+        bundle.engine = engine
+        for n in (1, 5):
+            images = torch.randint(0, 256, (n, size, size), dtype=torch.uint8)
+            eager = predict_resized(bundle, images, optimize=False)
+            fast = predict_resized(bundle, images)
+            assert fast.shape == (n, 2) and abs(fast - eager).max() < 1e-4
+        assert isinstance(bundle.frozen[("fp32", engine)], kind)  # the fast path was really taken
+    use_precision(bundle, "bf16")  # opt-in: a frozen bfloat16 copy beside the fp32 ones, always TorchScript
     bf16 = predict_resized(bundle, images)
-    assert abs(bf16 - eager).max() < 0.05 and isinstance(bundle.frozen["bf16"], torch.jit.ScriptModule)
+    assert abs(bf16 - eager).max() < 0.05 and isinstance(bundle.frozen[("bf16", "auto")], torch.jit.ScriptModule)
+
+
+def test_binarized_networks_and_unknown_engines_stay_off_onnxruntime():
+    """A BNN's signs flip on 1e-7 float differences, so it keeps TorchScript; a misspelt engine is an error."""
+    from cxrkit.inference.predictor import frozen_for_inference
+
+    bundle = ModelBundle(create_model("cxr_bnn").eval(), "cxr_bnn", ("NORMAL", "PNEUMONIA"), model_info("cxr_bnn").preprocess)
+    assert isinstance(frozen_for_inference(bundle), torch.jit.ScriptModule)
+    bundle.engine = "tensorrt"
+    with pytest.raises(ValueError, match="engine 'tensorrt'"):
+        frozen_for_inference(bundle)
 
 
 def test_trained_models_ship_under_their_own_name(tmp_path, monkeypatch):

@@ -160,7 +160,7 @@ def cmd_evaluate(args) -> int:
     from ..inference.bundle import resolve_model
     from ..inference.predictor import use_precision
 
-    bundle = use_precision(resolve_model(args.model), args.precision)
+    bundle = use_precision(resolve_model(args.model), args.precision, args.engine)
     ev = evaluate_folder(bundle, args.data, split=args.split, progress=_progress(args), n_boot=args.bootstrap)
     run_dir = Path(args.model) if args.model and Path(args.model).is_dir() else None
     report = None
@@ -212,7 +212,7 @@ def cmd_predict(args) -> int:
     from ..data.folder import expand_paths
     from ..inference.predictor import predict_paths, use_precision
 
-    bundle = use_precision(resolve_model(args.model), args.precision)
+    bundle = use_precision(resolve_model(args.model), args.precision, args.engine)
     paths = expand_paths(args.inputs)
     if not paths:
         raise ValueError(f"no images found in {' '.join(args.inputs)}")
@@ -487,6 +487,10 @@ def _add_precision_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="inference arithmetic: bf16 is faster on CPUs with native bfloat16 (AVX512-BF16, AMX), "
                         "with probabilities within ~0.01 of fp32's (default: %(default)s)")
+    s.add_argument("--engine", choices=["auto", "torchscript"], default="auto",
+                   help="what runs fp32 inference of the small CNNs: auto = ONNX Runtime where installed (faster "
+                        "here), else a frozen TorchScript copy; torchscript = always the latter (probabilities "
+                        "within ~1e-6 of each other) (default: %(default)s)")
 
 
 def _add_calibration_args(s: argparse.ArgumentParser, calib_help: str) -> None:

@@ -38,8 +38,9 @@ class ModelBundle:
     model_kwargs: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # recipe, threshold rule, validation metrics, ...
     source: str = ""
-    frozen: dict | None = field(default=None, repr=False, compare=False)  # precision → predictor.frozen_for_inference
+    frozen: dict | None = field(default=None, repr=False, compare=False)  # predictor.frozen_for_inference's cache
     precision: str = field(default="fp32", compare=False)  # inference arithmetic, see predictor.use_precision
+    engine: str = field(default="auto", compare=False)  # what runs the fp32 forward pass, see predictor.ENGINES
     # Calibration, fitted on validation data (evaluation/calibration.py); the defaults mean "none", which is what
     # files written before these fields existed get: logits are divided by ``temperature`` before the
     # softmax/sigmoid, and a prediction whose confidence is below ``confidence_threshold`` is UNCERTAIN.
