@@ -307,8 +307,10 @@ def test_bf16_inference_is_opt_in_and_close_to_fp32(name, sample_dir, capsys):
     """`--precision bf16` runs a frozen bfloat16 copy: probabilities near fp32's, same decisions on the sample."""
     files = [str(p) for p in sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA")]
     rc32, out32, _ = call(["predict", *files, "--model", name, "--json", "--quiet"], capsys)
-    rc16, out16, _ = call(["predict", *files, "--model", name, "--json", "--quiet", "--precision", "bf16"], capsys)
+    rc16, out16, err16 = call(["predict", *files, "--model", name, "--json", "--quiet", "--precision", "bf16"], capsys)
     assert rc32 == rc16 == 0
+    from cxrkit.training.trainer import resolve_precision
+    assert ("no native bfloat16" in err16) == (resolve_precision("auto") != "bf16")  # emulated bf16 is slow: said
     fp32, bf16 = json.loads(out32), json.loads(out16)
     gaps = [abs(a["probabilities"][c] - b["probabilities"][c]) for a, b in zip(fp32, bf16) for c in a["probabilities"]]
     assert max(gaps) < 0.05 and max(gaps) > 0  # near, and really computed in another precision
