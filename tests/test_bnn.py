@@ -292,6 +292,17 @@ def test_engine_matches_pytorch_on_every_sample_image(tmp_path, name, pre, kwarg
     assert np.allclose(predict_resized(packed, resized), probs, atol=1e-6)  # duck-types a bundle for the predictor
 
 
+def test_native_kernels_equal_the_numpy_engine_to_the_bit():
+    """xnor.c (whichever popcount this CPU compiles: AVX-512, AVX2 nibble lookup or scalar) sums the same integers
+    and rounds as NumPy does: the shipped BNN's logits are bit-identical on both backends."""
+    if not HAVE_CC:
+        pytest.skip("no C compiler: the engine runs its NumPy path")
+    shipped = Path(__file__).resolve().parents[1] / "src" / "cxrkit" / "weights" / "cxr_bnn.bnn.npz"
+    x = np.random.default_rng(0).random((3, 1, 224, 224)).astype(np.float32)
+    native, numpy_ = (load_packed(shipped, backend=b).logits(x) for b in ("native", "numpy"))
+    assert np.array_equal(native, numpy_)
+
+
 def test_native_kernels_build_from_scratch_where_a_c_compiler_exists(tmp_path):
     """The C path must build in a fresh environment (empty cache), and CXRKIT_BNN_NATIVE=0 must turn it off."""
     if not HAVE_CC:
