@@ -213,7 +213,8 @@ ROW_FN(row_bin, uint64_t, int64_t, __builtin_popcountll(a ^ f[i]), (float)(kbits
  * the epilogue (a BatchNorm the engine folded in is post_scale / post_shift) and the optional pool, float32.
  * A dense layer is the case k = h = w = 1. Filters come transposed and padded, (K, K, CW, coutp) with coutp a
  * multiple of CB: the innermost loop runs over CB output channels, which the compiler vectorizes (8 popcounts
- * per instruction with AVX-512 VPOPCNTQ) where a loop over the few words of one patch would not. */
+ * per instruction with AVX-512 VPOPCNTQ) where a loop over the few words of one patch would not; AVX2-only CPUs
+ * get row_bin_avx2 instead. */
 int bnn_conv(const uint64_t *restrict xp, int64_t hp, int64_t wp, int64_t cin, const uint64_t *restrict filt,
              int64_t cout, int64_t coutp, int64_t k, int64_t stride, int64_t ho, int64_t wo, int64_t kbits,
              const float *scale, const float *bias, const float *post_scale, const float *post_shift, int64_t relu,
