@@ -45,7 +45,7 @@ def use_precision(bundle: ModelBundle, precision: str, engine: str = "auto") -> 
     """Run ``bundle``'s inference in ``precision``: ``fp32`` (default) or ``bf16``, a frozen bfloat16 copy;
     ``engine`` picks what runs fp32 (``ENGINES``; ``torchscript`` reproduces figures recorded before ONNX Runtime).
 
-    Why opt-in: on this AVX512-BF16 CPU bf16 runs cxr_cnn 1.8x and seed_cnn 1.4x faster at batch 32 with the
+    Why opt-in: on the AVX512-BF16 CPU of sessions 4-11 bf16 runs cxr_cnn 1.8x and seed_cnn 1.4x faster at batch 32 with the
     same 624 test decisions (largest probability change 0.007), but its outputs depend on the CPU's bf16
     support, and a recorded evaluation should give the same numbers on any CPU (benchmarks/README.md).
     """
@@ -68,7 +68,8 @@ def frozen_for_inference(bundle: ModelBundle) -> torch.nn.Module:
 
     fp32 with ``bundle.engine`` ``auto`` runs the model in ONNX Runtime when it is
     installed and the export gives the same outputs: seed_cnn's batch-32 inference 1.38x and batch-1 latency 1.8x
-    faster than the frozen TorchScript copy (``inference.onnxruntime_forward``). Otherwise, and for bf16, the model
+    faster than the frozen TorchScript copy on an AVX-512 EPYC, 1.36x and 3.7x on an AVX2 one
+    (``inference.onnxruntime_forward``). Otherwise, and for bf16, the model
     is traced and frozen with TorchScript, which folds BatchNorm into convolutions, fuses Conv+ReLU and pre-packs
     the weights for oneDNN once instead of at every call: seed_cnn inference went from 2,050 to 2,794 img/s at
     batch 32 and from 1.04 to 0.70 ms at batch 1 (benchmarks/README.md). A model that neither path takes, or whose
