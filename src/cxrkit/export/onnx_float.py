@@ -1,24 +1,21 @@
 """PyTorch bundle → float32 ONNX file carrying the cxrkit metadata.
 
-Uses the TorchScript exporter (``dynamo=False``). Measured here with torch
-2.14 on ``cxr_cnn``: 0.4 s, one self-contained opset-17 file with BatchNorm
-folded into the convolutions and no extra dependency; the dynamo exporter took
-5 s, needs ``onnxscript``, writes the weights to a separate ``.data`` file by
-default and failed to down-convert its opset-18 graph to 17.
+The graph comes from ``inference.onnxruntime_forward.onnx_bytes``, the same
+exporter the default fp32 inference engine runs in memory (why the TorchScript
+exporter: see there).
 """
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from pathlib import Path
 
 import torch
 
 from ..inference.bundle import ModelBundle
-from ..runtime.onnx_model import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from ..inference.onnxruntime_forward import OPSET, onnx_bytes
+from ..runtime.onnx_model import METADATA_KEY
 
-OPSET = 17
+__all__ = ["OPSET", "save", "set_metadata", "to_onnx"]
 
 
 def set_metadata(model, meta: dict) -> None:
@@ -36,14 +33,7 @@ def to_onnx(bundle: ModelBundle, meta: dict):
 
     pre = bundle.preprocess
     example = torch.zeros(2, pre.channels, pre.size, pre.size)
-    buf = io.BytesIO()
-    model = bundle.model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, on every call
-        torch.onnx.export(model, (example,), buf, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = onnx.load_from_string(onnx_bytes(bundle.model.eval(), example))
     proto.producer_name = "cxrkit"
     proto.doc_string = f"cxrkit {bundle.arch}: classes {list(bundle.classes)}; metadata under '{METADATA_KEY}'"
     set_metadata(proto, meta)
