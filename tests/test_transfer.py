@@ -165,6 +165,30 @@ def test_student_trains_on_a_teachers_soft_labels(sample_dir, tmp_path, fast_rec
         _teacher_probabilities(student, ("A", "B", "C"), None, sample_dir, False)
 
 
+def test_teacher_soft_labels_do_not_depend_on_the_default_inference_engine(sample_dir, tmp_path, fast_recipe,
+                                                                            monkeypatch):
+    """Recorded distillation runs reproduce only if the teacher's probabilities do: they come from TorchScript
+    whatever engine predict picks by default (ONNX Runtime differs by ~1e-7)."""
+    from cxrkit.data.cache import decode_samples
+    from cxrkit.data.folder import index_folder
+    from cxrkit.inference.bundle import resolve_model
+    from cxrkit.inference.predictor import predict_resized, use_precision
+    from cxrkit.training import trainer
+
+    teacher = train(fast_recipe.replace(epochs=1, calibrate=False), sample_dir, tmp_path / "teacher",
+                    progress=False, verbose=False, max_steps=2)
+    student = fast_recipe.replace(teacher=str(teacher.run_dir), distill_weight=0.7)
+    index = index_folder(sample_dir / "train")
+    images = decode_samples(index.samples, 64, student.resize, sample_dir / "train", progress=False)
+    engines = []
+    real = trainer.predict_resized
+    monkeypatch.setattr(trainer, "predict_resized", lambda b, x, *a, **k: engines.append(b.engine) or real(b, x, *a, **k))
+    soft = trainer._teacher_probabilities(student, tuple(index.classes), images, sample_dir, False).numpy()
+    assert engines == ["torchscript"]
+    bundle = use_precision(resolve_model(str(teacher.run_dir)), "fp32", engine="torchscript")
+    assert (soft == predict_resized(bundle, images.images)).all()
+
+
 def test_missing_weights_wheel_says_how_to_install(monkeypatch):
     from cxrkit.models import pretrained
 

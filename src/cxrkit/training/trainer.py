@@ -31,7 +31,7 @@ from ..evaluation.calibration import calibrate
 from ..evaluation.geometry import GEOMETRY_RULE, calibrate_across_views
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
 from ..inference.bundle import ModelBundle, save_bundle
-from ..inference.predictor import predict_resized
+from ..inference.predictor import predict_resized, use_precision
 from ..models import create_model, model_info
 from ..recipes import Recipe
 from . import distributed, finetune, rundir
@@ -362,10 +362,14 @@ def _teacher_probabilities(recipe: Recipe, classes, train_set: DecodedSet, data_
     Offline distillation: a ResNet- or MobileNet-sized teacher run on every
     augmented batch would cost more than the small student itself on 2 cores;
     its soft labels for the clean image carry over to mild, label-preserving
-    augmentations."""
+    augmentations.
+
+    The teacher runs in TorchScript, never ONNX Runtime: soft labels that moved
+    with the inference engine (1e-7, enough to flip a binary student's signs
+    epochs later) would stop recorded runs from reproducing bit for bit."""
     from ..inference.bundle import resolve_model
 
-    teacher = resolve_model(recipe.teacher)
+    teacher = use_precision(resolve_model(recipe.teacher), "fp32", engine="torchscript")
     if tuple(teacher.classes) != tuple(classes):
         raise ValueError(f"teacher {recipe.teacher} has classes {list(teacher.classes)}, the data {list(classes)}")
     images = train_set.images
