@@ -199,19 +199,28 @@ def test_a_seed_override_is_re_carved_as_trained(tmp_path, fast_recipe, sample_d
     assert by_recipe_seed.fingerprint != held_out  # the test could fail: the two seeds carve different films
 
 
-def test_a_recipe_can_take_its_threshold_across_the_views(tmp_path, fast_recipe, sample_dir):
+def test_a_recipe_can_take_its_threshold_across_the_views(tmp_path, fast_recipe, sample_dir, monkeypatch):
     """``threshold_rule: youden-geometry`` in a recipe: the trained model's cut-off is Youden's over its own
     validation films warped as the stress views, at its fitted temperature; its decisions and UNCERTAIN cut-off
     are fitted around that threshold."""
     from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
     from cxrkit.inference.bundle import load_bundle
+    from cxrkit.inference.predictor import use_precision
     from cxrkit.training import train
 
+    from cxrkit.evaluation import geometry
+
+    engines, real = [], geometry.predict_resized
+    monkeypatch.setattr(geometry, "predict_resized", lambda b, x, *a, **k: engines.append(b.engine) or real(b, x, *a, **k))
     recipe = fast_recipe.replace(epochs=1, threshold_rule="youden-geometry")
     result = train(recipe, sample_dir, tmp_path / "run", progress=False)
+    assert engines and set(engines) == {"torchscript"}
+    monkeypatch.undo()
     bundle = load_bundle(tmp_path / "run" / "model.safetensors")
     val = carve_validation(sample_dir, bundle.classes, bundle.preprocess, *validation_split_of(bundle))
     assert bundle.temperature != 1.0  # fitted first, and the cut-off read at it
-    assert bundle.threshold == pytest.approx(geometry_threshold(bundle, val.images, val.labels.numpy()), abs=1e-6)
+    # read off in TorchScript, exactly: recorded runs keep their cut-off whatever engine predict defaults to
+    torchscript = use_precision(load_bundle(tmp_path / "run" / "model.safetensors"), "fp32", engine="torchscript")
+    assert bundle.threshold == geometry_threshold(torchscript, val.images, val.labels.numpy())
     assert bundle.info["threshold_rule"] == "youden-geometry"
     assert result.val_metrics["threshold"] == pytest.approx(bundle.threshold)

@@ -310,8 +310,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     if k == 2 and not geometric:
         threshold = choose_threshold(y_val, val_probs[:, 1], recipe.threshold_rule)
     # temperature (if recipe.calibrate) and UNCERTAIN cut-off on validation; binary decisions stay the same
-    if geometric:  # the cut-off is read off the warped validation films
-        cal = calibrate_across_views(ModelBundle(model, recipe.model, tuple(classes), pre, threshold),
+    if geometric:  # the cut-off is read off the warped validation films, in TorchScript as the teacher is
+        cal = calibrate_across_views(ModelBundle(model, recipe.model, tuple(classes), pre, threshold,
+                                                 engine="torchscript"),
                                      val_probs, y_val, val_set.images, recipe.uncertain_rule, fit=recipe.calibrate)
     else:
         cal = calibrate(val_probs, y_val, threshold, recipe.uncertain_rule, fit=recipe.calibrate)
