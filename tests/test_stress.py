@@ -205,10 +205,9 @@ def test_a_recipe_can_take_its_threshold_across_the_views(tmp_path, fast_recipe,
     are fitted around that threshold."""
     from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
     from cxrkit.inference.bundle import load_bundle
+    from cxrkit.evaluation import geometry
     from cxrkit.inference.predictor import use_precision
     from cxrkit.training import train
-
-    from cxrkit.evaluation import geometry
 
     engines, real = [], geometry.predict_resized
     monkeypatch.setattr(geometry, "predict_resized", lambda b, x, *a, **k: engines.append(b.engine) or real(b, x, *a, **k))
@@ -220,7 +219,7 @@ def test_a_recipe_can_take_its_threshold_across_the_views(tmp_path, fast_recipe,
     val = carve_validation(sample_dir, bundle.classes, bundle.preprocess, *validation_split_of(bundle))
     assert bundle.temperature != 1.0  # fitted first, and the cut-off read at it
     # read off in TorchScript, exactly: recorded runs keep their cut-off whatever engine predict defaults to
-    torchscript = use_precision(load_bundle(tmp_path / "run" / "model.safetensors"), "fp32", engine="torchscript")
+    torchscript = use_precision(bundle, "fp32", engine="torchscript")
     assert bundle.threshold == geometry_threshold(torchscript, val.images, val.labels.numpy())
     assert bundle.info["threshold_rule"] == "youden-geometry"
     assert result.val_metrics["threshold"] == pytest.approx(bundle.threshold)
