@@ -29,6 +29,15 @@ def members(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def cnn_at_160(tmp_path_factory):
+    """The shipped cxr_cnn recorded as taking 160 px: a member that cannot be averaged with the 224-px original."""
+    cnn = resolve_model("cxr_cnn")
+    path = tmp_path_factory.mktemp("resized") / "cnn160.safetensors"
+    save_bundle(dataclasses.replace(cnn, preprocess=dataclasses.replace(cnn.preprocess, size=160)), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
 def ensemble_file(tmp_path_factory, members):
     path = tmp_path_factory.mktemp("ens") / "ens.safetensors"
     save_bundle(build_ensemble(members, SAMPLE), path)
@@ -60,18 +69,18 @@ def test_predict_and_evaluate_take_the_file(ensemble_file, capsys, tmp_path):
     assert rc == 0 and metrics["n"] == 24 and metrics["threshold"] == pytest.approx(load_bundle(ensemble_file).threshold)
 
 
-def test_members_that_do_not_fit_together_are_refused():
+def test_members_that_do_not_fit_together_are_refused(cnn_at_160):
     with pytest.raises(EnsembleError, match="at least two"):
         build_ensemble(["cxr_cnn"], SAMPLE)
     with pytest.raises(EnsembleError, match="input size"):
-        build_ensemble(["cxr_cnn", "cxr_bnn"], SAMPLE)  # 224 vs 160 px
+        build_ensemble(["cxr_cnn", cnn_at_160], SAMPLE)
     with pytest.raises(EnsembleError, match="classes"):
         build_ensemble(["cxr_cnn", "kermany3"], SAMPLE)
     with pytest.raises(EnsembleError, match="validation split"):
         build_ensemble(["cxr_cnn", "cxr_mobilenetv2"], SAMPLE)  # trained with seeds 1 and 0: no common held-out films
 
 
-def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members):
+def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members, cnn_at_160):
     out = tmp_path / "e.safetensors"
     assert main(["ensemble", "--models", ",".join(members), "--data", str(SAMPLE), "--out", str(out), "--json",
                  "--quiet"]) == 0
@@ -79,7 +88,7 @@ def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members):
     assert main(["ensemble", "--models", ",".join(members), "--data", str(SAMPLE), "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert "exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert main(["ensemble", "--models", "cxr_cnn,cxr_bnn", "--data", str(SAMPLE), "--out", str(tmp_path / "x")]) != 0
+    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_at_160}", "--data", str(SAMPLE), "--out", str(tmp_path / "x")]) != 0
     err = capsys.readouterr().err
     assert "input size" in err and "Traceback" not in err
 
