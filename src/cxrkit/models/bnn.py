@@ -142,5 +142,7 @@ def seed_bnn(num_classes: int = 2, **kwargs) -> nn.Module:
 
 @register_model("bnn", Preprocess(size=160, channels=1, mean=0.5, std=0.25))
 def cxr_bnn(num_classes: int = 2, **kwargs) -> nn.Module:
-    """cxrkit's residual BNN: real stem and classifier, RSign/RPReLU, 1.18M binary weights (99.5%), 160 px."""
+    """cxrkit's residual BNN: real stem and classifier, RSign/RPReLU, 1.18M binary weights (99.5%).
+
+    160 px unless a recipe says otherwise; the shipped weights take 224 (their file records it)."""
     return CxrBNN(num_classes=num_classes, **kwargs)
