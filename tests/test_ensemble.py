@@ -119,3 +119,76 @@ def test_onnx_export_matches_pytorch(ensemble_file, tmp_path):
     assert any(p.equalize for p in bundle.model.preprocess)  # the case this test is about
     result = export_model(bundle, "onnx", tmp_path / "ens.onnx")
     assert result.check["decision_agreement"] == 1.0 and result.check["max_abs_prob_diff"] < 1e-4
+
+
+# --- test-time augmentation: one model (or several) averaged over fixed views of each film ---
+
+def test_view_sets_compose_and_unknown_names_are_refused():
+    from cxrkit.data.views import parse_views
+
+    both = parse_views("geometry,flip")
+    assert len(both) == 10 and len(set(both)) == 10 and both[0].is_identity
+    assert sum(v.flip for v in both) == 5 and [v.name for v in parse_views("flip")] == ["as is", "mirrored left-right"]
+    with pytest.raises(ValueError, match="unknown view set"):
+        parse_views("rotate")
+
+
+def test_view_matrices_resample_as_grid_sample_does():
+    """The matrices the model applies in its forward pass are the stress test's bilinear, edge-repeating warp."""
+    import torch.nn.functional as F
+
+    from cxrkit.data.views import GEOMETRY_VIEWS, View, apply_view
+
+    films = torch.rand(3, 1, 40, 40, generator=torch.Generator().manual_seed(0))
+    for view in GEOMETRY_VIEWS[1:]:
+        theta = torch.tensor([[1.0 / view.sx, 0.0, 0.0], [0.0, 1.0 / view.sy, 0.0]]).expand(3, 2, 3)
+        grid = F.affine_grid(theta, [3, 1, 40, 40], align_corners=False)
+        expected = F.grid_sample(films, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        torch.testing.assert_close(apply_view(films, view), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(apply_view(films, View("m", flip=True)), films.flip(-1))
+
+
+@pytest.fixture(scope="module")
+def tta_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tta") / "tta.safetensors"
+    save_bundle(build_ensemble(["cxr_cnn"], SAMPLE, views="flip"), path)
+    return path
+
+
+def test_tta_averages_the_model_over_the_film_and_its_mirror(tta_file):
+    bundle = load_bundle(tta_file)
+    arrays = _arrays()
+    cnn = resolve_model("cxr_cnn")
+    mean = (predict_arrays(cnn, arrays) + predict_arrays(cnn, [a[:, ::-1].copy() for a in arrays])) / 2
+    expected = probabilities(torch.logit(torch.from_numpy(mean[:, 1:]).double()).float(), bundle.temperature).numpy()
+    assert np.allclose(predict_arrays(bundle, arrays), expected, atol=1e-5)
+    assert bundle.info["views"] == "flip" and [v["flip"] for v in bundle.model_kwargs["views"]] == [False, True]
+
+
+def test_one_model_needs_views_and_bad_views_are_one_line(tmp_path, capsys):
+    with pytest.raises(EnsembleError, match="--views"):
+        build_ensemble(["cxr_cnn"], SAMPLE)
+    assert main(["ensemble", "--models", "cxr_cnn", "--views", "rotate", "--data", str(SAMPLE),
+                 "--out", str(tmp_path / "x.safetensors")]) != 0
+    err = capsys.readouterr().err
+    assert "unknown view set rotate" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["ensemble", "--models", "cxr_cnn", "--views", "flip", "--data", str(SAMPLE),
+                 "--out", str(tmp_path / "t.safetensors"), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["views"] == ["as is", "mirrored left-right"]
+
+
+def test_tta_heatmap_explains_the_unwarped_film(tta_file):
+    """Averaging over mirrored films must not blur the map: it is the model's own map of the film as it is."""
+    from cxrkit.explain import explain_image
+
+    film = np.asarray(resize_gray(read_image(sample_images("test", "PNEUMONIA")[0]), 224, "squash"))
+    tta = explain_image(load_bundle(tta_file), film, target="PNEUMONIA").heatmap
+    own = explain_image(resolve_model("cxr_cnn"), film, target="PNEUMONIA").heatmap
+    np.testing.assert_allclose(tta, own, atol=1e-3)
+
+
+def test_tta_exports_to_onnx_with_its_views(tta_file, tmp_path):
+    from cxrkit.export import export_model
+
+    result = export_model(load_bundle(tta_file), "onnx", tmp_path / "tta.onnx")
+    assert result.check["decision_agreement"] == 1.0 and result.check["max_abs_prob_diff"] < 1e-4

@@ -387,15 +387,18 @@ def cmd_ensemble(args) -> int:
     if out.exists():
         raise FileExistsError(f"{out}: exists; choose a new --out")
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    bundle = build_ensemble(names, args.data, args.threshold_rule, args.uncertain_rule, progress=_progress(args))
+    bundle = build_ensemble(names, args.data, args.threshold_rule, args.uncertain_rule, progress=_progress(args),
+                            views=args.views)
     save_bundle(bundle, out)
     v = bundle.info["val_metrics"]
     if args.json:
-        _print_json({"out": str(out), "members": names, "threshold": bundle.threshold,
+        _print_json({"out": str(out), "members": names, "views": [v.name for v in bundle.model.views],
+                     "threshold": bundle.threshold,
                      "temperature": bundle.temperature, "confidence_threshold": bundle.confidence_threshold,
                      "val_metrics": v})
         return 0
-    print(f"wrote {out}: mean of {len(names)} models' calibrated probabilities; threshold {bundle.threshold:.3f} "
+    over = f" over {len(bundle.model.views)} views of each film" if args.views else ""
+    print(f"wrote {out}: mean of {len(names)} model(s)' calibrated probabilities{over}; threshold {bundle.threshold:.3f} "
           f"({args.threshold_rule}), temperature {bundle.temperature:.3f}\n"
           f"validation ({v['n']} images, {bundle.info['calibration']['split']}): accuracy {v['accuracy']:.3f}, "
           f"ROC-AUC {v['roc_auc']:.4f}\nnext: cxrkit evaluate --model {out} --data {args.data}")
@@ -741,18 +744,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_calibrate)
 
-    s = sub.add_parser("ensemble", help="average several trained models into one model file, fitted on validation",
+    s = sub.add_parser("ensemble", help="average several trained models (or one over test-time views) into one "
+                                        "model file, fitted on validation",
                        description="Combine trained models (same classes, input size and validation split) into one "
                                    ".safetensors that averages their calibrated probabilities. Its threshold, "
                                    "temperature and UNCERTAIN cut-off are fitted on the patient-grouped validation "
                                    "split carved from --data's train/ (the test split is never read); predict, "
                                    "evaluate, serve and export take the file like any model; explain averages "
-                                   "its members' heatmaps (docs/transfer.md).")
+                                   "its members' heatmaps (docs/transfer.md). With --views it is test-time "
+                                   "augmentation: each film is also seen mirrored or re-framed, e.g. "
+                                   "`cxrkit ensemble --models cxr_cnn --views flip --data DIR --out tta.safetensors`.")
     s.add_argument("--models", required=True, help="comma-separated models: shipped names, run directories or "
                                                    ".safetensors files trained with the same seed, e.g. "
                                                    "runs/a,runs/b")
     s.add_argument("--data", required=True, help="data folder the members were trained on: ROOT/train/CLASS/*")
     s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
+    s.add_argument("--views", help="test-time augmentation: every member also sees each film as these views "
+                                   "and the probabilities are averaged over them too: flip (mirrored), geometry "
+                                   "(the 4 re-framings of `cxrkit stress`), or geometry,flip (all 10); one "
+                                   "model is enough with --views")
     s.add_argument("--threshold-rule", default="youden",
                    help="youden | sensitivity:S | fixed:T, on validation (default: %(default)s)")
     s.add_argument("--uncertain-rule", default="coverage:0.95",

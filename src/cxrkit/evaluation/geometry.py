@@ -11,39 +11,25 @@ views; :func:`geometry_threshold` picks the cut-off that holds best across them.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.views import GEOMETRY_VIEWS, View
 from ..inference.predictor import predict_resized
 from .calibration import Calibration, calibrate
 from .metrics import choose_threshold
 
 GEOMETRY_RULE = "youden-geometry"
-
-
-@dataclass(frozen=True)
-class View:
-    """Content magnified ``sx`` times across and ``sy`` times down (cropped, or edge pixels repeated)."""
-
-    name: str
-    sx: float
-    sy: float
-
-
-GEOMETRY_VIEWS = (
-    View("as is", 1.0, 1.0),
-    View("narrower: squeezed across to 0.8 (an original 1.25x wider)", 1.0, 1.25),
-    View("wider: stretched across to 1.25 (an original 1.25x narrower)", 1.25, 1.0),
-    View("zoomed in 1.3 (a tighter crop)", 1.3, 1.3),
-    View("zoomed out to 0.8 (a wider field)", 0.8, 0.8),
-)
+__all__ = ["GEOMETRY_RULE", "GEOMETRY_VIEWS", "View", "calibrate_across_views", "geometry_threshold", "warp"]
 
 
 def warp(images: torch.Tensor, view: View) -> torch.Tensor:
-    """uint8 ``(N, S, S)`` films → the same films as ``view`` sees them, uint8."""
+    """uint8 ``(N, S, S)`` films → the same films as ``view`` sees them, uint8 (``grid_sample``, as every stress
+    score and ``youden-geometry`` cut-off on record was computed)."""
+    if view.flip:
+        images = images.flip(-1)
     if view.sx == 1.0 and view.sy == 1.0:
         return images
     x = images.float()[:, None] / 255.0

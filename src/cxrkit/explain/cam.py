@@ -10,7 +10,11 @@ after its children and wins: ``features`` of cxr_cnn (after the last ReLU),
 (its pooling and ReLU are functional). An ensemble gets that layer in every
 member (``members.0.features,members.1.features``): pytorch-grad-cam scales
 each member's map to [0, 1] and averages them, as the ensemble averages the
-members' probabilities. Global pooling (1x1) and the classifier are never
+members' probabilities. With test-time views the map is the film's as it is:
+the ensemble runs the unwarped view first and pytorch-grad-cam keeps the
+first activation (and its gradient) per target layer, so a re-zoomed or
+mirrored view's map, which would not lie over the film, is never drawn
+(tests/test_ensemble.py). Global pooling (1x1) and the classifier are never
 chosen. ``layer="name"`` (or several, comma-separated) overrides the rule with
 module paths from ``model.named_modules()``.
 

@@ -1,5 +1,9 @@
 """Build an ensemble bundle from trained models, its threshold and calibration chosen on validation data.
 
+With ``views`` every member also sees the film mirrored or re-framed and the
+probabilities are averaged over views too: test-time augmentation, for one
+model or several.
+
 The members must have been trained on the same data folder with the same
 validation split (cxrkit's recipes all carve 10 % of train by patient with
 seed 0): the ensemble's threshold, temperature and UNCERTAIN cut-off are then
@@ -13,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.preprocess import Preprocess
+from ..data.views import parse_views
 from ..evaluation.calibration import calibrate
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
 from ..evaluation.recalibrate import carve_validation, validation_split_of
@@ -30,9 +35,10 @@ def _member_spec(bundle: ModelBundle) -> dict:
             "temperature": bundle.temperature, "source": bundle.source}
 
 
-def _check(members: Sequence[ModelBundle], names: Sequence[str]) -> None:
-    if len(members) < 2:
-        raise EnsembleError("an ensemble needs at least two models")
+def _check(members: Sequence[ModelBundle], names: Sequence[str], n_views: int) -> None:
+    if len(members) < 2 and n_views < 2:
+        raise EnsembleError("an ensemble needs at least two models, or one model and --views (test-time "
+                            "augmentation)")
     first = members[0]
     for name, b in zip(names, members):
         if not isinstance(b, ModelBundle):
@@ -50,21 +56,28 @@ def _check(members: Sequence[ModelBundle], names: Sequence[str]) -> None:
 
 
 def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: str = "youden",
-                   uncertain_rule: str = "coverage:0.95", progress: bool = False) -> ModelBundle:
-    """One bundle averaging ``models``' calibrated probabilities; threshold (binary tasks), temperature and
-    UNCERTAIN cut-off fitted on ``data_dir``'s validation split."""
+                   uncertain_rule: str = "coverage:0.95", progress: bool = False,
+                   views: str | None = None) -> ModelBundle:
+    """One bundle averaging ``models``' calibrated probabilities (over ``views`` of each film, e.g. ``"flip"``,
+    ``"geometry"`` or ``"geometry,flip"``: :func:`cxrkit.data.views.parse_views`); threshold (binary tasks),
+    temperature and UNCERTAIN cut-off fitted on ``data_dir``'s validation split."""
+    try:
+        view_list = [v.to_dict() for v in parse_views(views)] if views else None
+    except ValueError as exc:
+        raise EnsembleError(str(exc)) from None
     members = [resolve_model(m) for m in models]
-    _check(members, list(models))
+    _check(members, list(models), len(view_list or ()))
     first = members[0]
     specs = [_member_spec(b) for b in members]
-    model = create_model("ensemble", num_classes=len(first.classes), members=specs)
+    kwargs = {"members": specs, **({"views": view_list} if view_list else {})}
+    model = create_model("ensemble", num_classes=len(first.classes), **kwargs)
     for net, b in zip(model.members, members):
         net.load_state_dict(b.model.state_dict())
     model.eval()
     pre = Preprocess(size=first.preprocess.size, resize=first.preprocess.resize, channels=1, mean=0.0, std=1.0)
     val_fraction, seed = validation_split_of(first)
-    bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs={"members": specs},
-                         info={"members": list(models), "threshold_rule": threshold_rule,
+    bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs=kwargs,
+                         info={"members": list(models), "views": views or "none", "threshold_rule": threshold_rule,
                                "validation_split": {"fraction": val_fraction, "seed": seed}}, source="ensemble")
     val = carve_validation(data_dir, first.classes, pre, val_fraction, seed, progress)
     probs, labels = predict_resized(bundle, val.images), val.labels.numpy()
