@@ -137,7 +137,11 @@ def test_view_matrices_resample_as_grid_sample_does():
     """The matrices the model applies in its forward pass are the stress test's bilinear, edge-repeating warp."""
     import torch.nn.functional as F
 
-    from cxrkit.data.views import GEOMETRY_VIEWS, View, apply_view
+    from cxrkit.data.views import GEOMETRY_VIEWS, View, view_matrices
+
+    def apply_view(films, view):
+        rows, cols = view_matrices(view, films.shape[-1])
+        return rows @ films @ cols.T
 
     films = torch.rand(3, 1, 40, 40, generator=torch.Generator().manual_seed(0))
     for view in GEOMETRY_VIEWS[1:]:

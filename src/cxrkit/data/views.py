@@ -91,11 +91,3 @@ def view_matrices(view: View, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) such that ``rows @ film @ cols.T`` is ``view`` of a ``(.., size, size)`` film."""
     return resample_matrix(size, view.sy), resample_matrix(size, view.sx, view.flip)
 
-
-def apply_view(films: torch.Tensor, view: View) -> torch.Tensor:
-    """Float films ``(..., S, S)`` → the same films as ``view`` sees them."""
-    if view.is_identity:
-        return films
-    rows, cols = view_matrices(view, films.shape[-1])
-    return rows.to(films) @ films @ cols.to(films).T
-
