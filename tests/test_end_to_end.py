@@ -227,3 +227,74 @@ def test_equalize_recipe_option_reaches_the_saved_model(fast_recipe, sample_dir,
     train(recipe, sample_dir, tmp_path / "eq", progress=False, verbose=False, max_steps=2)
     assert yaml.safe_load((tmp_path / "eq" / "config.yaml").read_text())["equalize"] is True
     assert load_bundle(tmp_path / "eq" / "model.safetensors").preprocess.equalize
+
+
+# ------------------------------------------------------------------ weight average (recipe.ema_decay)
+
+
+def test_weight_average_is_the_exponential_average_of_every_steps_weights(small_recipe, sample_dir, tmp_path,
+                                                                        monkeypatch, fewer_bootstraps):
+    """The saved model of an ``ema_decay`` run is the EMA of the weights and BatchNorm statistics the plain run
+    goes through, step by step (recorded by an optimizer hook on a run without the average: the average must
+    not change the training trajectory itself)."""
+    decay = 0.8
+    recipe = small_recipe.replace(epochs=2, keep_best=False)
+    trajectory = []
+    real_optimizer = trainer_mod._optimizer
+
+    def recording_optimizer(recipe_, model):
+        opt = real_optimizer(recipe_, model)
+        opt.register_step_post_hook(lambda *_: trajectory.append(
+            {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        return opt
+
+    monkeypatch.setattr(trainer_mod, "_optimizer", recording_optimizer)
+    plain = train(recipe, sample_dir, tmp_path / "plain", progress=False, verbose=False)
+    monkeypatch.setattr(trainer_mod, "_optimizer", real_optimizer)
+    averaged = train(recipe.replace(ema_decay=decay), sample_dir, tmp_path / "ema", progress=False, verbose=False)
+
+    expected = dict(trajectory[0])
+    for state in trajectory[1:]:
+        expected = {k: (decay * v + (1 - decay) * state[k]) if v.is_floating_point() else v
+                    for k, v in expected.items()}
+    got = averaged.bundle.model.state_dict()
+    for key, value in expected.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    # the plain run ships its last step's weights (so the hook saw the real trajectory); the average differs
+    plain_state = plain.bundle.model.state_dict()
+    floats = [k for k, v in expected.items() if v.is_floating_point()]
+    for key in floats:
+        torch.testing.assert_close(plain_state[key], trajectory[-1][key], rtol=0, atol=0, msg=key)
+    assert any(not torch.allclose(got[k], trajectory[-1][k]) for k in floats)
+    # validation (and so the best epoch) judges the average, not the step's weights
+    assert all(a["val_loss"] != b["val_loss"] for a, b in zip(averaged.history, plain.history))
+    assert [a["train_loss"] for a in averaged.history] == [b["train_loss"] for b in plain.history]
+    assert yaml.safe_load((tmp_path / "ema" / "config.yaml").read_text())["ema_decay"] == decay
+
+
+def test_weight_average_resumes_exactly(small_recipe, sample_dir, tmp_path, monkeypatch, fewer_bootstraps):
+    recipe = small_recipe.replace(epochs=3, ema_decay=0.9)
+    whole = train(recipe, sample_dir, tmp_path / "whole", progress=False, verbose=False)
+    real_write = rundir.write_json
+
+    def killing_write(path, obj):
+        real_write(path, obj)
+        if path.name == "history.json" and len(obj) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "write_json", killing_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, sample_dir, tmp_path / "cut", progress=False, verbose=False)
+    monkeypatch.setattr(rundir, "write_json", real_write)
+    resumed = train(recipe, sample_dir, tmp_path / "cut", resume=True, progress=False, verbose=False)
+    _assert_same_history(resumed.history, whole.history)
+    _assert_same_model(resumed.bundle, whole.bundle, recipe.image_size)
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
+def test_weight_average_decay_out_of_range_is_a_recipe_error(decay):
+    from cxrkit.recipes import RecipeError
+
+    with pytest.raises(RecipeError, match="ema_decay"):
+        load_recipe("cxr_cnn").replace(ema_decay=decay)

@@ -53,6 +53,11 @@ class Recipe:
     warmup_epochs: float = 0.0
     epochs: int = 10
     batch_size: int = 32
+    # Exponential moving average of the weights (and BatchNorm statistics), updated after every step with this
+    # decay; validation, the best epoch and the saved model use the average. Why: the last steps' weights jitter
+    # around the minimum, and a film near the cut-off can land on either side with each step's draw; the average
+    # sits in the middle of that jitter. 0 = off. timm's ModelEma idea, via torch.optim.swa_utils.AveragedModel.
+    ema_decay: float = 0.0
     label_smoothing: float = 0.0
     precision: str = "fp32"  # fp32 | bf16 (autocast) | auto (bf16 where the CPU has native bf16)
     fused_optimizer: bool = True  # one-kernel Adam/AdamW/SGD step: ~8% faster seed_cnn training, other rounding
@@ -78,6 +83,8 @@ class Recipe:
             parse_uncertain_rule(self.uncertain_rule)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise RecipeError(f"ema_decay must be in [0, 1) (0 = no weight average), got {self.ema_decay}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,6 +156,15 @@ _CXR_CNN_INVARIANT = _CXR_CNN_GEOMETRY.replace(
                 "cxr_cnn_geometry's augmentation alone did not remove the shape shortcut (stress score 0.836 vs "
                 "0.855 without it); 20 epochs, as each step costs two forward passes.",
 )
+_CXR_CNN_FAST = _CXR_CNN_INVARIANT.replace(
+    name="cxr_cnn_fast", version=3, image_size=128, epochs=14, threshold_rule="youden-geometry",
+    precision="auto",
+    description="The fast path (issue 5: raw images to a model in <= 10 minutes on 2 cores): "
+                "cxr_cnn_invariant at 128 px (a third of the pixels). Version 2: the threshold is "
+                "Youden's across the geometric views of its validation films (docs/robustness.md, "
+                "session 11). Version 3: bf16 autocast where the CPU multiplies bf16 natively (34 s an "
+                "epoch instead of 57 on the AVX512-BF16 EPYC), so 14 epochs instead of 9 fit ~8.8 "
+                "minutes there; an AVX2-only CPU trains in fp32 and takes ~14 minutes.")
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
     lr=2e-3, schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
@@ -240,6 +256,12 @@ RECIPES: dict[str, Recipe] = {
                         "the end), taught by cxr_mobilenetv2's session-9 weights, which no longer read the film's "
                         "shape (~60 min on 2 cores)."),
         _CXR_BNN_INVARIANT.replace(
+            name="cxr_bnn_invariant48_ema", epochs=48, threshold_rule="youden-geometry", ema_decay=0.998,
+            description="cxr_bnn_invariant48 validated and shipped as the moving average of its latent weights and "
+                        "BatchNorm statistics (decay 0.998 a step, ~3.5 epochs): a weight whose latent value "
+                        "hovers near zero flips sign from step to step, and the sign of its average is the side "
+                        "it spent most of the last epochs on; cut-off across the stress views (~60 min on 2 cores)."),
+        _CXR_BNN_INVARIANT.replace(
             name="cxr_bnn_invariant224", image_size=224, epochs=48, threshold_rule="youden-geometry",
             description="cxr_bnn_invariant48 at 224 px instead of 160 (the float cxr_cnn's resolution; the binary "
                         "weights and the packed file stay the same size, the compute doubles: ~2 h on 2 cores), "
@@ -264,15 +286,13 @@ RECIPES: dict[str, Recipe] = {
             description="Two-stage training, stage 2: cxr_bnn with binary weights too, started from a "
                         "cxr_bnn_stage1 run (`cxrkit train --recipe cxr_bnn_2stage --init-from RUN1 ...`)."),
         _CXR_CNN, _CXR_CNN_ROBUST, _CXR_CNN_EQUALIZED, _CXR_CNN_GEOMETRY, _CXR_CNN_INVARIANT,
-        _CXR_CNN_INVARIANT.replace(
-            name="cxr_cnn_fast", version=3, image_size=128, epochs=14, threshold_rule="youden-geometry",
-            precision="auto",
-            description="The fast path (issue 5: raw images to a model in <= 10 minutes on 2 cores): "
-                        "cxr_cnn_invariant at 128 px (a third of the pixels). Version 2: the threshold is "
-                        "Youden's across the geometric views of its validation films (docs/robustness.md, "
-                        "session 11). Version 3: bf16 autocast where the CPU multiplies bf16 natively (34 s an "
-                        "epoch instead of 57 on the AVX512-BF16 EPYC), so 14 epochs instead of 9 fit ~8.8 "
-                        "minutes there; an AVX2-only CPU trains in fp32 and takes ~14 minutes."),
+        _CXR_CNN_FAST,
+        _CXR_CNN_FAST.replace(
+            name="cxr_cnn_fast_ema", ema_decay=0.998,
+            description="cxr_cnn_fast validated and shipped as the moving average of its weights (decay 0.998 a "
+                        "step: the last ~500 steps, ~3.5 of its 14 epochs): seven seeds of cxr_cnn_fast span "
+                        "0.896-0.925 on test, and the average damps the step-to-step jitter behind part of that "
+                        "spread at no training cost (docs/robustness.md, session 16)."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..data.augment import augment_batch
@@ -208,6 +209,10 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         steps = min(steps, max_steps)
     opt = _optimizer(recipe, model)
     sched = _schedule(recipe, opt, steps)
+    # the weight average (recipe.ema_decay) is what validation sees, what the best epoch keeps and what ships
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
+        if recipe.ema_decay else None
+    judged = averaged.module if averaged is not None else model
     weights = _class_weights(train_set.labels, k, recipe.class_weighting).to(place.device)
     gen = torch.Generator().manual_seed(recipe.seed)
     history: list[dict] = []
@@ -219,6 +224,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         gen.set_state(ck["generator"].cpu())
+        if averaged is not None:
+            averaged.load_state_dict(ck["averaged"])
         torch.set_rng_state(ck["torch_rng"].cpu())
         history = ck["history"]
         best = {"score": ck["best_score"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
@@ -271,26 +278,28 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             opt.step()
             for m in clipped:
                 m.clip_latent_weights()
+            if averaged is not None:
+                averaged.update_parameters(model)
             sched.step()
             seen += len(idx)
             total_loss += loss.item() * len(idx) / place.world
             bar.set_postfix(loss=f"{total_loss * place.world / seen:.4f}")
         total_loss = distributed.total(total_loss, place)
         train_seconds = time.perf_counter() - t0
-        val, _ = _validate(model, val_set, pre, weights, k)
+        val, _ = _validate(judged, val_set, pre, weights, k)
         record = {"epoch": epoch, "train_loss": total_loss / seen, **val, "lr": opt.param_groups[0]["lr"],
                   "train_seconds": round(train_seconds, 2), "train_img_per_s": round(seen / train_seconds, 1)}
         history.append(record)
         score = {"val_loss": -val["val_loss"], "val_auc": val["val_auc"]}.get(monitor, -val["val_loss"])
         if score > best["score"]:
             best = {"score": score, "epoch": epoch,
-                    "state": {k_: v.detach().clone() for k_, v in model.state_dict().items()}}
+                    "state": {k_: v.detach().clone() for k_, v in judged.state_dict().items()}}
         if verbose:
             _log(f"epoch {epoch}/{recipe.epochs}: loss {record['train_loss']:.4f}  val_loss {val['val_loss']:.4f}  "
                  f"val_auc {val['val_auc']:.4f}  val_acc {val['val_acc']:.4f}  "
                  f"({record['train_img_per_s']:.0f} img/s)")
         if place.is_main:
-            _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best)
+            _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best, averaged)
             rundir.write_json(out / "history.json", history)
         if on_epoch is not None:  # numbered after any head-only epochs, so a pruner sees one increasing series
             on_epoch(len(history), record)
@@ -301,6 +310,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
 
     if recipe.keep_best and best["state"] is not None:
         model.load_state_dict(best["state"])
+    elif averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
     model.eval()
     val, val_probs = _validate(model, val_set, pre, weights, k)
     model = model.cpu().to(memory_format=torch.contiguous_format)
@@ -385,9 +396,10 @@ def _log(line: str) -> None:
     sys.stderr.flush()
 
 
-def _save_checkpoint(path: Path, epoch, model, opt, sched, gen, history, best) -> None:
+def _save_checkpoint(path: Path, epoch, model, opt, sched, gen, history, best, averaged=None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+    extra = {"averaged": averaged.state_dict()} if averaged is not None else {}
+    torch.save({**extra, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
                 "best_state": best["state"]}, tmp)
