@@ -172,6 +172,19 @@ def test_cxrkit_calibrate_unlabeled_writes_an_adapted_model_that_reports_say_so(
     assert f"re-estimated on {n} unlabelled films" in (report_dir / "report.md").read_text()
 
 
+def test_calibrate_unlabeled_says_when_the_share_was_not_given(sample_dir, small_model, tmp_path, capsys):
+    """Resampling by the model's own decisions is what went wrong on skewed batches (docs/deploy.md), so a user who
+    did not give the share hears it once, on stderr (stdout stays JSON)."""
+    assert main(["calibrate", "--model", small_model, "--unlabeled", str(sample_dir), "--out",
+                 str(tmp_path / "a.safetensors"), "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    assert "--positive-share" in captured.err
+    assert main(["calibrate", "--model", small_model, "--unlabeled", str(sample_dir), "--positive-share", "0.5",
+                 "--out", str(tmp_path / "b.safetensors"), "--quiet"]) == 0
+    assert "--positive-share" not in capsys.readouterr().err
+
+
 def test_unlabeled_then_site_refits_the_threshold_of_the_adapted_model(sample_dir, small_model, tmp_path, capsys):
     out = tmp_path / "both.safetensors"
     site = sample_dir / "test"

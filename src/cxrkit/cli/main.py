@@ -332,6 +332,13 @@ def _describe_adaptation(adapted: dict, positive_class: str) -> str:
             f"{_shares(adapted['decisions_after'])}")
 
 
+# Measured in docs/deploy.md (session 17): on 64 films of 10 % pneumonia, resampling by the model's own decisions
+# left the shipped models 15-23 points below not adapting at all; told the share, they lost nothing.
+_SHARE_NOT_GIVEN = ("note: without --positive-share the films were resampled by the model's own decisions; on a "
+                    "batch whose share of the second class is far from the training data's this can make the model "
+                    "worse than before (docs/deploy.md). If you know that share roughly, give --positive-share Q.")
+
+
 def cmd_calibrate(args) -> int:
     from ..evaluation.batchnorm_adaptation import adapt_batchnorm_to_films
     from ..evaluation.recalibrate import adapt_to_site, recalibrate
@@ -361,6 +368,8 @@ def cmd_calibrate(args) -> int:
     save_bundle(bundle, out)
     adapted = bundle.info.get("site_adaptation") if args.unlabeled else None
     r = bundle.info["calibration"] if args.site or args.data else None
+    if args.unlabeled and len(bundle.classes) == 2 and args.positive_share is None and not args.no_rebalance:
+        print(_SHARE_NOT_GIVEN, file=sys.stderr)
     if args.json:
         _print_json({**(r or {}), **({"site_adaptation": adapted} if adapted else {})})
         return 0
