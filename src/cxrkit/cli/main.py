@@ -368,17 +368,13 @@ def cmd_calibrate(args) -> int:
     save_bundle(bundle, out)
     adapted = bundle.info.get("site_adaptation") if args.unlabeled else None
     r = bundle.info["calibration"] if args.site or args.data else None
-    share_not_given = (args.unlabeled and len(bundle.classes) == 2 and args.positive_share is None
-                       and not args.no_rebalance)
+    if adapted and not args.json:
+        print(_describe_adaptation(adapted, bundle.classes[-1]), flush=True)
+    if args.unlabeled and len(bundle.classes) == 2 and args.positive_share is None and not args.no_rebalance:
+        print(_SHARE_NOT_GIVEN, file=sys.stderr)
     if args.json:
         _print_json({**(r or {}), **({"site_adaptation": adapted} if adapted else {})})
-        if share_not_given:
-            print(_SHARE_NOT_GIVEN, file=sys.stderr)
         return 0
-    if adapted:
-        print(_describe_adaptation(adapted, bundle.classes[-1]), flush=True)
-    if share_not_given:
-        print(_SHARE_NOT_GIVEN, file=sys.stderr)
     if r is None:
         print(f"wrote {out}: threshold {bundle.threshold:.3f}, temperature {bundle.temperature:.3f} and UNCERTAIN "
               "cut-off kept from the original model")
