@@ -253,6 +253,24 @@ def test_packed_files_are_small(tmp_path):
     assert 4 * header["info"]["params"] / path.stat().st_size >= 28
 
 
+def test_the_deep_recipe_stays_in_the_issue_budget(tmp_path):
+    """cxr_bnn_deep224 spends its extra blocks where bits are cheap: 14 binary blocks, still <= 256 KB packed."""
+    recipe = load_recipe("cxr_bnn_deep224")
+    pre = dataclasses.replace(model_info("cxr_bnn").preprocess, size=recipe.image_size)
+    bundle = _bundle("cxr_bnn", pre, **recipe.model_kwargs)
+    assert sum(isinstance(m, BinaryConv2d) for m in bundle.model.modules()) == 14
+    path = export_packed(bundle, tmp_path / "deep.npz")
+    header, _ = read_packed(path)
+    assert header["info"]["binary_fraction"] >= 0.95
+    assert path.stat().st_size <= 256 * 1024
+    assert 4 * header["info"]["params"] / path.stat().st_size >= 28
+
+
+def test_depth_needs_one_count_per_stage():
+    with pytest.raises(ValueError, match="one per stage"):
+        create_model("cxr_bnn", depth=[2, 2, 2])
+
+
 def test_float16_reals_stay_close(tmp_path):
     bundle = _bundle("cxr_bnn", SMALL_PRE, **SMALL)
     full = load_packed(export_packed(bundle, tmp_path / "full.npz"))
@@ -269,6 +287,7 @@ def test_float16_reals_stay_close(tmp_path):
     ("cxr_bnn", SMALL_PRE, {**SMALL, "binary": False}),  # the float twin: real convs, zero padding
     ("cxr_bnn", dataclasses.replace(SMALL_PRE, equalize=True), SMALL),  # films equalised in NumPy as in PyTorch
     ("cxr_bnn", Preprocess(size=96, channels=1, mean=0.5, std=0.25), {}),
+    ("cxr_bnn", SMALL_PRE, {**SMALL, "depth": [2, 1, 3, 1]}),  # a block count per stage (cxr_bnn_deep224)
     ("seed_bnn", model_info("seed_bnn").preprocess, {"binarize_inputs": False}),
     ("seed_bnn", model_info("seed_bnn").preprocess, {}),
 ])

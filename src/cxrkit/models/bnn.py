@@ -5,6 +5,8 @@ inference engine in :mod:`cxrkit.bnn` runs them with XNOR + popcount.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -115,15 +117,22 @@ class CxrBNN(nn.Module):
     packed engine's speed and size are compared with. ``binary_weights=False``
     binarizes activations only: stage 1 of ReActNet's two-stage training, whose
     weights (same names and shapes) then start stage 2 (recipe ``init_from``).
+    ``depth`` is blocks per stage, one count for all or one per stage: a block
+    costs the same compute in every stage (half the side, twice the width) but
+    4x the bits in the next, so extra depth goes where the bits are cheap.
     """
 
     def __init__(self, num_classes: int = 2, in_chans: int = 1, stem: int = 32, widths=(32, 64, 128, 256),
-                 depth: int = 2, dropout: float = 0.2, binary: bool = True, binary_weights: bool = True):
+                 depth: int | Sequence[int] = 2, dropout: float = 0.2, binary: bool = True,
+                 binary_weights: bool = True):
         super().__init__()
+        depths = [depth] * len(widths) if isinstance(depth, int) else list(depth)
+        if len(depths) != len(widths) or min(depths) < 1:
+            raise ValueError(f"depth must be one block count >= 1, or one per stage ({len(widths)}), got {depth}")
         self.stem = nn.Sequential(nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem))
         blocks, cin = [], stem
-        for width in widths:
-            for i in range(depth):
+        for width, n_blocks in zip(widths, depths):
+            for i in range(n_blocks):
                 blocks.append(BinaryBlock(cin, width, 2 if i == 0 else 1, binary, binary_weights))
                 cin = width
         self.blocks = nn.Sequential(*blocks)

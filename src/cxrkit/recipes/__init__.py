@@ -267,6 +267,18 @@ RECIPES: dict[str, Recipe] = {
                         "weights and the packed file stay the same size, the compute doubles: ~2 h on 2 cores), "
                         "its cut-off across the stress views."),
         _CXR_BNN_INVARIANT.replace(
+            name="cxr_bnn_deep224", image_size=224, epochs=96, threshold_rule="youden-geometry",
+            model_kwargs={"depth": [4, 4, 4, 2]},
+            description="cxr_bnn_invariant224 with 14 binary blocks instead of 8 (4, 4, 4, 2 per stage: Bi-Real "
+                        "Net-18 has 16 binary convs) and 96 epochs: 1.57 M binary weights, ~230 KB packed. Extra "
+                        "blocks in the first three stages cost 4-64x fewer bits than in the last. ~1.75x the "
+                        "compute of cxr_bnn: trained on a GPU (docs/bnn.md); about 7 h on 2 CPU cores."),
+        _CXR_BNN_INVARIANT.replace(
+            name="cxr_bnn_long224", image_size=224, epochs=96, threshold_rule="youden-geometry",
+            description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
+                        "network on validation and test): the comparison that says what cxr_bnn_deep224's "
+                        "depth adds beyond its epochs. Trained on a GPU; about 4 h on 2 CPU cores."),
+        _CXR_BNN_INVARIANT.replace(
             name="cxr_bnn_taught", teacher="cxr_cnn",
             description="cxr_bnn_invariant taught by the shipped cxr_cnn (trained with the consistency penalty, "
                         "so it does not read the film's shape) instead of cxr_mobilenetv2 (which does): a "
