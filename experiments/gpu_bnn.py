@@ -8,6 +8,8 @@ candidate on the bundled sample (both at once, as they will run), then
 2. ``cxr_bnn_deep224`` alone at the largest of 96 / 72 / 48 that fits, else
 3. ``cxr_bnn_deep224`` alone at 48, its checkpoint brought back to be resumed (``cxrkit train --resume``).
 
+``--plan RECIPE:EPOCHS:SEED`` skips the probe and trains that one run (a later pre-registered item).
+
 Every run directory comes back as one tar file (a checkpoint too big for one file in parts), with this
 script's log, under OUT. The runs are evaluated where cxrkit's CPU figures are measured, not here.
 
@@ -101,20 +103,28 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/gpu_bnn"), help="run directories")
     ap.add_argument("--window", type=float, default=520, help="seconds from start to the last run's end")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to try this script out")
+    ap.add_argument("--plan", help="RECIPE:EPOCHS:SEED, one run without the probe")
     args = ap.parse_args()
     start = time.monotonic()
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "gpu_bnn.log"
-    step = probe(args.work, log, args.device)
+    if args.plan:
+        recipe, epochs, seed = args.plan.split(":")
+        chosen = [(recipe, int(epochs), int(seed))]
+    else:
+        step = probe(args.work, log, args.device)
+        chosen = [(r, e, 0) for r, e in plan(step, args.window - (time.monotonic() - start))]
+        _log(f"probe: seconds per step {json.dumps({r: round(s, 4) for r, s in step.items()})}; plan {chosen}", log)
     left = args.window - (time.monotonic() - start)
-    chosen = plan(step, left)
-    _log(f"probe: seconds per step {json.dumps({r: round(s, 4) for r, s in step.items()})}; {left:.0f} s left; "
-         f"plan {chosen}", log)
-    procs = {r: _train(r, args.data, args.work / r, e, [], log, args.device, limit_s=left) for r, e in chosen}
-    for r, p in procs.items():
-        _log(f"{r}: exit {p.wait()} after {time.monotonic() - start:.0f} s", log)
-        bring_back(args.work / r, args.out)
+    procs = {}
+    for recipe, epochs, seed in chosen:
+        name = recipe if seed == 0 else f"{recipe}_s{seed}"
+        procs[name] = _train(recipe, args.data, args.work / name, epochs, ["--seed", str(seed)], log, args.device,
+                             limit_s=left)
+    for name, p in procs.items():
+        _log(f"{name}: exit {p.wait()} after {time.monotonic() - start:.0f} s", log)
+        bring_back(args.work / name, args.out)
 
 
 if __name__ == "__main__":
