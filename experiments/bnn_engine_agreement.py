@@ -30,10 +30,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="cxr_bnn", help="a bnn-family registry name, run directory or .safetensors")
     ap.add_argument("--data", required=True, help="labelled folder ROOT/CLASS/*")
+    ap.add_argument("--real-dtype", default="float32", choices=("float32", "float16"),
+                    help="how the packed file stores the real-valued parts")
     args = ap.parse_args()
     torch.set_num_threads(1)
     bundle = resolve_model(args.model)
-    packed = load_packed(export_packed(bundle, Path(tempfile.mkdtemp()) / "model.bnn.npz"))
+    packed = load_packed(export_packed(bundle, Path(tempfile.mkdtemp()) / "model.bnn.npz", args.real_dtype))
     samples = list(index_folder(args.data).samples)
     pre = bundle.preprocess
     films = np.stack([resize_gray(read_image(s.path), pre.size, pre.resize) for s in samples])
@@ -46,7 +48,7 @@ def main() -> None:
     p_torch = predict_resized(bundle, torch.from_numpy(films))[:, 1]
     engine_says, torch_says = p_engine >= bundle.threshold, p_torch >= bundle.threshold
     print(json.dumps({
-        "n": len(y), "threshold": bundle.threshold,
+        "real_dtype": args.real_dtype, "n": len(y), "threshold": bundle.threshold,
         "engine_accuracy": float((engine_says == y).mean()), "torch_accuracy": float((torch_says == y).mean()),
         "engine_roc_auc": float(roc_auc_score(y, p_engine)),
         "same_decision": int((engine_says == torch_says).sum()),

@@ -221,6 +221,28 @@ def test_pack_signs_round_trip_bit_exact():
     assert np.array_equal(pack_signs(np.zeros((1, 8))), [[255]])  # zero is +1
 
 
+@pytest.mark.parametrize("real_dtype", ["float32", "float16"])
+def test_reals_stored_as_byte_planes_read_back_exactly_and_version_2_files_still_load(tmp_path, real_dtype):
+    bundle = _bundle("cxr_bnn", SMALL_PRE, **SMALL)
+    v3 = export_packed(bundle, tmp_path / "v3.npz", real_dtype=real_dtype)
+    header, arrays = read_packed(v3)
+    with np.load(v3, allow_pickle=False) as data:
+        planes, itemsize = data["reals"], np.dtype(real_dtype).itemsize
+    assert header["version"] == 3 and planes.dtype == np.uint8 and planes.shape[0] == itemsize
+    # the same file in version 2's layout (reals as one flat array) must give the same tensors, bit for bit
+    flat = np.ascontiguousarray(planes.T).view(real_dtype).ravel()
+    v2 = _edited(v3, tmp_path / "v2.npz", lambda h: h.update(version=2))
+    with np.load(v2, allow_pickle=False) as data:
+        members = {name: data[name] for name in data.files}
+    with v2.open("wb") as f:
+        np.savez(f, **{**members, "reals": flat})
+    _, old = read_packed(v2)
+    assert arrays.keys() == old.keys()
+    assert all(np.array_equal(arrays[k], old[k]) for k in arrays)
+    reals = [k for k, v in header["tensors"].items() if v[0] == "reals"]
+    assert reals and all(arrays[k].dtype == np.float32 for k in reals)
+
+
 def test_popcount_fallback_matches_numpy():
     words = np.random.default_rng(0).integers(0, 2**63, (7, 5), dtype=np.uint64) | np.uint64(2**63)
     assert _popcount_table(words).tolist() == [[bin(int(v)).count("1") for v in row] for row in words]

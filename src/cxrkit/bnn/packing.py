@@ -8,9 +8,14 @@ the filler bits agree and so never count.
 File layout (``numpy.savez_compressed``, read back with ``allow_pickle=False``):
 ``__header__``, a uint8 array holding UTF-8 JSON (``format``, ``version``,
 ``arch``, ``classes``, ``preprocess``, ``threshold``, ``ops``, ``info``,
-``tensors``); ``bits``, every packed sign tensor concatenated (uint8); and
-``reals``, every real-valued tensor concatenated (float32, or float16 when
-exported so). ``tensors`` maps the names the ops use to ``[blob, offset, shape]``.
+``tensors``, ``reals_dtype``); ``bits``, every packed sign tensor concatenated
+(uint8); and ``reals``, every real-valued tensor concatenated (float32, or
+float16 when exported so), stored as byte planes: a ``(itemsize, n)`` uint8
+array whose row ``i`` holds byte ``i`` of every value (HDF5's and Blosc's
+"shuffle" filter). Why: the exponent bytes of trained weights repeat, and
+side by side they deflate; interleaved they barely do. Lossless, and it cuts
+the reals of ``cxr_bnn`` by a tenth. ``tensors`` maps the names the ops use to
+``[blob, offset, shape]``.
 """
 from __future__ import annotations
 
@@ -21,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "cxrkit-bnn-packed"
-VERSION = 2  # 2: an ``rprelu`` op's ``shift_in`` may be null (folded into the BatchNorm shift before it)
-READABLE_VERSIONS = (1, 2)
+# 2: an ``rprelu`` op's ``shift_in`` may be null (folded into the BatchNorm shift before it); 3: reals as byte planes
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 HEADER_KEY = "__header__"
 
 
@@ -58,13 +64,26 @@ def write_packed(path: str | Path, header: dict, arrays: dict[str, np.ndarray], 
         table[name] = [blob, sizes[blob], list(a.shape)]
         parts[blob].append(a.ravel() if blob == "bits" else a.astype(real_dtype).ravel())
         sizes[blob] += a.size
-    head = {"format": FORMAT, "version": VERSION, **header, "tensors": table}
+    head = {"format": FORMAT, "version": VERSION, **header, "tensors": table, "reals_dtype": real_dtype}
+    reals = np.concatenate(parts["reals"]) if parts["reals"] else np.zeros(0, real_dtype)
     blobs = {"bits": np.concatenate(parts["bits"]) if parts["bits"] else np.zeros(0, np.uint8),
-             "reals": np.concatenate(parts["reals"]) if parts["reals"] else np.zeros(0, real_dtype)}
+             "reals": _to_byte_planes(reals)}
     path = Path(path)
     with path.open("wb") as f:  # a file object: numpy would otherwise append ".npz" to other names
         np.savez_compressed(f, **{HEADER_KEY: np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)}, **blobs)
     return path
+
+
+def _to_byte_planes(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values.view(np.uint8).reshape(-1, values.itemsize).T)
+
+
+def _from_byte_planes(planes: np.ndarray, dtype: str) -> np.ndarray | None:
+    """Inverse of :func:`_to_byte_planes`; None when the planes do not fit ``dtype``."""
+    if dtype not in ("float32", "float16") or planes.dtype != np.uint8 or planes.ndim != 2 \
+            or planes.shape[0] != np.dtype(dtype).itemsize:
+        return None
+    return np.ascontiguousarray(planes.T).view(dtype).ravel()
 
 
 def read_packed(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -89,6 +108,8 @@ def read_packed(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise PackedFormatError(f"{path}: {FORMAT} version {header.get('version')!r} is not supported "
                                 f"(this cxrkit reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     blobs = {"bits": members.get("bits"), "reals": members.get("reals")}
+    if header["version"] >= 3 and blobs["reals"] is not None:
+        blobs["reals"] = _from_byte_planes(blobs["reals"], header.get("reals_dtype"))
     if blobs["bits"] is None or blobs["bits"].dtype != np.uint8 or blobs["reals"] is None \
             or blobs["reals"].dtype not in (np.float16, np.float32):
         raise PackedFormatError(f"{path}: bits or reals blob missing or of the wrong type")

@@ -151,7 +151,8 @@ def seed_bnn(num_classes: int = 2, **kwargs) -> nn.Module:
 
 @register_model("bnn", Preprocess(size=160, channels=1, mean=0.5, std=0.25))
 def cxr_bnn(num_classes: int = 2, **kwargs) -> nn.Module:
-    """cxrkit's residual BNN: real stem and classifier, RSign/RPReLU, 1.18M binary weights (99.5%).
+    """cxrkit's residual BNN: real stem and classifier, RSign/RPReLU, 99.5% binary weights (1.18M; shipped: 1.57M).
 
-    160 px unless a recipe says otherwise; the shipped weights take 224 (their file records it)."""
+    160 px and 2 blocks a stage unless a recipe says otherwise; the shipped weights (cxr_bnn_deep224) take 224 px
+    and 4, 4, 4, 2 blocks, which their file records."""
     return CxrBNN(num_classes=num_classes, **kwargs)
