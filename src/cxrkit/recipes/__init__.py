@@ -186,6 +186,11 @@ _CXR_BNN_INVARIANT = _CXR_BNN_ROBUST.replace(
     name="cxr_bnn_invariant", epochs=24, augment=_CXR_CNN_INVARIANT.augment, **_PENALTY,
     description="cxr_bnn_robust with cxr_cnn_invariant's stretches, zoom and consistency penalty (the shape "
                 "shortcut, docs/robustness.md); 24 epochs (~30 min on 2 cores: two forward passes a step).")
+_CXR_BNN_INVARIANT224 = _CXR_BNN_INVARIANT.replace(
+    name="cxr_bnn_invariant224", image_size=224, epochs=48, threshold_rule="youden-geometry",
+    description="cxr_bnn_invariant48 at 224 px instead of 160 (the float cxr_cnn's resolution; the binary "
+                "weights and the packed file stay the same size, the compute doubles: ~2 h on 2 cores), "
+                "its cut-off across the stress views.")
 _MOBILENETV2 = Recipe(
     name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
     head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
@@ -261,20 +266,15 @@ RECIPES: dict[str, Recipe] = {
                         "BatchNorm statistics (decay 0.998 a step, ~3.5 epochs): a weight whose latent value "
                         "hovers near zero flips sign from step to step, and the sign of its average is the side "
                         "it spent most of the last epochs on; cut-off across the stress views (~60 min on 2 cores)."),
-        _CXR_BNN_INVARIANT.replace(
-            name="cxr_bnn_invariant224", image_size=224, epochs=48, threshold_rule="youden-geometry",
-            description="cxr_bnn_invariant48 at 224 px instead of 160 (the float cxr_cnn's resolution; the binary "
-                        "weights and the packed file stay the same size, the compute doubles: ~2 h on 2 cores), "
-                        "its cut-off across the stress views."),
-        _CXR_BNN_INVARIANT.replace(
-            name="cxr_bnn_deep224", image_size=224, epochs=96, threshold_rule="youden-geometry",
-            model_kwargs={"depth": [4, 4, 4, 2]},
+        _CXR_BNN_INVARIANT224,
+        _CXR_BNN_INVARIANT224.replace(
+            name="cxr_bnn_deep224", epochs=96, model_kwargs={"depth": [4, 4, 4, 2]},
             description="cxr_bnn_invariant224 with 14 binary blocks instead of 8 (4, 4, 4, 2 per stage: Bi-Real "
-                        "Net-18 has 16 binary convs) and 96 epochs: 1.57 M binary weights, ~230 KB packed. Extra "
+                        "Net-18 has 16 binary convs) and 96 epochs: 1.57 M binary weights, 218 KB packed. Extra "
                         "blocks in the first three stages cost 4-64x fewer bits than in the last. ~1.75x the "
                         "compute of cxr_bnn: trained on a GPU (docs/bnn.md); about 7 h on 2 CPU cores."),
-        _CXR_BNN_INVARIANT.replace(
-            name="cxr_bnn_long224", image_size=224, epochs=96, threshold_rule="youden-geometry",
+        _CXR_BNN_INVARIANT224.replace(
+            name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
                         "network on validation and test): the comparison that says what cxr_bnn_deep224's "
                         "depth adds beyond its epochs. Trained on a GPU; about 4 h on 2 CPU cores."),
