@@ -11,7 +11,7 @@ File layout (``numpy.savez_compressed``, read back with ``allow_pickle=False``):
 ``tensors``, ``reals_dtype``); ``bits``, every packed sign tensor concatenated
 (uint8); and ``reals``, every real-valued tensor concatenated (float32, or
 float16 when exported so), stored as byte planes: a ``(itemsize, n)`` uint8
-array whose row ``i`` holds byte ``i`` of every value (HDF5's and Blosc's
+array whose row ``i`` holds byte ``i`` (little-endian) of every value (HDF5's and Blosc's
 "shuffle" filter). Why: the exponent bytes of trained weights repeat, and
 side by side they deflate; interleaved they barely do. Lossless, and it cuts
 the reals of ``cxr_bnn`` by a tenth. ``tensors`` maps the names the ops use to
@@ -75,6 +75,8 @@ def write_packed(path: str | Path, header: dict, arrays: dict[str, np.ndarray], 
 
 
 def _to_byte_planes(values: np.ndarray) -> np.ndarray:
+    """Little-endian bytes whatever the machine, as .npy's own '<f4' header would have recorded."""
+    values = values.astype(values.dtype.newbyteorder("<"))
     return np.ascontiguousarray(values.view(np.uint8).reshape(-1, values.itemsize).T)
 
 
@@ -83,7 +85,7 @@ def _from_byte_planes(planes: np.ndarray, dtype: str) -> np.ndarray | None:
     if dtype not in ("float32", "float16") or planes.dtype != np.uint8 or planes.ndim != 2 \
             or planes.shape[0] != np.dtype(dtype).itemsize:
         return None
-    return np.ascontiguousarray(planes.T).view(dtype).ravel()
+    return np.ascontiguousarray(planes.T).view(np.dtype(dtype).newbyteorder("<")).ravel()
 
 
 def read_packed(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
