@@ -20,7 +20,7 @@ from cxrkit.bnn.engine import _popcount_table
 from cxrkit.bnn.packing import read_packed
 from cxrkit.data.io import read_image
 from cxrkit.data.preprocess import Preprocess, resize_gray, to_model_input
-from cxrkit.inference.bundle import ModelBundle
+from cxrkit.inference.bundle import ModelBundle, load_bundle, save_bundle
 from cxrkit.inference.decision import uncertain_mask
 from cxrkit.inference.predictor import predict_arrays, predict_resized
 from cxrkit.models import create_model, model_info
@@ -291,6 +291,17 @@ def test_the_deep_recipe_stays_in_the_issue_budget(tmp_path):
 def test_depth_needs_one_count_per_stage():
     with pytest.raises(ValueError, match="one per stage"):
         create_model("cxr_bnn", depth=[2, 2, 2])
+
+
+def test_a_block_count_per_stage_survives_the_model_file(tmp_path):
+    """The shipped cxr_bnn is rebuilt from the depth its file records, or its weights would not fit."""
+    kwargs = {**SMALL, "depth": [2, 1, 3, 1]}
+    bundle = _bundle("cxr_bnn", SMALL_PRE, **kwargs)
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "deep.safetensors"))
+    assert len(loaded.model.blocks) == 7
+    x = torch.rand(2, 1, SMALL_PRE.size, SMALL_PRE.size)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), bundle.model(x))
 
 
 def test_float16_reals_stay_close(tmp_path):
