@@ -8,7 +8,8 @@ candidate on the bundled sample (both at once, as they will run), then
 2. ``cxr_bnn_deep224`` alone at the largest of 96 / 72 / 48 that fits, else
 3. ``cxr_bnn_deep224`` alone at 48, its checkpoint brought back to be resumed (``cxrkit train --resume``).
 
-``--plan RECIPE:EPOCHS:SEED`` skips the probe and trains that one run (a later pre-registered item).
+``--plan RECIPE:EPOCHS:SEED[,RECIPE:EPOCHS:SEED...]`` skips the probe and trains those runs at once (later
+pre-registered items).
 
 Every run directory comes back as one tar file (a checkpoint too big for one file in parts), with this
 script's log, under OUT. The runs are evaluated where cxrkit's CPU figures are measured, not here.
@@ -109,15 +110,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/gpu_bnn"), help="run directories")
     ap.add_argument("--window", type=float, default=520, help="seconds from start to the last run's end")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to try this script out")
-    ap.add_argument("--plan", help="RECIPE:EPOCHS:SEED, one run without the probe")
+    ap.add_argument("--plan", help="RECIPE:EPOCHS:SEED[,...]: these runs, at once, without the probe")
     args = ap.parse_args()
     start = time.monotonic()
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "gpu_bnn.log"
     if args.plan:
-        recipe, epochs, seed = args.plan.split(":")
-        chosen = [(recipe, int(epochs), int(seed))]
+        chosen = [(r, int(e), int(seed)) for r, e, seed in (item.split(":") for item in args.plan.split(","))]
     else:
         step = probe(args.work, log, args.device)
         chosen = [(r, e, 0) for r, e in plan(step, args.window - (time.monotonic() - start))]
