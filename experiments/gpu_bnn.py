@@ -16,10 +16,10 @@ script's log, under OUT. The runs are evaluated where cxrkit's CPU figures are m
 
 usage: python3 experiments/gpu_bnn.py --data kermany_224 --out $OUT --window 520
 
-Getting the data there (session 18): the device tool sends the working tree, 64 MiB at most. kermany_224 (42.7 MB)
-went in a folder that ``.git/info/exclude`` ignores, named in the call's ``carry``; for the call the tracked
-docs/reports and the shipped weights other than ``cxr_mobilenetv2`` (the teacher) and ``cxr_cnn`` were deleted from
-the working tree, and ``git checkout`` restored them afterwards. Measured there: 0.035 s a step, a 48-epoch run in
+Getting the data there: the device tool sends the working tree, 64 MiB at most. ``experiments/gpu_tree.sh
+prepare`` puts kermany_224 (42.7 MB) in ``.gpudata/`` (ignored; name it in the call's ``carry``) and deletes from the
+working tree what no GPU run reads (docs/reports, the shipped weights but the teacher ``cxr_mobilenetv2`` and
+``cxr_cnn``); ``experiments/gpu_tree.sh restore`` brings them back after the call. Measured there: 0.035 s a step, a 48-epoch run in
 about 300 s in all (245 s of steps), so OVERHEAD_S and MARGIN are cautious: 72 epochs would have fitted.
 """
 from __future__ import annotations
