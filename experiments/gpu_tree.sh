@@ -18,7 +18,7 @@ case "${1:-}" in
     rm -rf docs/reports
     find src/cxrkit/weights -type f \( -name '*.safetensors' -o -name '*.npz' -o -name '*.onnx' \) \
       ! -name cxr_mobilenetv2.safetensors ! -name cxr_cnn.safetensors -delete
-    tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+    tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1 || true)  # deleted files: du fails
     data=$(du -sb .gpudata | cut -f1)
     echo "travels: $(( (tree + data) / 1048576 )) MiB of 64 (tree $(( tree / 1048576 )), data $(( data / 1048576 )))"
     ;;
