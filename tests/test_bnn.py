@@ -188,6 +188,10 @@ def test_two_stage_training_starts_stage_two_from_stage_one(tmp_path, sample_dir
     with pytest.raises(ValueError, match="need a trained cxr_bnn"):
         train(stage2.replace(init_from="cxr_cnn"), sample_dir, tmp_path / "s2c", progress=False, verbose=False,
               max_steps=1)
+    # another seed carves other validation films, some of which stage 1 trained on
+    with pytest.raises(ValueError, match="pass --seed 0"):
+        train(stage2.replace(init_from=str(r1.run_dir), seed=1), sample_dir, tmp_path / "s2d", progress=False,
+              verbose=False, max_steps=1)
 
 
 def test_a_few_steps_reduce_the_loss():

@@ -274,6 +274,12 @@ RECIPES: dict[str, Recipe] = {
                         "blocks in the first three stages cost 4-64x fewer bits than in the last. ~1.75x the "
                         "compute of cxr_bnn: trained on a GPU (docs/bnn.md); about 7 h on 2 CPU cores."),
         _CXR_BNN_INVARIANT224.replace(
+            name="cxr_bnn_deep224_warm", epochs=12, lr=5e-4, init_from="required", model_kwargs={"depth": [4, 4, 4, 2]},
+            description="A warm restart of a trained cxr_bnn_deep224 (`--init-from RUN --seed SEED`, the seed it was "
+                        "trained with, so the same validation films): 12 more epochs, one-cycle at a quarter of the "
+                        "learning rate. Binary networks gained from every extension of training so far; a second "
+                        "cycle lets latent weights near zero settle their signs again (~55 min on 2 CPU cores)."),
+        _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
                         "network on validation and test): the comparison that says what cxr_bnn_deep224's "

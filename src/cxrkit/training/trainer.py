@@ -360,6 +360,11 @@ def _init_from(model: nn.Module, recipe: Recipe) -> str:
     if not isinstance(source, ModelBundle) or source.arch != recipe.model:
         raise ValueError(f"init_from {recipe.init_from}: need a trained {recipe.model} (run directory or "
                          f".safetensors), got {getattr(source, 'arch', type(source).__name__)}")
+    split = source.info.get("validation_split")
+    if split and split != {"fraction": recipe.val_fraction, "seed": recipe.seed}:
+        raise ValueError(f"init_from {recipe.init_from}: it held out validation split {split}, this run holds out "
+                         f"fraction {recipe.val_fraction}, seed {recipe.seed} (pass --seed {split.get('seed')}): "
+                         "its weights have seen films this run would validate on")
     try:
         model.load_state_dict(source.model.state_dict())
     except RuntimeError as exc:
