@@ -191,6 +191,12 @@ _CXR_BNN_INVARIANT224 = _CXR_BNN_INVARIANT.replace(
     description="cxr_bnn_invariant48 at 224 px instead of 160 (the float cxr_cnn's resolution; the binary "
                 "weights and the packed file stay the same size, the compute doubles: ~2 h on 2 cores), "
                 "its cut-off across the stress views.")
+_CXR_BNN_DEEP224 = _CXR_BNN_INVARIANT224.replace(
+    name="cxr_bnn_deep224", epochs=96, model_kwargs={"depth": [4, 4, 4, 2]},
+    description="cxr_bnn_invariant224 with 14 binary blocks instead of 8 (4, 4, 4, 2 per stage: Bi-Real "
+                "Net-18 has 16 binary convs) and 96 epochs: 1.57 M binary weights, 218 KB packed. Extra "
+                "blocks in the first three stages cost 4-64x fewer bits than in the last. ~1.75x the "
+                "compute of cxr_bnn: trained on a GPU (docs/bnn.md); about 7 h on 2 CPU cores.")
 _MOBILENETV2 = Recipe(
     name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
     head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
@@ -267,14 +273,9 @@ RECIPES: dict[str, Recipe] = {
                         "hovers near zero flips sign from step to step, and the sign of its average is the side "
                         "it spent most of the last epochs on; cut-off across the stress views (~60 min on 2 cores)."),
         _CXR_BNN_INVARIANT224,
-        _CXR_BNN_INVARIANT224.replace(
-            name="cxr_bnn_deep224", epochs=96, model_kwargs={"depth": [4, 4, 4, 2]},
-            description="cxr_bnn_invariant224 with 14 binary blocks instead of 8 (4, 4, 4, 2 per stage: Bi-Real "
-                        "Net-18 has 16 binary convs) and 96 epochs: 1.57 M binary weights, 218 KB packed. Extra "
-                        "blocks in the first three stages cost 4-64x fewer bits than in the last. ~1.75x the "
-                        "compute of cxr_bnn: trained on a GPU (docs/bnn.md); about 7 h on 2 CPU cores."),
-        _CXR_BNN_INVARIANT224.replace(
-            name="cxr_bnn_deep224_warm", epochs=12, lr=5e-4, init_from="required", model_kwargs={"depth": [4, 4, 4, 2]},
+        _CXR_BNN_DEEP224,
+        _CXR_BNN_DEEP224.replace(
+            name="cxr_bnn_deep224_warm", epochs=12, lr=5e-4, init_from="required",
             description="A warm restart of a trained cxr_bnn_deep224 (`--init-from RUN --seed SEED`, the seed it was "
                         "trained with, so the same validation films): 12 more epochs, one-cycle at a quarter of the "
                         "learning rate. Binary networks gained from every extension of training so far; a second "
