@@ -298,3 +298,68 @@ def test_weight_average_decay_out_of_range_is_a_recipe_error(decay):
 
     with pytest.raises(RecipeError, match="ema_decay"):
         load_recipe("cxr_cnn").replace(ema_decay=decay)
+
+
+# ------------------------------------------------------------------ progressive resizing (recipe.size_schedule)
+
+
+def test_size_schedule_trains_small_then_full_and_validates_at_full_size(small_recipe, sample_dir, tmp_path,
+                                                                        monkeypatch, fewer_bootstraps):
+    """Epochs 1-2 see 16 px films, 3 sees 24, 4 the recipe's 32; validation and the saved model are at 32."""
+    recipe = small_recipe.replace(size_schedule=[[2, 16], [3, 24]])
+    seen: list[tuple[bool, int]] = []  # (training?, side) of every forward pass
+    real_create = trainer_mod.create_model
+
+    def recording_create(*args, **kwargs):
+        model = real_create(*args, **kwargs)
+        model.register_forward_pre_hook(lambda m, inputs: seen.append((m.training, inputs[0].shape[-1])))
+        return model
+
+    monkeypatch.setattr(trainer_mod, "create_model", recording_create)
+    result = train(recipe, sample_dir, tmp_path / "progressive", progress=False, verbose=False)
+    assert [h["image_size"] for h in result.history] == [16, 16, 24, 32]
+    trained_sides = [side for training, side in seen if training]
+    assert sorted(set(trained_sides)) == [16, 24, 32] and trained_sides == sorted(trained_sides)
+    assert {side for training, side in seen if not training} == {32}
+    assert result.bundle.preprocess.size == 32
+    assert yaml.safe_load((tmp_path / "progressive" / "config.yaml").read_text())["size_schedule"] == [[2, 16],
+                                                                                                        [3, 24]]
+    plain = train(small_recipe, sample_dir, tmp_path / "plain", progress=False, verbose=False)
+    assert [h["train_loss"] for h in result.history][:2] != [h["train_loss"] for h in plain.history][:2]
+
+
+def test_size_schedule_resumes_exactly_across_the_size_change(small_recipe, sample_dir, tmp_path, monkeypatch,
+                                                              fewer_bootstraps):
+    recipe = small_recipe.replace(epochs=3, size_schedule=[[2, 16]])
+    whole = train(recipe, sample_dir, tmp_path / "whole", progress=False, verbose=False)
+    real_write = rundir.write_json
+
+    def killing_write(path, obj):
+        real_write(path, obj)
+        if path.name == "history.json" and len(obj) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "write_json", killing_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, sample_dir, tmp_path / "cut", progress=False, verbose=False)
+    monkeypatch.setattr(rundir, "write_json", real_write)
+    resumed = train(recipe, sample_dir, tmp_path / "cut", resume=True, progress=False, verbose=False)
+    _assert_same_history(resumed.history, whole.history)
+    _assert_same_model(resumed.bundle, whole.bundle, recipe.image_size)
+
+
+@pytest.mark.parametrize("schedule", [[[2, 64]], [[2, 8]], [[3, 16], [2, 24]], [[2, 24], [3, 16]], [[2]],
+                                      [[2.5, 16]], "2:16", [[0, 16]]])
+def test_bad_size_schedule_is_a_recipe_error(schedule):
+    from cxrkit.recipes import RecipeError
+
+    with pytest.raises(RecipeError, match="size_schedule"):
+        load_recipe("cxr_cnn_fast").replace(image_size=32, size_schedule=schedule)
+
+
+def test_size_schedule_round_trips_through_a_run_config(tmp_path):
+    recipe = load_recipe("cxr_cnn_fast").replace(image_size=224, epochs=9, size_schedule=[[6, 128]])
+    recipe.save(tmp_path / "r.yaml")
+    again = load_recipe(tmp_path / "r.yaml")
+    assert again == recipe
+    assert [again.epoch_size(e) for e in range(1, 10)] == [128] * 6 + [224] * 3

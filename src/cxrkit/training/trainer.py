@@ -251,12 +251,15 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         for m in frozen_bn:
             m.eval()
         order = torch.randperm(len(train_set.images), generator=gen)
+        size = recipe.epoch_size(epoch)
         t0, seen, total_loss = time.perf_counter(), 0, 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress, unit="step",
-                   leave=False)
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{recipe.epochs} ({size} px)", disable=not progress,
+                   unit="step", leave=False)
         for step in bar:
             idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
             x = train_set.images[idx].to(place.device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+            if size != recipe.image_size:  # progressive resizing: antialiased, as Pillow resizes at decode
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp_(0.0, 1.0)
             x = augment_batch(x, recipe.augment, gen)
             views = [x, augment_batch(x, recipe.invariance_augment, gen)] if recipe.invariance_weight else [x]
             # every process keeps its slice of each view, so the pairs stay together
@@ -287,7 +290,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         total_loss = distributed.total(total_loss, place)
         train_seconds = time.perf_counter() - t0
         val, _ = _validate(judged, val_set, pre, weights, k)
-        record = {"epoch": epoch, "train_loss": total_loss / seen, **val, "lr": opt.param_groups[0]["lr"],
+        record = {"epoch": epoch, "image_size": size, "train_loss": total_loss / seen, **val,
+                  "lr": opt.param_groups[0]["lr"],
                   "train_seconds": round(train_seconds, 2), "train_img_per_s": round(seen / train_seconds, 1)}
         history.append(record)
         score = {"val_loss": -val["val_loss"], "val_auc": val["val_auc"]}.get(monitor, -val["val_loss"])
@@ -297,7 +301,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         if verbose:
             _log(f"epoch {epoch}/{recipe.epochs}: loss {record['train_loss']:.4f}  val_loss {val['val_loss']:.4f}  "
                  f"val_auc {val['val_auc']:.4f}  val_acc {val['val_acc']:.4f}  "
-                 f"({record['train_img_per_s']:.0f} img/s)")
+                 f"({record['train_img_per_s']:.0f} img/s at {size} px)")
         if place.is_main:
             _save_checkpoint(ckpt_path, epoch, model, opt, sched, gen, history, best, averaged)
             rundir.write_json(out / "history.json", history)
