@@ -58,6 +58,22 @@ def _assert_same_model(a, b, size):
         torch.testing.assert_close(a.model(x), b.model(x), rtol=0, atol=1e-6)
 
 
+def _interrupt_after_epoch_2_then_resume(recipe, sample_dir, out, monkeypatch):
+    """Train ``recipe`` into ``out``, kill it as Ctrl-C would right after epoch 2 is saved, then ``--resume``."""
+    real_write = rundir.write_json
+
+    def killing_write(path, obj):
+        real_write(path, obj)
+        if path.name == "history.json" and len(obj) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "write_json", killing_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, sample_dir, out, progress=False, verbose=False)
+    monkeypatch.setattr(rundir, "write_json", real_write)
+    return train(recipe, sample_dir, out, resume=True, progress=False, verbose=False)
+
+
 # ------------------------------------------------------------------ one training run, fully inspected
 
 
@@ -276,18 +292,7 @@ def test_weight_average_is_the_exponential_average_of_every_steps_weights(small_
 def test_weight_average_resumes_exactly(small_recipe, sample_dir, tmp_path, monkeypatch, fewer_bootstraps):
     recipe = small_recipe.replace(epochs=3, ema_decay=0.9)
     whole = train(recipe, sample_dir, tmp_path / "whole", progress=False, verbose=False)
-    real_write = rundir.write_json
-
-    def killing_write(path, obj):
-        real_write(path, obj)
-        if path.name == "history.json" and len(obj) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(rundir, "write_json", killing_write)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, sample_dir, tmp_path / "cut", progress=False, verbose=False)
-    monkeypatch.setattr(rundir, "write_json", real_write)
-    resumed = train(recipe, sample_dir, tmp_path / "cut", resume=True, progress=False, verbose=False)
+    resumed = _interrupt_after_epoch_2_then_resume(recipe, sample_dir, tmp_path / "cut", monkeypatch)
     _assert_same_history(resumed.history, whole.history)
     _assert_same_model(resumed.bundle, whole.bundle, recipe.image_size)
 
@@ -332,18 +337,7 @@ def test_size_schedule_resumes_exactly_across_the_size_change(small_recipe, samp
                                                               fewer_bootstraps):
     recipe = small_recipe.replace(epochs=3, size_schedule=[[2, 16]])
     whole = train(recipe, sample_dir, tmp_path / "whole", progress=False, verbose=False)
-    real_write = rundir.write_json
-
-    def killing_write(path, obj):
-        real_write(path, obj)
-        if path.name == "history.json" and len(obj) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(rundir, "write_json", killing_write)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, sample_dir, tmp_path / "cut", progress=False, verbose=False)
-    monkeypatch.setattr(rundir, "write_json", real_write)
-    resumed = train(recipe, sample_dir, tmp_path / "cut", resume=True, progress=False, verbose=False)
+    resumed = _interrupt_after_epoch_2_then_resume(recipe, sample_dir, tmp_path / "cut", monkeypatch)
     _assert_same_history(resumed.history, whole.history)
     _assert_same_model(resumed.bundle, whole.bundle, recipe.image_size)
 
