@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 
 SOURCE = Path(__file__).with_name("xnor.c")
-# -ffp-contract=off: no fused multiply-add, so ``dot * scale + bias`` rounds as NumPy's two steps do
-_FLAG_SETS = (["-O3", "-march=native", "-ffp-contract=off"], ["-O3", "-ffp-contract=off"])
+# -ffp-contract=off: no fused multiply-add, so ``dot * scale + bias`` rounds as NumPy's two steps do.
+# -fno-trapping-math: lets GCC turn RPReLU's ``y >= 0 ? y : y * slope`` into a vector blend (it kept the loop
+# scalar, 0.21 ms for a 56x56x32 map, ~10x a vector pass); it changes no value, only which operations may raise
+# floating-point exceptions, which nothing here reads.
+_OPT = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
+_FLAG_SETS = ([*_OPT, "-march=native"], _OPT)
 
 _u64p = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
 _f32p = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")

@@ -235,20 +235,31 @@ int bnn_conv_real(const float *restrict xp, int64_t hp, int64_t wp, int64_t cin,
 }
 
 /* Residual end in place: x (N, H, W, repeat * C) += shortcut, the saved map (N, SH, SW, C) 2x2-average-pooled
- * when stride is 2 (floor; summed as ((a + b) + c) + d, then / 4) and repeated `repeat` times along channels. */
+ * when stride is 2 (floor; summed as ((a + b) + c) + d, then / 4) and repeated `repeat` times along channels.
+ * The pooled shortcut goes through a small stack buffer, RES_CHUNK channels at a time, so that every inner loop is
+ * a plain run over channels that the compiler vectorizes (one loop doing both did not). */
+#define RES_CHUNK 256
 void bnn_residual(float *restrict x, const float *restrict saved, int64_t n, int64_t h, int64_t w, int64_t c,
                   int64_t sh, int64_t sw, int64_t stride, int64_t repeat) {
+    float pooled[RES_CHUNK];
     for (int64_t img = 0; img < n; img++)
         for (int64_t y = 0; y < h; y++)
             for (int64_t xx = 0; xx < w; xx++) {
                 float *o = x + ((img * h + y) * w + xx) * repeat * c;
                 const float *s = saved + ((img * sh + y * stride) * sw + xx * stride) * c;
-                for (int64_t i = 0; i < c; i++) {
-                    float v = s[i];
-                    if (stride == 2)
-                        v = (((s[i] + s[c + i]) + s[sw * c + i]) + s[(sw + 1) * c + i]) / 4.0f;
-                    for (int64_t rep = 0; rep < repeat; rep++)
-                        o[rep * c + i] += v;
+                for (int64_t c0 = 0; c0 < c; c0 += RES_CHUNK) {
+                    int64_t nc = c - c0 < RES_CHUNK ? c - c0 : RES_CHUNK;
+                    const float *v = s + c0;
+                    if (stride == 2) {
+                        for (int64_t i = 0; i < nc; i++)
+                            pooled[i] = (((v[i] + v[c + i]) + v[sw * c + i]) + v[(sw + 1) * c + i]) / 4.0f;
+                        v = pooled;
+                    }
+                    for (int64_t rep = 0; rep < repeat; rep++) {
+                        float *restrict d = o + rep * c + c0;
+                        for (int64_t i = 0; i < nc; i++)
+                            d[i] += v[i];
+                    }
                 }
             }
 }
