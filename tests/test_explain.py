@@ -9,6 +9,7 @@ finds the patch by its edges, so its CAM peaks on the rim, outside the box
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 
@@ -23,8 +24,8 @@ from conftest import CLASSES, sample_images
 from cxrkit.cli.main import main
 from cxrkit.data.io import read_image
 from cxrkit.data.preprocess import Preprocess, to_model_input
-from cxrkit.explain import (explain_image, gradcam, overlay, overlay_png, pointing_game, randomization_test,
-                            randomized_copy, target_layer_name)
+from cxrkit.explain import (explain_image, explainer_copies, gradcam, overlay, overlay_png, pointing_game,
+                            randomization_test, randomized_copy, target_layer_name)
 from cxrkit.inference.bundle import ModelBundle, resolve_model
 from cxrkit.models import create_model, list_models, model_info
 
@@ -113,6 +114,32 @@ def test_randomized_copy_leaves_the_original_alone(patch_task):
     rand = randomized_copy(bundle, seed=1)
     assert not torch.equal(rand.model[-1].weight, bundle.model[-1].weight)
     np.testing.assert_array_equal(gradcam(bundle, images[0], target="PNEUMONIA"), before)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam"])
+def test_explainer_copies_stop_the_backward_and_keep_the_heatmap(patch_task, method):
+    bundle, images, _ = patch_task
+    copies = explainer_copies(bundle, n=2)
+    assert len(copies) == 2 and copies[0].model is not copies[1].model is not bundle.model
+    for c in copies:
+        assert not any(p.requires_grad for p in c.model.parameters())  # the fast path is on
+    assert all(p.requires_grad for p in bundle.model.parameters())  # the caller's model is left alone
+    for img in images[:4]:
+        ref = explain_image(bundle, img, method=method)
+        assert ref.heatmap.max() > 0.5
+        np.testing.assert_allclose(explain_image(copies[0], img, method=method).heatmap, ref.heatmap, atol=1e-5)
+
+
+def test_explainer_copies_fall_back_to_plain_copies_for_an_in_place_layer(patch_task):
+    """A ReLU that rewrites the explained layer's output in place breaks the leaf; the probe check must see it."""
+    bundle, images, _ = patch_task
+    model = copy.deepcopy(bundle.model)
+    model[7] = nn.ReLU(inplace=True)  # the last ReLU, right after the explained conv
+    plain = ModelBundle(model.eval(), "tiny_cnn", CLASSES, bundle.preprocess)
+    (c,) = explainer_copies(plain, layer="6")
+    assert all(p.requires_grad for p in c.model.parameters())
+    np.testing.assert_allclose(explain_image(c, images[0], layer="6").heatmap,
+                               explain_image(plain, images[0], layer="6").heatmap, atol=1e-5)
 
 
 def test_gradcam_shape_range_in_the_input_frame():

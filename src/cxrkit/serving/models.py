@@ -3,23 +3,21 @@
 PyTorch models get one private copy per worker thread for Grad-CAM: the CAM
 library hooks the target layer of the model it is given, so two requests
 explaining on one shared model would read each other's activations. The
-copies stop the backward pass at the explained layer (:func:`_stop_at_layer`).
+copies stop the backward pass at the explained layer (``explain.explainer_copies``).
 Plain prediction goes through the bundle's frozen TorchScript copy, which is
 safe to call from several threads at once. Exported ONNX (and packed BNN)
 models predict but have no gradients, so they serve without heatmaps and say so.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import queue
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..explain import ExplainError, explain_image, target_layer_name
+from ..explain import ExplainError, explain_image, explainer_copies
 from ..inference.bundle import ModelBundle, resolve_model
 from ..inference.predictor import frozen_for_inference, predict_arrays
 from ..models import shipped_models
@@ -80,40 +78,6 @@ def model_card(model_id: str, source: str, bundle, heatmap_note: str | None) -> 
             "intended_use": INTENDED_USE, "disclaimer": NOT_A_DEVICE, "card_markdown": _card_text(source)}
 
 
-def _plain_copy(bundle: ModelBundle) -> ModelBundle:
-    return dataclasses.replace(bundle, model=copy.deepcopy(bundle.model).eval(), frozen=None)
-
-
-def _stop_at_layer(bundle: ModelBundle) -> ModelBundle:
-    """A copy whose weights are frozen and whose explained layer's output is a leaf that requires grad.
-
-    Grad-CAM reads only the gradient of the class score with respect to that
-    output. With trainable weights, autograd also walks back through the whole
-    convolutional stack to compute weight gradients nobody reads: that was the
-    largest cost of a heatmap request (41 of 129 ms under load). Same heatmap;
-    :func:`_explainer_copies` checks it on a probe image before using it.
-    """
-    copied = _plain_copy(bundle)
-    model = copied.model.requires_grad_(False)
-    modules = dict(model.named_modules())
-    for name in target_layer_name(model, bundle.preprocess).split(","):  # one per member of an ensemble
-        modules[name].register_forward_hook(lambda _m, _i, out: out.requires_grad_() if torch.is_grad_enabled() else out)
-    return copied
-
-
-def _explainer_copies(bundle: ModelBundle, n: int) -> list[ModelBundle]:
-    """``n`` copies for Grad-CAM: :func:`_stop_at_layer` ones if they give the plain heatmap on a probe image
-    (a model that modifies that output in place cannot use them), else plain copies."""
-    size = bundle.preprocess.size
-    probe = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
-    try:
-        fast = explain_image(_stop_at_layer(bundle), probe).heatmap
-        same = np.allclose(fast, explain_image(_plain_copy(bundle), probe).heatmap, atol=1e-5)
-    except RuntimeError:
-        same = False
-    return [(_stop_at_layer if same else _plain_copy)(bundle) for _ in range(n)]
-
-
 def _warm_up(model: ServedModel, copies: list[ModelBundle]) -> None:
     """Trace/freeze and run every path once, so the first request is as fast as the others."""
     if isinstance(model.bundle, ModelBundle):
@@ -138,7 +102,7 @@ def load_models(specs: Sequence, workers: int) -> list[ServedModel]:
         explainers, note = None, NO_HEATMAP
         if isinstance(bundle, ModelBundle):
             try:
-                copies = _explainer_copies(bundle, workers)
+                copies = explainer_copies(bundle, workers)
             except ExplainError as exc:  # e.g. no layer with a spatial output: serve it without heatmaps
                 note = str(exc)
             else:
