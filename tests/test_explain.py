@@ -95,7 +95,7 @@ def test_randomization_test_heatmaps_depend_on_the_weights(patch_task):
     bundle, images, _ = patch_task
     result = randomization_test(bundle, images[:12], bound=0.5)
     assert result.passed, result
-    assert len(result.spearman) == 12 and result.median < 0.5
+    assert len(result.spearman) == 12 and result.median < 0.5 and result.uninformative < 6
 
 
 def test_randomization_test_fails_when_the_weights_do_not_change(patch_task, monkeypatch):
@@ -106,6 +106,22 @@ def test_randomization_test_fails_when_the_weights_do_not_change(patch_task, mon
     monkeypatch.setattr(sanity, "randomized_copy", lambda b, seed=0: b)
     result = sanity.randomization_test(bundle, images[:4])
     assert not result.passed and min(result.spearman) > 0.99
+
+
+def test_randomization_test_does_not_pass_on_empty_maps(patch_task, monkeypatch):
+    """A randomized copy that finds no evidence (all-zero Grad-CAM) compares nothing: no pass, and it is counted."""
+    import cxrkit.explain.sanity as sanity
+
+    bundle, images, _ = patch_task
+
+    def blind_copy(b, seed=0):
+        rand = randomized_copy(b, seed)
+        with torch.no_grad():
+            rand.model[-1].weight.zero_()  # no gradient reaches the layer: every map is constant
+        return rand
+    monkeypatch.setattr(sanity, "randomized_copy", blind_copy)
+    result = sanity.randomization_test(bundle, images[:4])
+    assert result.uninformative == 4 and not result.passed and np.isnan(result.median)
 
 
 def test_randomized_copy_leaves_the_original_alone(patch_task):

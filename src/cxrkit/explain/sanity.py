@@ -24,13 +24,21 @@ from .cam import explain_image
 
 @dataclass
 class RandomizationResult:
-    spearman: list[float]  # per image, original vs randomized model
-    median: float
+    spearman: list[float]  # per image, original vs randomized model; NaN where either map is constant
+    median: float  # over the informative pairs (NaN if there are none)
     bound: float
 
     @property
+    def uninformative(self) -> int:
+        """Pairs where a map is constant (e.g. an all-zero CAM): no ranking to compare, so they say nothing."""
+        return int(np.isnan(self.spearman).sum())
+
+    @property
     def passed(self) -> bool:
-        return self.median < self.bound
+        """At least one informative pair, and their median below the bound. Why not count a constant map as
+        rho 0: a randomized network often finds no evidence at all for one class (all-zero Grad-CAM), and zeros
+        for those films would pass the check without comparing anything."""
+        return bool(np.isfinite(self.median) and self.median < self.bound)
 
 
 def randomized_copy(bundle: ModelBundle, seed: int = 0) -> ModelBundle:
@@ -46,15 +54,16 @@ def randomized_copy(bundle: ModelBundle, seed: int = 0) -> ModelBundle:
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho; a constant map (no ranking at all, e.g. an all-zero CAM) counts as 0."""
+    """Spearman's rho; NaN when a map is constant (no ranking at all, e.g. an all-zero CAM)."""
     if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
+        return float("nan")
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
 def randomization_test(bundle: ModelBundle, images: Sequence[np.ndarray], bound: float = 0.5, seed: int = 0,
                        method: str = "gradcam", target: str | int | None = None) -> RandomizationResult:
-    """Explain the same class with the trained and the randomized model; pass if the median rho < ``bound``.
+    """Explain the same class with the trained and the randomized model; pass if the median rho < ``bound``
+    over the pairs where both maps have a ranking (``RandomizationResult.passed``).
 
     The class explained is ``target``, or else the trained model's decision,
     kept fixed for the randomized copy, so only the weights differ between the
@@ -68,7 +77,8 @@ def randomization_test(bundle: ModelBundle, images: Sequence[np.ndarray], bound:
         ref = explain_image(bundle, img, target=target, method=method)
         other = explain_image(rand, img, target=ref.explained, method=method, layer=ref.layer)
         rhos.append(_rank_correlation(ref.heatmap, other.heatmap))
-    return RandomizationResult(rhos, float(np.median(rhos)), bound)
+    informative = [r for r in rhos if np.isfinite(r)]
+    return RandomizationResult(rhos, float(np.median(informative)) if informative else float("nan"), bound)
 
 
 def pointing_game(bundle: ModelBundle, images: Sequence[np.ndarray], boxes: Sequence[tuple[int, int, int, int]],
