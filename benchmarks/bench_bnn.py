@@ -98,7 +98,7 @@ def infer_worker(args) -> dict:
         from cxrkit.bnn import load_packed
 
         model = load_packed(spec["packed"], threads=spec["threads"])
-        out["backend"] = model.backend
+        out["backend"] = f"{model.backend}: {model.kernel}"
         fn = model.logits
     else:
         import torch

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CLASSES, SAMPLE
-from cxrkit.bnn import PackedFormatError, export_packed, load_packed, pack_signs, unpack_signs
+from cxrkit.bnn import PackedFormatError, _native, export_packed, load_packed, pack_signs, unpack_signs
 from cxrkit.bnn.engine import _popcount_table
 from cxrkit.bnn.packing import read_packed
 from cxrkit.data.io import read_image
@@ -357,6 +357,18 @@ def test_native_kernels_equal_the_numpy_engine_to_the_bit():
     x = np.random.default_rng(0).random((3, 1, 224, 224)).astype(np.float32)
     native, numpy_ = (load_packed(shipped, backend=b).logits(x) for b in ("native", "numpy"))
     assert np.array_equal(native, numpy_)
+
+
+def test_native_kernel_is_the_one_this_cpu_has():
+    """The -march=native build picks the binary loop by the CPU's popcount support, and says which one it runs."""
+    if not HAVE_CC:
+        pytest.skip("no C compiler: the engine runs its NumPy path")
+    shipped = Path(__file__).resolve().parents[1] / "src" / "cxrkit" / "weights" / "cxr_bnn.bnn.npz"
+    flags = _native._cpu_flags().split()
+    expected = ("AVX-512 VPOPCNTQ" if "avx512_vpopcntdq" in flags else "AVX2 nibble lookup" if "avx2" in flags
+                else "scalar popcount")
+    assert load_packed(shipped, backend="native").kernel == expected
+    assert load_packed(shipped, backend="numpy").kernel == "NumPy bitwise_count"
 
 
 def test_native_kernels_build_from_scratch_where_a_c_compiler_exists(tmp_path):

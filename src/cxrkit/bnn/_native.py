@@ -102,6 +102,8 @@ def kernels():
                                           *[_i64] * 4, _f32p]
             lib.bnn_channel.restype = None
             lib.bnn_channel.argtypes = [_f32p, _i64, _i64, *[_f32p_or_null] * 5]
+            lib.bnn_kernel.restype = ctypes.c_char_p
+            lib.bnn_kernel.argtypes = []
             lib.bnn_residual.restype = None
             lib.bnn_residual.argtypes = [_f32p, _f32p, *[_i64] * 8]
             _loaded["lib"] = lib

@@ -385,6 +385,8 @@ class PackedModel:
         if backend == "native" and lib is None:
             raise RuntimeError("the native BNN kernels are unavailable (no C compiler, or CXRKIT_BNN_NATIVE=0)")
         self.backend = "native" if lib is not None else "numpy"
+        # the binary-convolution loop in use, e.g. "AVX2 nibble lookup": what a benchmark row's speed depends on
+        self.kernel = lib.bnn_kernel().decode() if lib is not None else "NumPy bitwise_count"
         if lib is not None:
             split, ops = _splitter(threads), []
             for op in self._ops:

@@ -282,3 +282,14 @@ void bnn_channel(float *restrict x, int64_t rows, int64_t c, const float *restri
             }
     }
 }
+
+/* Which binary-convolution loop this build runs, for benchmark tables: the speed of a packed model depends on it. */
+const char *bnn_kernel(void) {
+#if defined(__AVX512VPOPCNTDQ__)
+    return "AVX-512 VPOPCNTQ";
+#elif defined(__AVX2__)
+    return "AVX2 nibble lookup";
+#else
+    return "scalar popcount";
+#endif
+}
