@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CLASSES, SAMPLE
-from cxrkit.bnn import PackedFormatError, _native, export_packed, load_packed, pack_signs, unpack_signs
+from cxrkit.bnn import PackedFormatError, export_packed, load_packed, pack_signs, unpack_signs
 from cxrkit.bnn.engine import _popcount_table
 from cxrkit.bnn.packing import read_packed
 from cxrkit.data.io import read_image
@@ -23,6 +23,7 @@ from cxrkit.data.preprocess import Preprocess, resize_gray, to_model_input
 from cxrkit.inference.bundle import ModelBundle, load_bundle, save_bundle
 from cxrkit.inference.decision import uncertain_mask
 from cxrkit.inference.predictor import predict_arrays, predict_resized
+from cxrkit.machine import cpu_flags
 from cxrkit.models import create_model, model_info
 from cxrkit.models._binary import BinaryConv2d, BinaryLinear, sign_ste
 from cxrkit.recipes import load_recipe
@@ -364,7 +365,7 @@ def test_native_kernel_is_the_one_this_cpu_has():
     if not HAVE_CC:
         pytest.skip("no C compiler: the engine runs its NumPy path")
     shipped = Path(__file__).resolve().parents[1] / "src" / "cxrkit" / "weights" / "cxr_bnn.bnn.npz"
-    flags = _native._cpu_flags().split()
+    flags = cpu_flags()
     expected = ("AVX-512 VPOPCNTQ" if "avx512_vpopcntdq" in flags else "AVX2 nibble lookup" if "avx2" in flags
                 else "scalar popcount")
     assert load_packed(shipped, backend="native").kernel == expected

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..machine import cpu_flags_line
+
 SOURCE = Path(__file__).with_name("xnor.c")
 # -ffp-contract=off: no fused multiply-add, so ``dot * scale + bias`` rounds as NumPy's two steps do.
 # -fno-trapping-math: lets GCC turn RPReLU's ``y >= 0 ? y : y * slope`` into a vector blend (it kept the loop
@@ -42,23 +44,13 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("CXRKIT_CACHE") or Path.home() / ".cache" / "cxrkit") / "bnn"
 
 
-def _cpu_flags() -> str:
-    """The CPU's feature flags (Linux), part of the cache key: a ``-march=native`` library built on one CPU
-    must not be loaded on another from a shared home directory."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith(("flags", "Features"))), platform.processor())
-    except OSError:
-        return platform.processor()
-
-
 def _build(flags: list[str]) -> Path | None:
     """Compile ``xnor.c`` with ``flags`` into the cache (atomically renamed into place); None if that fails."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
     src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), platform.system(), _cpu_flags()]).encode())
+    key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), platform.system(), cpu_flags_line()]).encode())
     key = key.hexdigest()
     lib = _cache_dir() / f"xnor-{key[:16]}.so"
     if lib.is_file():

@@ -33,6 +33,7 @@ from ..evaluation.geometry import GEOMETRY_RULE, calibrate_across_views
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
 from ..inference.bundle import ModelBundle, save_bundle
 from ..inference.predictor import predict_resized, use_precision
+from ..machine import native_bf16
 from ..models import create_model, model_info
 from ..recipes import Recipe
 from . import distributed, finetune, rundir
@@ -57,11 +58,7 @@ def resolve_precision(precision: str) -> str:
     """``auto`` is bf16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 or AMX): seed_cnn trains
     1.4x faster with the same test accuracy there (benchmarks/README.md); elsewhere bf16 is emulated, so fp32."""
     if precision == "auto":
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            flags = ""
-        return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+        return "bf16" if native_bf16() else "fp32"
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r} (auto | fp32 | bf16)")
     return precision
