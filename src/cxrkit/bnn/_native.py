@@ -50,8 +50,8 @@ def _build(flags: list[str]) -> Path | None:
     if not cc:
         return None
     src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), platform.system(), cpu_flags_line()]).encode())
-    key = key.hexdigest()
+    key = " ".join([cc, *flags, platform.machine(), platform.system(), cpu_flags_line()])
+    key = hashlib.sha256(src + key.encode()).hexdigest()
     lib = _cache_dir() / f"xnor-{key[:16]}.so"
     if lib.is_file():
         return lib

@@ -172,8 +172,10 @@ def _plain_copy(bundle: ModelBundle) -> ModelBundle:
 def _stopped_copy(bundle: ModelBundle, layer: str) -> ModelBundle:
     copied = _plain_copy(bundle)
     modules = dict(copied.model.requires_grad_(False).named_modules())
+    def leaf(_module, _inputs, out):
+        return out.requires_grad_() if torch.is_grad_enabled() else out
     for name in layer.split(","):  # one per member of an ensemble
-        modules[name].register_forward_hook(lambda _m, _i, out: out.requires_grad_() if torch.is_grad_enabled() else out)
+        modules[name].register_forward_hook(leaf)
     return copied
 
 
@@ -200,4 +202,3 @@ def explainer_copies(bundle: ModelBundle, n: int = 1, layer: str | None = None) 
     except RuntimeError:  # e.g. an in-place op on the leaf
         same = False
     return [_stopped_copy(bundle, layer) if same else _plain_copy(bundle) for _ in range(n)]
-
