@@ -310,6 +310,13 @@ RECIPES: dict[str, Recipe] = {
                         "trained with, so the same validation films): 12 more epochs, one-cycle at a quarter of the "
                         "learning rate. Binary networks gained from every extension of training so far; a second "
                         "cycle lets latent weights near zero settle their signs again (~55 min on 2 CPU cores)."),
+        _CXR_BNN_DEEP224.replace(
+            name="cxr_bnn_deep224_eq", epochs=48, equalize=True,
+            description="cxr_bnn_deep224 on histogram-equalised films, as the float default cxr_cnn reads them, at "
+                        "the 48 epochs the shipped cxr_bnn was trained for. Why: on validation films the binary "
+                        "network is the one shipped model that a washed-out exposure moves (docs/robustness.md, "
+                        "session 20), and equalisation takes a film's global contrast away. Trained on a GPU; "
+                        "about 3.5 h on 2 CPU cores."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
