@@ -76,7 +76,14 @@ def test_models_json(tmp_path):
     rows = json.loads(proc.stdout)
     archs = [r for r in rows if r["name"] in list_models()]
     assert [r["name"] for r in archs] == list_models()
-    trained = [r for r in rows if r["name"] not in list_models()]  # shipped under their own names
+    from cxrkit.runtime.shipped import runtime_files
+    runtime = {r["name"]: r for r in rows if r["name"] in runtime_files()}  # int8 ONNX, packed BNN: by file name
+    assert set(runtime) == {"cxr_cnn.int8.onnx", "cxr_bnn.bnn.npz"}
+    for name, r in runtime.items():
+        original = read_metadata(shipped_models()[name.split(".")[0]])
+        assert r["shipped"] and r["weights_bytes"] == runtime_files()[name].stat().st_size
+        assert r["arch"] == original["arch"] and r["classes"] == original["classes"] and "no heatmaps" in r["description"]
+    trained = [r for r in rows if r["name"] not in list_models() and r["name"] not in runtime]  # own names
     assert {r["name"] for r in trained} == set(shipped_models()) - set(list_models())
     for r in trained:
         assert r["shipped"] and r["weights_bytes"] == shipped_models()[r["name"]].stat().st_size

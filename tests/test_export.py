@@ -298,6 +298,22 @@ def test_shipped_runtime_models_run_without_torch_and_decide_as_their_originals(
     assert len(out) == len(paths) and agree >= len(paths) - 1  # int8 may move one borderline film, no more
 
 
+@pytest.mark.parametrize("name, runtime_type", [("cxr_cnn.int8.onnx", "OnnxModel"), ("cxr_bnn.bnn.npz", "PackedModel")])
+def test_packaged_runtime_files_load_by_file_name_everywhere(name, runtime_type, sample_dir, tmp_path, monkeypatch):
+    """`--model cxr_bnn.bnn.npz` (or the int8 ONNX) in any command runs the package's file, from any directory,
+    and decides as the PyTorch original does; a path-like name is never looked up in the package."""
+    monkeypatch.chdir(tmp_path)  # not the repository: the name must resolve inside the installed package
+    model = resolve_model(name)
+    assert type(model).__name__ == runtime_type
+    paths = [str(p) for p in sample_images("test", "NORMAL") + sample_images("test", "PNEUMONIA")]
+    got, _ = predict_paths(model, paths)
+    ref, _ = predict_paths(resolve_model(name.split(".")[0]), paths)
+    assert sum(g.label == r.label for g, r in zip(got, ref)) >= len(paths) - 1
+    assert main(["evaluate", "--model", name, "--data", str(sample_dir), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    with pytest.raises(ModelLoadError, match="not a shipped model"):
+        resolve_model(f"../{name}")
+
+
 def test_runtime_entry_point_errors(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")

@@ -59,6 +59,7 @@ def _report_unreadable(paths, preds, errors) -> None:
 def cmd_models(args) -> int:
     from ..inference.bundle import read_metadata
     from ..models import list_models, model_info, shipped_models
+    from ..runtime.shipped import load_runtime_model, runtime_files
 
     def row(name: str, arch: str, meta: dict, weights: Path | None, paper: str | None, description: str) -> dict:
         pre = meta["preprocess"]
@@ -81,6 +82,10 @@ def cmd_models(args) -> int:
         rows.append(row(name, meta["arch"], meta, w, None,
                         f"{meta['arch']} trained by recipe {meta.get('info', {}).get('recipe', '?')} "
                         f"({'/'.join(meta['classes'])})"))
+    for name, f in runtime_files().items():  # the same models exported: int8 ONNX, packed BNN (no PyTorch needed)
+        meta = load_runtime_model(str(f)).metadata()
+        kind = "int8 ONNX (ONNX Runtime)" if name.endswith(".onnx") else "bit-packed BNN (XNOR + popcount engine)"
+        rows.append(row(name, meta["arch"], meta, f, None, f"{name.split('.')[0]} as {kind}; no heatmaps"))
     if args.json:
         _print_json(rows)
         return 0
@@ -540,7 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"cxrkit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    model_help = "model: a registry name with shipped weights (see `cxrkit models`), a run directory, a .safetensors file or an exported .onnx file (default: the shipped default model)"
+    model_help = ("model: a name from `cxrkit models` (shipped weights, or the shipped int8 / packed files such as "
+                  "cxr_cnn.int8.onnx), a run directory, a .safetensors file, or an exported .onnx or packed .npz "
+                  "file (default: the shipped default model)")
 
     s = sub.add_parser("demo", help="screen the bundled sample images with the default model and write a report")
     s.add_argument("--out", default="cxrkit_demo", help="report folder (default: %(default)s)")

@@ -106,7 +106,8 @@ def load_bundle(path: str | Path) -> ModelBundle:
 
 
 def resolve_model(spec: str | Path | None = None) -> ModelBundle:
-    """Load by registry name (shipped weights), run directory, ``.safetensors``, ``.onnx`` or packed ``.npz`` file.
+    """Load by registry name (shipped weights), run directory, ``.safetensors``, ``.onnx`` or packed ``.npz`` file,
+    or by the file name of a runtime model inside the package (``cxr_cnn.int8.onnx``, ``cxr_bnn.bnn.npz``).
 
     An ``.onnx`` file gives a ``cxrkit.runtime.OnnxModel`` and a packed BNN a
     ``cxrkit.bnn.PackedModel``; prediction and evaluation accept both in place
@@ -124,12 +125,18 @@ def resolve_model(spec: str | Path | None = None) -> ModelBundle:
         raise ModelLoadError(f"model {spec!r} ships no trained weights; train it (`cxrkit train`) and pass "
                              f"the run directory (shipped: {', '.join(shipped)})")
     path = Path(spec)
+    if not path.exists():
+        from ..runtime.shipped import runtime_files
+
+        packaged = runtime_files()
+        if spec not in packaged:
+            raise ModelLoadError(f"{spec}: not a shipped model ({', '.join([*shipped, *packaged])}), run directory "
+                                 f"or file")
+        path = packaged[spec]  # the package's int8 ONNX or packed BNN, by its file name
     if path.is_dir():
         path = path / "model.safetensors"
         if not path.is_file():
             raise ModelLoadError(f"{spec}: run directory has no model.safetensors (did training finish?)")
-    elif not path.exists():
-        raise ModelLoadError(f"{spec}: not a shipped model ({', '.join(shipped)}), run directory or file")
     elif path.suffix.lower() == ".onnx":  # exported by `cxrkit export`; runs on ONNX Runtime, not PyTorch
         from ..runtime.onnx_model import RuntimeModelError, load_onnx
 

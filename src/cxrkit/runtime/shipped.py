@@ -21,6 +21,12 @@ def runtime_models() -> dict[str, Path]:
     return {p.name[:-len(s)]: p for s in _SUFFIXES for p in sorted(root.glob(f"*{s}"))}
 
 
+def runtime_files() -> dict[str, Path]:
+    """``{file name: file}`` of the same models, e.g. ``cxr_cnn.int8.onnx``: the names the full package's
+    ``resolve_model`` (and so ``--model`` of every command) takes for them."""
+    return {p.name: p for p in runtime_models().values()}
+
+
 def load_runtime_model(spec: str | None = None, threads: int | None = None):
     """A shipped name, an ``.onnx`` file (ONNX Runtime) or a packed ``.npz`` BNN (NumPy engine) → a model with
     ``classes``, ``preprocess``, ``threshold``, ``confidence_threshold`` and ``predict_resized``."""
