@@ -158,6 +158,24 @@ def test_explainer_copies_fall_back_to_plain_copies_for_an_in_place_layer(patch_
                                explain_image(plain, images[0], layer="6").heatmap, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "eigencam"])
+def test_explanation_decides_as_prediction_does(method):
+    """The gradient methods take the decision from the CAM pass's own forward, the others from a separate one:
+    either way the probabilities and label are those of `predict`, and a fixed target does not change the decision."""
+    from cxrkit.inference.predictor import predict_arrays
+
+    bundle = resolve_model("cxr_cnn")
+    films = [read_image(p) for p in sample_images("test", "NORMAL")[:3] + sample_images("test", "PNEUMONIA")[:3]]
+    probs = predict_arrays(bundle, films)
+    for film, ref in zip(films, probs):
+        e = explain_image(bundle, film, method=method)
+        np.testing.assert_allclose([e.probabilities[c] for c in CLASSES], ref, atol=1e-4)
+        assert e.label == e.explained == CLASSES[int(ref[1] >= bundle.threshold)]
+        other = CLASSES[1 - CLASSES.index(e.label)]
+        forced = explain_image(bundle, film, target=other, method=method)
+        assert forced.label == e.label and forced.explained == other
+
+
 def test_gradcam_shape_range_in_the_input_frame():
     bundle = resolve_model("cxr_cnn")
     img = read_image(sample_images("test", "PNEUMONIA")[0])[:, :180]  # not square: the map follows the image

@@ -40,6 +40,7 @@ from ..inference.decision import decide
 from ..models.ensemble import Ensemble
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam")
+GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam")  # read the class score's gradient at the layer, only there
 
 _LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
@@ -97,12 +98,20 @@ def _cam_class(method: str):
 
 class _ClassScore:
     """The score whose gradient is explained: ``+logit`` / ``-logit`` for the two classes of a one-logit
-    binary model, the class's logit otherwise."""
+    binary model, the class's logit otherwise.
 
-    def __init__(self, index: int):
-        self.index = index
+    With ``index`` None the score decides on its first call, from the model output it is given: the gradient
+    methods call it once, on the film itself, so the CAM pass's own forward also makes the decision and the
+    probabilities (a separate no-grad forward for them was a third of a Grad-CAM call)."""
+
+    def __init__(self, bundle: ModelBundle, index: int | None):
+        self.bundle, self.index, self.probs = bundle, index, None
 
     def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        if self.probs is None:
+            self.probs = probabilities(out.detach()[None].float(), self.bundle.temperature)[0].numpy()
+            if self.index is None:
+                self.index = self.bundle.classes.index(decide(self.bundle, self.probs[None])[0])
         if out.shape[-1] == 1:
             return out[0] if self.index == 1 else -out[0]
         return out[self.index]
@@ -146,17 +155,18 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
         if part not in modules:
             raise ExplainError(f"{bundle.arch} has no layer {part!r}")
     x = to_model_input(torch.from_numpy(np.array(resize_gray(image, pre.size, pre.resize)))[None], pre)
-    with torch.inference_mode():  # decide first: ScoreCAM scores masked copies, never the image itself
-        probs = probabilities(model(x), bundle.temperature)[0].numpy()
-    label = decide(bundle, probs[None])[0]
-    index = bundle.classes.index(label) if index is None else index
+    score = _ClassScore(bundle, index)
+    if method not in GRADIENT_METHODS:  # decide first: ScoreCAM scores masked copies, never the image itself
+        with torch.inference_mode():
+            score(model(x)[0])
     cam = _cam_class(method)(model=model, target_layers=[modules[part] for part in parts])
     try:
-        heat = cam(input_tensor=x, targets=[_ClassScore(index)])[0]
+        heat = cam(input_tensor=x, targets=[score])[0]
     finally:
         cam.activations_and_grads.release()
+    probs = score.probs
     return Explanation(_to_image_frame(heat, image.shape, pre), {c: float(p) for c, p in zip(bundle.classes, probs)},
-                       label, bundle.classes[index], name)
+                       decide(bundle, probs[None])[0], bundle.classes[score.index], name)
 
 
 def gradcam(bundle: ModelBundle, image: np.ndarray, target: str | int | None = None,

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .. import jsonio
 from ..data.io import ImageReadError, read_image
 from ..inference.bundle import ModelBundle
-from .cam import explain_image, explainer_copies
+from .cam import GRADIENT_METHODS, explain_image, explainer_copies
 from .render import overlay
 
 
@@ -28,7 +28,7 @@ def explain_files(bundle: ModelBundle, paths: Sequence[str | Path], out_dir: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records, errors = [], []
-    if method in ("gradcam", "gradcam++", "layercam") and len(paths) > 1:  # the gradient methods; worth a copy
+    if method in GRADIENT_METHODS and len(paths) > 1:  # a copy that stops the backward pays for itself
         bundle = explainer_copies(bundle)[0]
     for i, p in enumerate(tqdm(paths, disable=not progress, desc="explain", unit="image")):
         p = Path(p)
