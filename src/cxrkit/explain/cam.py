@@ -155,11 +155,11 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
         if part not in modules:
             raise ExplainError(f"{bundle.arch} has no layer {part!r}")
     x = to_model_input(torch.from_numpy(np.array(resize_gray(image, pre.size, pre.resize)))[None], pre)
-    score = _ClassScore(bundle, index)
+    cam_class, score = _cam_class(method), _ClassScore(bundle, index)
     if method not in GRADIENT_METHODS:  # decide first: ScoreCAM scores masked copies, never the image itself
         with torch.inference_mode():
             score(model(x)[0])
-    cam = _cam_class(method)(model=model, target_layers=[modules[part] for part in parts])
+    cam = cam_class(model=model, target_layers=[modules[part] for part in parts])
     try:
         heat = cam(input_tensor=x, targets=[score])[0]
     finally:
