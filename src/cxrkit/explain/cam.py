@@ -105,13 +105,14 @@ class _ClassScore:
     probabilities (a separate no-grad forward for them was a third of a Grad-CAM call)."""
 
     def __init__(self, bundle: ModelBundle, index: int | None):
-        self.bundle, self.index, self.probs = bundle, index, None
+        self.bundle, self.index, self.probs, self.label = bundle, index, None, None
 
     def __call__(self, out: torch.Tensor) -> torch.Tensor:
         if self.probs is None:
             self.probs = probabilities(out.detach()[None].float(), self.bundle.temperature)[0].numpy()
+            self.label = decide(self.bundle, self.probs[None])[0]
             if self.index is None:
-                self.index = self.bundle.classes.index(decide(self.bundle, self.probs[None])[0])
+                self.index = self.bundle.classes.index(self.label)
         if out.shape[-1] == 1:
             return out[0] if self.index == 1 else -out[0]
         return out[self.index]
@@ -164,9 +165,9 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
         heat = cam(input_tensor=x, targets=[score])[0]
     finally:
         cam.activations_and_grads.release()
-    probs = score.probs
-    return Explanation(_to_image_frame(heat, image.shape, pre), {c: float(p) for c, p in zip(bundle.classes, probs)},
-                       decide(bundle, probs[None])[0], bundle.classes[score.index], name)
+    return Explanation(_to_image_frame(heat, image.shape, pre),
+                       {c: float(p) for c, p in zip(bundle.classes, score.probs)}, score.label,
+                       bundle.classes[score.index], name)
 
 
 def gradcam(bundle: ModelBundle, image: np.ndarray, target: str | int | None = None,
