@@ -317,6 +317,13 @@ RECIPES: dict[str, Recipe] = {
                         "network is the one shipped model that a washed-out exposure moves (docs/robustness.md, "
                         "session 20), and equalisation takes a film's global contrast away. Trained on a GPU; "
                         "about 3.5 h on 2 CPU cores."),
+        _CXR_BNN_DEEP224.replace(
+            name="cxr_bnn_deep224_eq_warm", epochs=10, lr=5e-4, init_from="required", equalize=True,
+            description="cxr_bnn_deep224_warm on histogram-equalised films: a warm restart of the shipped cxr_bnn "
+                        "(`--init-from cxr_bnn --seed 1`) that learns to read equalised films in 10 epochs, "
+                        "one-cycle at a quarter of the learning rate. cxr_bnn_deep224_eq's question (does taking "
+                        "a film's global contrast away help the binary network?) at a CPU's budget "
+                        "(docs/robustness.md, item 29)."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
