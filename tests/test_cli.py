@@ -309,6 +309,49 @@ def test_user_errors_are_one_line(case, sample_dir, tmp_path):
     assert (tmp_path / "occupied" / "notes.txt").read_text() == "someone else's files"
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--recipe", "cxr_cnn", "--data", "D", "--out", "O", "--batch-size", "0"], "--batch-size"),
+    (["train", "--recipe", "cxr_cnn", "--data", "D", "--out", "O", "--max-steps", "-1"], "--max-steps"),
+    (["train", "--recipe", "cxr_cnn", "--data", "D", "--out", "O", "--epochs", "two"], "--epochs"),
+    (["evaluate", "--bootstrap", "-5"], "--bootstrap"),
+    (["view", "D", "--max-images", "0"], "--max-images"),
+    (["bench", "--runs", "0"], "--runs"),
+    (["tune", "--recipe", "cxr_cnn", "--data", "D", "--out", "O", "--trials", "-1"], "--trials"),
+    (["serve", "--port", "99999"], "--port"),
+])
+def test_counts_out_of_range_are_usage_errors(argv, flag, capsys):
+    """A count of 0 or a port past 65535 is argparse's usage error (exit 2) naming the flag, before any work."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {flag}: must be a whole number" in err, err
+    assert "Traceback" not in err
+
+
+def test_train_refuses_a_recipe_that_trains_nothing_or_names_no_model(sample_dir, tmp_path, capsys):
+    rc, out, err = call(["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", tmp_path / "r0",
+                         "--epochs", "0"], capsys)
+    assert_user_error(rc, out, err)
+    assert "trains nothing" in err
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("name: mine\nmodel: cxr_cnnn\nlr: 1e-3\n")  # a typo in the model, PyYAML's string 1e-3
+    rc, out, err = call(["train", "--recipe", recipe, "--data", sample_dir, "--out", tmp_path / "r1"], capsys)
+    assert_user_error(rc, out, err)
+    assert "unknown model 'cxr_cnnn'" in err
+    assert not (tmp_path / "r0").exists() and not (tmp_path / "r1").exists(), "a refused start must not leave a run"
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(capsys):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        rc, out, err = call(["serve", "--port", held.getsockname()[1]], capsys)
+    assert_user_error(rc, out, err)
+    assert "cannot listen on 127.0.0.1" in err
+
+
 @pytest.mark.parametrize("name", ["cxr_cnn", "kermany3"])
 def test_bf16_inference_is_opt_in_and_close_to_fp32(name, sample_dir, capsys):
     """`--precision bf16` runs a frozen bfloat16 copy: probabilities near fp32's, same decisions on the sample."""

@@ -114,8 +114,9 @@ def test_sensitivity_rule_higher_target_lower_threshold():
 
 def test_unknown_threshold_rule():
     y, probs = _binary_data()
-    with pytest.raises(ValueError, match="unknown threshold rule"):
-        choose_threshold(y, probs[:, 1], "median")
+    for rule in ("median", "fixed:half", "sensitivity:1.2", "sensitivity", "youden:0.3"):
+        with pytest.raises(ValueError, match="unknown threshold rule"):
+            choose_threshold(y, probs[:, 1], rule)
 
 
 def test_ece_zero_when_perfect_and_positive_when_overconfident():

@@ -157,6 +157,45 @@ def test_recipe_unknown_key(tmp_path):
         Recipe.from_dict({"model": "seed_cnn"})
 
 
+@pytest.mark.parametrize("change, words", [
+    ({"optimizer": "adamm"}, "optimizer must be one of adam | adamw | sgd"),
+    ({"schedule": "linear"}, "schedule must be one of"),
+    ({"precision": "fp16"}, "precision must be one of"),
+    ({"early_stopping_metric": "val_acc"}, "early_stopping_metric must be one of"),
+    ({"resize": "crop"}, "resize must be one of"),
+    ({"batch_size": 0}, "batch_size must be 1 or more"),
+    ({"epochs": -1}, "epochs must be 0 or more"),
+    ({"epochs": 0}, "trains nothing"),
+    ({"lr": 0.0}, "lr must be positive"),
+    ({"val_fraction": 0.6}, "val_fraction must be in (0, 0.5)"),
+    ({"label_smoothing": 1.0}, "label_smoothing must be in [0, 1)"),
+    ({"image_size": 8}, "image_size must be 16 to 4096 px"),
+    ({"epochs": "ten"}, "epochs must be a whole number"),
+    ({"epochs": True}, "epochs must be a whole number"),
+    ({"lr": "fast"}, "lr must be a number"),
+    ({"threshold_rule": "sensitivity:1.5"}, "unknown threshold rule"),
+    ({"threshold_rule": "fixed:half"}, "unknown threshold rule"),
+    ({"augment": {"zoom": 1.5}}, "augment.zoom must be a number, 0 or more and below 1"),
+    ({"augment": {"hflip": "yes"}}, "augment.hflip must be true or false"),
+    ({"invariance_augment": {"rotation": -10}}, "invariance_augment.rotation must be a number, 0 or more"),
+])
+def test_recipe_values_are_checked_when_read(change, words, tmp_path):
+    """A bad value fails in one line when the recipe is read (file or override), before any film is decoded."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(load_recipe("seed001").to_dict() | change))
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_recipe_yaml_reads_exponent_floats_and_seed004_trains_its_head_only(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: mine\nmodel: seed_cnn\nlr: 1e-3\nweight_decay: 5e-4\n")  # strings to PyYAML
+    recipe = load_recipe(path)
+    assert recipe.lr == 0.001 and recipe.weight_decay == 0.0005
+    assert load_recipe("seed004").epochs == 0  # head epochs alone are training
+
+
 def test_recipe_unknown_name_or_unparsable(tmp_path):
     with pytest.raises(RecipeError, match="no_such_recipe"):
         load_recipe("no_such_recipe")

@@ -519,6 +519,21 @@ def cmd_serve(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def _whole(low: int, high: int | None = None):
+    """An argparse type: a whole number in [low, high], else argparse's one-line usage error (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or high is not None and value > high:
+            span = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, got {text!r}")
+        return value
+    parse.__name__ = "whole number"  # what argparse names in its own messages
+    return parse
+
+
 def _add_precision_arg(s: argparse.ArgumentParser) -> None:
     """`--precision` for the commands that run inference (`predict`, `evaluate`)."""
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -535,7 +550,7 @@ def _add_calibration_args(s: argparse.ArgumentParser, calib_help: str) -> None:
     s.add_argument("--calib", help=calib_help)
     s.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
                    help="int8 activation-range calibration (default: %(default)s)")
-    s.add_argument("--n-calib", type=int, default=200, help="calibration images drawn at random (default: %(default)s)")
+    s.add_argument("--n-calib", type=_whole(1), default=200, help="calibration images drawn at random (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -562,10 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
     s.add_argument("--out", required=True, help="run directory to create (must be empty unless --resume)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    s.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    s.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs")
+    s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
     s.add_argument("--seed", type=int, help="override the recipe's seed")
-    s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
+    s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
     s.add_argument("--init-from", metavar="MODEL",
                    help="start from a trained model of the same architecture (run directory or .safetensors), "
                         "overriding the recipe's init_from: stage 2 of two-stage BNN training (docs/bnn.md)")
@@ -589,8 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="cxrkit_compare", help="folder for compare.md/.json/.png (default: cxrkit_compare)")
     s.add_argument("--cache", help="folder of cached runs (default: OUT/runs)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda (training)")
-    s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default: 1000)")
+    s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
+    s.add_argument("--bootstrap", type=_whole(0), default=1000,
+                   help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_compare)
@@ -600,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="labelled folder (its test/ split if it has one)")
     s.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default: test)")
     s.add_argument("--out", help="report folder (default: RUN_DIR/report_SPLIT or ./cxrkit_report)")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default: 1000)")
+    s.add_argument("--bootstrap", type=_whole(0), default=1000,
+                   help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
     _add_precision_arg(s)
     s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -630,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     s.add_argument("--model", help=model_help)
     s.add_argument("--out", default="predictions_grid.png", help="PNG to write (default: %(default)s)")
-    s.add_argument("--max-images", type=int, default=36, help="at most this many images (default: %(default)s)")
+    s.add_argument("--max-images", type=_whole(1), default=36, help="at most this many images (default: %(default)s)")
     s.set_defaults(func=cmd_view)
 
     s = sub.add_parser("explain", help="Grad-CAM heatmap overlays (PNG) and an HTML gallery for images or folders",
@@ -674,8 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="labelled folder to score (its test/ split if it has one; int8 calibrates on train/)")
     _add_calibration_args(s, "calibration images for int8 (default: --data's train/ split)")
     s.add_argument("--threads", default="1,2", help="thread counts to time (default: %(default)s)")
-    s.add_argument("--runs", type=int, default=200, help="timed batch-1 runs per thread count (default: %(default)s)")
-    s.add_argument("--batch", type=int, default=32, help="batch size for throughput (default: %(default)s)")
+    s.add_argument("--runs", type=_whole(1), default=200, help="timed batch-1 runs per thread count (default: %(default)s)")
+    s.add_argument("--batch", type=_whole(1), default=32, help="batch size for throughput (default: %(default)s)")
     s.add_argument("--out", default="cxrkit_bench", help="folder for the files and the table (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the full result as JSON")
     s.set_defaults(func=cmd_bench)
@@ -690,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and Optuna's optimization-history and parameter-importance PNGs.")
     s.add_argument("--recipe", required=True, help="built-in recipe with a search space, or a recipe file")
     s.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
-    s.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (resume counts)")
+    s.add_argument("--trials", type=_whole(1), required=True, help="finished trials the study should hold (resume counts)")
     s.add_argument("--out", required=True, help="study folder (created; reused to resume)")
     s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     s.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db for several workers "
@@ -702,9 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
                    help="(default: %(default)s)")
     s.add_argument("--seed", type=int, help="TPE sampler seed (leave unset when several workers share a study)")
-    s.add_argument("--epochs", type=int, help="override the recipe's epochs for every trial")
-    s.add_argument("--batch-size", type=int, help="override the recipe's batch size")
-    s.add_argument("--max-steps", type=int, help="cap optimizer steps per epoch (smoke tests)")
+    s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs for every trial")
+    s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
+    s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_tune)
 
@@ -716,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append",
                    help=model_help.replace("(default:", "; repeat to serve several, the first is the default (default:"))
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    s.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    s.add_argument("--port", type=_whole(1, 65535), default=8000, help="TCP port (default: %(default)s)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="request size limit, 413 above it (default: %(default)s)")
     s.add_argument("--max-files", type=int, default=32, help="files per request (default: %(default)s)")
     s.add_argument("--save-dir", help="keep every upload here under a random name (default: nothing is written)")

@@ -16,15 +16,38 @@ from .selective import selective_metrics
 N_BOOTSTRAP = 1000
 
 
+THRESHOLD_RULES = "youden | youden-geometry | fixed:T | sensitivity:S, T and S in [0, 1]"
+
+
+def parse_threshold_rule(rule: str) -> tuple[str, float]:
+    """``"sensitivity:0.95"`` → ``("sensitivity", 0.95)``; a one-line ``ValueError`` for anything else, so a
+    recipe with a mistyped rule fails when it is read, not after its training."""
+    kind, sep, arg = str(rule).partition(":")
+    if kind in ("youden", "youden-geometry") and not sep:
+        return kind, 0.0
+    if kind == "fixed" and not arg:
+        return kind, 0.5
+    try:
+        value = float(arg)
+    except ValueError:
+        value = float("nan")
+    if kind in ("fixed", "sensitivity") and 0.0 <= value <= 1.0:
+        return kind, value
+    raise ValueError(f"unknown threshold rule {rule!r} ({THRESHOLD_RULES})")
+
+
 def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, rule: str) -> float:
     """Pick a cut-off on P(positive) from *validation* predictions.
 
     Rules: ``youden`` (max sensitivity + specificity − 1), ``fixed:T``,
     ``sensitivity:S`` (highest threshold reaching sensitivity ≥ S).
     """
-    kind, _, arg = rule.partition(":")
+    kind, value = parse_threshold_rule(rule)
     if kind == "fixed":
-        return float(arg or 0.5)
+        return value
+    if kind == "youden-geometry":
+        raise ValueError("threshold rule youden-geometry needs the films, not only their probabilities: give it in "
+                         "a recipe or to cxrkit calibrate")
     if len(np.unique(y_true)) < 2:
         return 0.5  # one class only: no ROC to read a threshold from
     fpr, tpr, thr = skm.roc_curve(y_true, p_pos)
@@ -34,14 +57,8 @@ def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, rule: str) -> float:
         best = np.flatnonzero(j == j.max())
         # several cut-offs tie on a small validation set: take the middle of the tied range
         return float((thr[best[0]] + thr[best[-1]]) / 2)
-    if kind == "sensitivity":
-        target = float(arg)
-        ok = np.flatnonzero(tpr >= target)
-        return float(thr[ok[0]])
-    if rule == "youden-geometry":
-        raise ValueError("threshold rule youden-geometry needs the films, not only their probabilities: give it in "
-                         "a recipe or to cxrkit calibrate")
-    raise ValueError(f"unknown threshold rule {rule!r} (youden | youden-geometry | fixed:T | sensitivity:S)")
+    ok = np.flatnonzero(tpr >= value)  # sensitivity:S
+    return float(thr[ok[0]])
 
 
 def expected_calibration_error(y_onehot: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:

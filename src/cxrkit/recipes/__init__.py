@@ -83,14 +83,27 @@ class Recipe:
     reference: dict = field(default_factory=dict)  # the seed paper's published test figures, shown beside ours
 
     def __post_init__(self) -> None:
-        from ..evaluation.calibration import parse_uncertain_rule  # a bad rule must fail before, not after, training
+        """A recipe is checked whole when it is made (built-in, YAML or ``--epochs``-style override): a typo must
+        cost a one-line error, not the minutes of decoding that come before the first place it is used."""
+        from ..evaluation.calibration import parse_uncertain_rule
+        from ..evaluation.metrics import parse_threshold_rule
 
+        _check_types(self)
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise RecipeError(f"{name} must be one of {' | '.join(allowed)}, got {getattr(self, name)!r}")
+        for name, (low, high, why) in _RANGES.items():
+            if not low(getattr(self, name)) or not high(getattr(self, name)):
+                raise RecipeError(f"{name} must be {why}, got {getattr(self, name)!r}")
+        for key in ("augment", "invariance_augment"):
+            _check_augment(key, getattr(self, key))
+        if self.epochs + self.head_epochs < 1:
+            raise RecipeError(f"recipe {self.name} trains nothing: epochs and head_epochs are both 0")
         try:
             parse_uncertain_rule(self.uncertain_rule)
+            parse_threshold_rule(self.threshold_rule)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise RecipeError(f"ema_decay must be in [0, 1) (0 = no weight average), got {self.ema_decay}")
         _check_size_schedule(self.size_schedule, self.image_size)
 
     def epoch_size(self, epoch: int) -> int:
@@ -110,6 +123,12 @@ class Recipe:
         if unknown:
             raise RecipeError(f"unknown recipe keys {unknown}; known: {sorted(known)}")
         data = dict(data)
+        for f in dataclasses.fields(cls):  # PyYAML reads 1e-3 (no dot) as a string
+            if f.type == "float" and isinstance(data.get(f.name), str):
+                try:
+                    data[f.name] = float(data[f.name])
+                except ValueError:
+                    pass  # left for __post_init__ to name
         for key in ("augment", "invariance_augment"):
             if isinstance(data.get(key), dict):
                 try:
@@ -125,6 +144,84 @@ class Recipe:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+_CHOICES = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("constant", "cosine", "onecycle"),
+    "precision": ("fp32", "bf16", "auto"),
+    "class_weighting": ("none", "balanced"),
+    "early_stopping_metric": ("none", "val_loss", "val_auc"),
+    "resize": ("squash", "pad"),
+}
+
+
+def _at_least(x):
+    return lambda v: v >= x
+
+
+def _above(x):
+    return lambda v: v > x
+
+
+def _below(x):
+    return lambda v: v < x
+
+
+def _at_most(x):
+    return lambda v: v <= x
+
+
+_ANY = _at_least(float("-inf"))
+# field: (lower test, upper test, what the user reads)
+_RANGES = {
+    "epochs": (_at_least(0), _ANY, "0 or more"),
+    "head_epochs": (_at_least(0), _ANY, "0 or more"),
+    "batch_size": (_at_least(1), _ANY, "1 or more"),
+    "image_size": (_at_least(16), _at_most(4096), "16 to 4096 px"),
+    "early_stopping_patience": (_at_least(1), _ANY, "1 or more"),
+    "lr": (_above(0), _ANY, "positive"),
+    "head_lr": (_above(0), _ANY, "positive"),
+    "backbone_lr_mult": (_at_least(0), _ANY, "0 or more"),
+    "weight_decay": (_at_least(0), _ANY, "0 or more"),
+    "warmup_epochs": (_at_least(0), _ANY, "0 or more"),
+    "invariance_weight": (_at_least(0), _ANY, "0 or more"),
+    "unfreeze": (_at_least(0), _at_most(1), "in [0, 1] (the share of backbone tensors fine-tuned)"),
+    "distill_weight": (_at_least(0), _at_most(1), "in [0, 1] (the teacher's share of each target)"),
+    "label_smoothing": (_at_least(0), _below(1), "in [0, 1)"),
+    "ema_decay": (_at_least(0), _below(1), "in [0, 1) (0 = no weight average)"),
+    "val_fraction": (_above(0), _below(0.5), "in (0, 0.5)"),
+}
+
+
+_TYPES = {"int": (int, "a whole number"), "float": ((int, float), "a number"), "str": (str, "a string"),
+          "bool": (bool, "true or false"), "dict": (dict, "a mapping"), "list": ((list, tuple), "a list")}
+
+
+def _check_types(recipe: Recipe) -> None:
+    """A number where a name was meant, or a name where a number was, fails here in one line instead of deep
+    inside training."""
+    for f in dataclasses.fields(recipe):
+        if f.type not in _TYPES:
+            continue
+        value = getattr(recipe, f.name)
+        expected, words = _TYPES[f.type]
+        if not isinstance(value, expected) or f.type in ("int", "float") and isinstance(value, bool):
+            raise RecipeError(f"{f.name} must be {words}, got {value!r}")
+
+
+def _check_augment(key: str, aug: Augment) -> None:
+    if not isinstance(aug, Augment):
+        raise RecipeError(f"{key} must be a mapping of augmentation settings, got {aug!r}")
+    for f in dataclasses.fields(aug):
+        value = getattr(aug, f.name)
+        if f.type == "bool":
+            if not isinstance(value, bool):
+                raise RecipeError(f"{key}.{f.name} must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < (
+                1 if f.name == "zoom" else float("inf")):
+            raise RecipeError(f"{key}.{f.name} must be a number, 0 or more{' and below 1' if f.name == 'zoom' else ''}"
+                              f", got {value!r}")
 
 
 def _check_size_schedule(schedule, image_size: int) -> None:

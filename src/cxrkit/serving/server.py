@@ -6,6 +6,7 @@ PyTorch's intra-op threads are divided between the inference threads
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from .app import create_app, default_workers
@@ -16,6 +17,7 @@ def serve(models=None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb:
     import torch
     import uvicorn
 
+    _check_can_listen(host, port)  # before the models load, not after
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers or default_workers())))
     app = create_app(models or None, max_upload_mb=max_upload_mb, save_dir=save_dir, max_files=max_files,
                      workers=workers)
@@ -23,3 +25,18 @@ def serve(models=None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb:
         print(f"cxrkit serve: listening on {host}: anyone who can reach this machine can upload images",
               file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """A port another program holds (or a host this machine does not have) as one line, not uvicorn's log."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

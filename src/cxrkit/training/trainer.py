@@ -172,6 +172,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
+    model_info(recipe.model)  # an unknown architecture fails here, not after minutes of decoding
     if recipe.init_from == "required" and not resume:
         raise ValueError(f"recipe {recipe.name} is a second stage: pass --init-from with the first stage's run "
                          f"directory (see `cxrkit recipes {recipe.name}`)")
