@@ -176,6 +176,16 @@ def test_tune_refuses_another_recipe_in_the_same_study(tmp_path, tiny_files, sam
     assert rc == 2 and len(err) == 1 and "was run with recipe 'cxr_cnn'" in err[0]
 
 
+def test_a_range_the_recipe_refuses_is_one_error_line_before_any_trial(tmp_path, sample_dir, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {float: [0.0, 0.01]}\n")  # lr 0 is no learning rate
+    rc = main(["tune", "--recipe", "seed001", "--space", str(space), "--data", str(sample_dir), "--trials", "1",
+               "--out", str(tmp_path / "study")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "lr = 0.0 does not fit recipe seed001" in err[0], err
+    assert not (tmp_path / "study").exists(), "no study is opened for a space that cannot run"
+
+
 def test_tune_without_a_space_is_one_error_line(tmp_path, sample_dir, capsys):
     rc = main(["tune", "--recipe", "seed000", "--data", str(sample_dir), "--trials", "1", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()

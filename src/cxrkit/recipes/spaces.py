@@ -92,6 +92,21 @@ def load_space(path: str | Path) -> dict:
     return validate_space(data)
 
 
+def check_space_fits(recipe: Recipe, space: dict) -> None:
+    """Every end of every range makes a valid recipe, or one :class:`RecipeError` line naming the range: a value
+    a recipe refuses would otherwise fail its trial minutes into a study, again and again."""
+    for path, spec in validate_space(space).items():
+        kind = next(k for k in ("float", "int", "choice") if k in spec)
+        for value in spec[kind]:
+            try:
+                apply_params(recipe, {path: value})
+            except RecipeError as exc:
+                raise RecipeError(f"search space: {path} = {value!r} does not fit recipe {recipe.name}: {exc}") \
+                    from None
+            except TypeError:  # dataclasses.replace on a name Augment does not have is caught by validate_space
+                raise RecipeError(f"search space: {path} = {value!r} does not fit recipe {recipe.name}") from None
+
+
 def apply_params(recipe: Recipe, params: dict) -> Recipe:
     """The recipe with sampled values written into it (paths as in the space)."""
     top, model_kwargs, augment = {}, dict(recipe.model_kwargs), recipe.augment

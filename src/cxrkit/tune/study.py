@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..data.folder import index_folder
 from ..recipes import Recipe
-from ..recipes.spaces import apply_params, validate_space
+from ..recipes.spaces import apply_params, check_space_fits
 from ..training import train
 
 METRICS = {"val_auc": "maximize", "val_loss": "minimize"}
@@ -117,12 +117,12 @@ def tune(recipe: Recipe, space: dict, data_dir: str | Path, out_dir: str | Path,
          metric: str = "val_auc", pruner: str = "median", seed: int | None = None, epochs: int | None = None,
          max_steps: int | None = None, progress: bool = True) -> TuneResult:
     """Run trials until the study holds ``n_trials`` finished (completed or pruned) ones, or ``timeout`` s pass."""
-    validate_space(space)
+    if epochs:
+        recipe = recipe.replace(epochs=epochs)
+    check_space_fits(recipe, space)
     index_folder(data_dir)  # a wrong --data is one error line now, not a failed trial in the study
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if epochs:
-        recipe = recipe.replace(epochs=epochs)
     study_name = study_name or recipe.name
     study = open_study(recipe, data_dir, storage or default_storage(out), study_name, metric, pruner, seed)
     sign = 1.0 if METRICS[metric] == "maximize" else -1.0
