@@ -139,3 +139,23 @@ def test_single_class_data_does_not_crash():
     m = evaluate_probabilities(y, np.stack([1 - p, p], 1), CLASSES, 0.5, n_boot=20)
     assert np.isnan(m["roc_auc"]) and np.isnan(m["specificity"])
     assert m["sensitivity"] == pytest.approx(np.mean(p >= 0.5))
+
+
+def test_curves_of_a_one_class_folder_draw_a_note_without_warnings(tmp_path):
+    """A folder of NORMAL films only has no ROC or PR curve: the figure says so instead of matplotlib warning about
+    an empty legend on the user's terminal."""
+    import warnings
+
+    from cxrkit.evaluation.plots import plot_pr, plot_roc
+
+    y = np.zeros(8, dtype=int)
+    probs = np.column_stack([np.linspace(0.9, 0.6, 8), np.linspace(0.1, 0.4, 8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for plot in (plot_roc, plot_pr):
+            path = plot(y, probs, ["NORMAL", "PNEUMONIA"], tmp_path / f"{plot.__name__}.png")
+            assert path.stat().st_size > 1000
+    y_both = np.r_[y, np.ones(8, dtype=int)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_roc(y_both, np.r_[probs, probs[::-1]], ["NORMAL", "PNEUMONIA"], tmp_path / "both.png", threshold=0.3)

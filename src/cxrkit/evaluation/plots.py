@@ -25,6 +25,16 @@ def _one_vs_rest(y: np.ndarray, probs: np.ndarray, classes: list[str]):
     return [(c, (y == i).astype(int), probs[:, i]) for i, c in enumerate(classes)]
 
 
+def _legend_or_note(ax, loc: str) -> None:
+    """A curve needs films of both sides; a folder of one class gets a note where the curves would be, not an
+    empty legend (and matplotlib's warning about it)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc=loc, fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "one class only in these films:\nno curve to draw", ha="center", va="center",
+                transform=ax.transAxes)
+
+
 def plot_roc(y, probs, classes, path: Path, threshold: float | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
     for name, yb, s in _one_vs_rest(y, probs, classes):
@@ -37,7 +47,7 @@ def plot_roc(y, probs, classes, path: Path, threshold: float | None = None) -> P
             ax.plot(np.mean(pred[yb == 0]), np.mean(pred[yb == 1]), "ko", label=f"threshold {threshold:.3f}")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC")
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_or_note(ax, "lower right")
     return _save(fig, path)
 
 
@@ -49,7 +59,7 @@ def plot_pr(y, probs, classes, path: Path) -> Path:
         prec, rec, _ = skm.precision_recall_curve(yb, s)
         ax.plot(rec, prec, label=f"{name} (AP {skm.average_precision_score(yb, s):.3f})")
     ax.set(xlabel="recall", ylabel="precision", title="Precision–recall", ylim=(0, 1.02))
-    ax.legend(loc="lower left", fontsize=8)
+    _legend_or_note(ax, "lower left")
     return _save(fig, path)
 
 
