@@ -449,12 +449,14 @@ def test_corrupt_and_wrong_version_files_give_one_line_errors(tmp_path):
     data = good.read_bytes()
     (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
     (tmp_path / "garbage.npz").write_bytes(b"\x00garbage" * 100)
+    (tmp_path / "text.npz").write_text("hello\n")  # np.load would read it as a pickle and advise "unsafely"
     with (tmp_path / "plain.npz").open("wb") as f:
         np.savez(f, weights=np.zeros(3))
     cases = {
         "missing": (tmp_path / "nope.npz", "no such"),
         "truncated": (tmp_path / "trunc.npz", "not a packed BNN file"),
         "garbage": (tmp_path / "garbage.npz", "not a packed BNN file"),
+        "text": (tmp_path / "text.npz", r"not a packed BNN file \(not an \.npz archive\)$"),
         "no header": (tmp_path / "plain.npz", "header"),
         "version": (_edited(good, tmp_path / "v99.npz", lambda h: h.update(version=99)),
                     "version 99 is not supported"),

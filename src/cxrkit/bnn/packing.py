@@ -93,6 +93,8 @@ def read_packed(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise PackedFormatError(f"{path}: no such packed model file")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and advise loading it "unsafely"
+        raise PackedFormatError(f"{path}: not a packed BNN file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             members = {name: data[name] for name in data.files}
