@@ -328,7 +328,7 @@ def test_counts_out_of_range_are_usage_errors(argv, flag, capsys):
     assert "Traceback" not in err
 
 
-def test_train_refuses_a_recipe_that_trains_nothing_or_names_no_model(sample_dir, tmp_path, capsys):
+def test_train_checks_what_the_recipe_names_before_making_a_run(sample_dir, tmp_path, capsys):
     rc, out, err = call(["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", tmp_path / "r0",
                          "--epochs", "0"], capsys)
     assert_user_error(rc, out, err)
@@ -338,7 +338,16 @@ def test_train_refuses_a_recipe_that_trains_nothing_or_names_no_model(sample_dir
     rc, out, err = call(["train", "--recipe", recipe, "--data", sample_dir, "--out", tmp_path / "r1"], capsys)
     assert_user_error(rc, out, err)
     assert "unknown model 'cxr_cnnn'" in err
-    assert not (tmp_path / "r0").exists() and not (tmp_path / "r1").exists(), "a refused start must not leave a run"
+    bad = tmp_path / "weights.pt"
+    bad.write_text("hello\n")
+    for argv, words in ((["--recipe", "cxr_mobilenetv2", "--weights", bad], "not a safetensors file or a PyTorch"),
+                        (["--recipe", "cxr_cnn", "--weights", "package"], "not a transfer backbone"),
+                        (["--recipe", "cxr_bnn_2stage", "--init-from", tmp_path / "no_run"], "no_run"),
+                        (["--recipe", recipe], "unknown model 'cxr_cnnn'")):
+        rc, out, err = call(["train", *argv, "--data", sample_dir, "--out", tmp_path / "r2"], capsys)
+        assert_user_error(rc, out, err)
+        assert words in err, err
+    assert not any((tmp_path / r).exists() for r in ("r0", "r1", "r2")), "a refused start must not leave a run"
 
 
 def test_serve_refuses_a_port_in_use_in_one_line(capsys):

@@ -79,7 +79,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise WeightsError(f"{path}: not a weights file ({str(exc).splitlines()[0][:100]})") from None
+        raise WeightsError(f"{path}: not a safetensors file or a PyTorch state dict ({exc.__class__.__name__}: "
+                           f"{(str(exc).splitlines() or [''])[0][:100]})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -105,6 +106,15 @@ def _fit(target: nn.Module, state: dict[str, torch.Tensor], positional: bool) ->
         if len(cand) > len(best):
             best = cand
     return best, len(best)
+
+
+def check_weights_source(arch: str, source: str) -> None:
+    """What a recipe's ``pretrained`` names can be read, checked before a run directory exists: a mistyped
+    path must not leave a run behind that the corrected command then refuses to overwrite."""
+    if source == "package":
+        package_weights_file(arch)
+    elif source not in ("", "auto", "timm"):
+        read_state_dict(source)
 
 
 def load_backbone_weights(model: TransferNet, arch: str, source: str, file: str | Path | None = None) -> str:

@@ -172,7 +172,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
-    model_info(recipe.model)  # an unknown architecture fails here, not after minutes of decoding
+    _check_sources(recipe, resume)
     if recipe.init_from == "required" and not resume:
         raise ValueError(f"recipe {recipe.name} is a second stage: pass --init-from with the first stage's run "
                          f"directory (see `cxrkit recipes {recipe.name}`)")
@@ -351,6 +351,25 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     distributed.teardown(place)
     bundle.source = str(out / "model.safetensors")
     return TrainResult(out, bundle, history, val_metrics)
+
+
+def _check_sources(recipe: Recipe, resume: bool) -> None:
+    """Everything the recipe names outside itself (architecture, weights file, first stage, teacher) is found and
+    read before a run directory is made or a film decoded: a typo costs one line, not minutes and a left-over run
+    that the corrected command refuses to overwrite."""
+    from ..inference.bundle import resolve_model
+    from ..models.pretrained import check_weights_source
+
+    family = model_info(recipe.model).family
+    if resume:
+        return
+    if recipe.pretrained and family != "transfer":
+        raise ValueError(f"{recipe.model} is not a transfer backbone (family {family}): ImageNet weights "
+                         f"(--weights / pretrained) apply to family 'transfer' only")
+    check_weights_source(recipe.model, recipe.pretrained)
+    for source in (recipe.init_from, recipe.teacher):
+        if source and source != "required":
+            resolve_model(source)
 
 
 def _init_from(model: nn.Module, recipe: Recipe) -> str:
