@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""How much does a washed-out exposure move a model's NORMAL films toward PNEUMONIA? (validation films only)
+
+Session 20 saw the test split's false positives look hazier than the films called right, and probed it on each
+model's own validation NORMAL films (never the test split): every pixel pulled toward the film's mean grey
+(contrast x0.8, x0.65) before the model's own preprocessing, then the share called PNEUMONIA at the model's stored
+cut-off. A model that equalises its input should barely move; one that reads global contrast will
+(docs/robustness.md, session 20 and item 29). Prints a Markdown table:
+
+    python experiments/exposure_probe.py --data ../shared/data/kermany_224 --models cxr_cnn,cxr_bnn,RUN_DIR
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
+from cxrkit.inference.bundle import resolve_model
+from cxrkit.inference.predictor import predict_resized
+
+CONTRASTS = (1.0, 0.8, 0.65)
+
+
+def washed_out(images: torch.Tensor, contrast: float) -> torch.Tensor:
+    """uint8 ``(N, S, S)`` films with every pixel pulled toward its film's mean by ``contrast`` (1 = unchanged)."""
+    x = images.float()
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    return (mean + contrast * (x - mean)).round().clamp(0, 255).to(torch.uint8)
+
+
+def called_positive(model, images: torch.Tensor) -> float:
+    probs = predict_resized(model, images)
+    return float(np.mean(probs[:, 1] >= model.threshold))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="data folder whose train/ the models' validation splits come from")
+    ap.add_argument("--models", required=True, help="comma-separated names, run directories or model files")
+    args = ap.parse_args()
+    print("| model | validation NORMALs | " + " | ".join(f"contrast x{c:g}" for c in CONTRASTS) + " |")
+    print("|---|---:|" + "---:|" * len(CONTRASTS))
+    for name in args.models.split(","):
+        model = resolve_model(name)
+        fraction, seed = validation_split_of(model)
+        val = carve_validation(args.data, model.classes, model.preprocess, fraction, seed)
+        normal = val.images[val.labels == list(model.classes).index("NORMAL")]
+        shares = [called_positive(model, washed_out(normal, c)) for c in CONTRASTS]
+        print(f"| {name} | {len(normal)} | " + " | ".join(f"{s:.3f}" for s in shares) + " |")
+
+
+if __name__ == "__main__":
+    main()
