@@ -340,7 +340,7 @@ def test_train_checks_what_the_recipe_names_before_making_a_run(sample_dir, tmp_
     assert "unknown model 'cxr_cnnn'" in err
     bad = tmp_path / "weights.pt"
     bad.write_text("hello\n")
-    for argv, words in ((["--recipe", "cxr_mobilenetv2", "--weights", bad], "not a safetensors file or a PyTorch"),
+    for argv, words in ((["--recipe", "cxr_mobilenetv2", "--weights", bad], "not a weights file: neither safetensors"),
                         (["--recipe", "cxr_cnn", "--weights", "package"], "not a transfer backbone"),
                         (["--recipe", "cxr_bnn_2stage", "--init-from", tmp_path / "no_run"], "no_run"),
                         (["--recipe", recipe], "unknown model 'cxr_cnnn'")):

@@ -78,8 +78,9 @@ def test_timm_path_local_file_and_refusals(tmp_path):
     with pytest.raises(WeightsError, match="not a weights file"):
         load_backbone_weights(create_model("resnet50"), "resnet50", str(tmp_path / "junk.pth"))
     torch.save({"evil": WeightsError("x")}, tmp_path / "pickled.pth")  # unpickling it would run code: refused
-    with pytest.raises(WeightsError):
+    with pytest.raises(WeightsError, match="never unpickles") as refused:
         load_backbone_weights(create_model("resnet50"), "resnet50", str(tmp_path / "pickled.pth"))
+    assert "weights_only=False" not in str(refused.value)  # PyTorch's advice to run the file's code is not passed on
     assert "from scratch" in load_backbone_weights(create_model("resnet50"), "resnet50", "auto")
 
 

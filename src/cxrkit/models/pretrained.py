@@ -79,8 +79,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise WeightsError(f"{path}: not a safetensors file or a PyTorch state dict ({exc.__class__.__name__}: "
-                           f"{(str(exc).splitlines() or [''])[0][:100]})") from None
+        # not PyTorch's own text: for a pickle it advises weights_only=False, which would run the file's code
+        raise WeightsError(f"{path}: not a weights file: neither safetensors nor a plain state dict of tensors "
+                           f"(cxrkit never unpickles anything else; {exc.__class__.__name__})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
