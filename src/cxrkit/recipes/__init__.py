@@ -92,8 +92,8 @@ class Recipe:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise RecipeError(f"{name} must be one of {' | '.join(allowed)}, got {getattr(self, name)!r}")
-        for name, (low, high, why) in _RANGES.items():
-            if not low(getattr(self, name)) or not high(getattr(self, name)):
+        for name, (valid, why) in _RANGES.items():
+            if not valid(getattr(self, name)):
                 raise RecipeError(f"{name} must be {why}, got {getattr(self, name)!r}")
         for key in ("augment", "invariance_augment"):
             _check_augment(key, getattr(self, key))
@@ -156,41 +156,24 @@ _CHOICES = {
 }
 
 
-def _at_least(x):
-    return lambda v: v >= x
-
-
-def _above(x):
-    return lambda v: v > x
-
-
-def _below(x):
-    return lambda v: v < x
-
-
-def _at_most(x):
-    return lambda v: v <= x
-
-
-_ANY = _at_least(float("-inf"))
-# field: (lower test, upper test, what the user reads)
+# field: (what a valid value passes, what the user reads when it does not)
 _RANGES = {
-    "epochs": (_at_least(0), _ANY, "0 or more"),
-    "head_epochs": (_at_least(0), _ANY, "0 or more"),
-    "batch_size": (_at_least(1), _ANY, "1 or more"),
-    "image_size": (_at_least(16), _at_most(4096), "16 to 4096 px"),
-    "early_stopping_patience": (_at_least(1), _ANY, "1 or more"),
-    "lr": (_above(0), _ANY, "positive"),
-    "head_lr": (_above(0), _ANY, "positive"),
-    "backbone_lr_mult": (_at_least(0), _ANY, "0 or more"),
-    "weight_decay": (_at_least(0), _ANY, "0 or more"),
-    "warmup_epochs": (_at_least(0), _ANY, "0 or more"),
-    "invariance_weight": (_at_least(0), _ANY, "0 or more"),
-    "unfreeze": (_at_least(0), _at_most(1), "in [0, 1] (the share of backbone tensors fine-tuned)"),
-    "distill_weight": (_at_least(0), _at_most(1), "in [0, 1] (the teacher's share of each target)"),
-    "label_smoothing": (_at_least(0), _below(1), "in [0, 1)"),
-    "ema_decay": (_at_least(0), _below(1), "in [0, 1) (0 = no weight average)"),
-    "val_fraction": (_above(0), _below(0.5), "in (0, 0.5)"),
+    "epochs": (lambda v: v >= 0, "0 or more"),
+    "head_epochs": (lambda v: v >= 0, "0 or more"),
+    "batch_size": (lambda v: v >= 1, "1 or more"),
+    "image_size": (lambda v: 16 <= v <= 4096, "16 to 4096 px"),
+    "early_stopping_patience": (lambda v: v >= 1, "1 or more"),
+    "lr": (lambda v: v > 0, "positive"),
+    "head_lr": (lambda v: v > 0, "positive"),
+    "backbone_lr_mult": (lambda v: v >= 0, "0 or more"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "warmup_epochs": (lambda v: v >= 0, "0 or more"),
+    "invariance_weight": (lambda v: v >= 0, "0 or more"),
+    "unfreeze": (lambda v: 0 <= v <= 1, "in [0, 1] (the share of backbone tensors fine-tuned)"),
+    "distill_weight": (lambda v: 0 <= v <= 1, "in [0, 1] (the teacher's share of each target)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0 = no weight average)"),
+    "val_fraction": (lambda v: 0 < v < 0.5, "in (0, 0.5)"),
 }
 
 
@@ -211,6 +194,7 @@ def _check_types(recipe: Recipe) -> None:
 
 
 def _check_augment(key: str, aug: Augment) -> None:
+    """Magnitudes are 0 or more (a zoom of 1 or more would scale a film to nothing); flips are true or false."""
     if not isinstance(aug, Augment):
         raise RecipeError(f"{key} must be a mapping of augmentation settings, got {aug!r}")
     for f in dataclasses.fields(aug):
@@ -218,10 +202,10 @@ def _check_augment(key: str, aug: Augment) -> None:
         if f.type == "bool":
             if not isinstance(value, bool):
                 raise RecipeError(f"{key}.{f.name} must be true or false, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < (
-                1 if f.name == "zoom" else float("inf")):
-            raise RecipeError(f"{key}.{f.name} must be a number, 0 or more{' and below 1' if f.name == 'zoom' else ''}"
-                              f", got {value!r}")
+            continue
+        top, words = (1, "0 or more and below 1") if f.name == "zoom" else (float("inf"), "0 or more")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
+            raise RecipeError(f"{key}.{f.name} must be a number, {words}, got {value!r}")
 
 
 def _check_size_schedule(schedule, image_size: int) -> None:
