@@ -103,8 +103,6 @@ def check_space_fits(recipe: Recipe, space: dict) -> None:
             except RecipeError as exc:
                 raise RecipeError(f"search space: {path} = {value!r} does not fit recipe {recipe.name}: {exc}") \
                     from None
-            except TypeError:  # dataclasses.replace on a name Augment does not have is caught by validate_space
-                raise RecipeError(f"search space: {path} = {value!r} does not fit recipe {recipe.name}") from None
 
 
 def apply_params(recipe: Recipe, params: dict) -> Recipe:
