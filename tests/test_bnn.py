@@ -186,12 +186,20 @@ def test_two_stage_training_starts_stage_two_from_stage_one(tmp_path, sample_dir
     # one step moves the latent weights a little; they started from stage 1's, clipped to [-1, 1]
     for key in (k for k in s1 if k.endswith("conv.weight")):
         assert (s2[key] - s1[key].clamp(-1, 1)).abs().max() < 0.05, key
-    with pytest.raises(ValueError, match="need a trained cxr_bnn"):
-        train(stage2.replace(init_from="cxr_cnn"), sample_dir, tmp_path / "s2c", progress=False, verbose=False,
-              max_steps=1)
-    # another seed carves other validation films, some of which stage 1 trained on
-    with pytest.raises(ValueError, match="pass --seed 0"):
-        train(stage2.replace(init_from=str(r1.run_dir), seed=1), sample_dir, tmp_path / "s2d", progress=False,
+    refused = {"need a trained cxr_bnn": stage2.replace(init_from="cxr_cnn"),
+               # another seed carves other validation films, some of which stage 1 trained on
+               "pass --seed 0": stage2.replace(init_from=str(r1.run_dir), seed=1),
+               "weights do not fit": stage2.replace(init_from=str(r1.run_dir), model_kwargs={**SMALL, "depth": 2})}
+    for i, (words, recipe) in enumerate(refused.items()):
+        with pytest.raises(ValueError, match=words):
+            train(recipe, sample_dir, tmp_path / f"refused{i}", progress=False, verbose=False, max_steps=1)
+        assert not (tmp_path / f"refused{i}").exists(), f"{words}: a refused start left a run directory"
+    renamed = tmp_path / "renamed"  # the same films under other class names
+    for split in ("train", "test"):
+        for cls, new in (("NORMAL", "healthy"), ("PNEUMONIA", "sick")):
+            shutil.copytree(sample_dir / split / cls, renamed / split / new)
+    with pytest.raises(ValueError, match="trained on classes"):
+        train(stage2.replace(init_from=str(r1.run_dir)), renamed, tmp_path / "refused_classes", progress=False,
               verbose=False, max_steps=1)
 
 

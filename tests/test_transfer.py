@@ -169,15 +169,15 @@ def test_student_trains_on_a_teachers_soft_labels(sample_dir, tmp_path, fast_rec
     res = train(student, sample_dir, tmp_path / "student", progress=False, verbose=False, max_steps=2)
     assert res.history[-1]["train_loss"] > 0 and (tmp_path / "student" / "model.safetensors").is_file()
 
-    with pytest.raises(ValueError, match="classes"):
-        trainer._teacher_probabilities(student, ("A", "B", "C"), None, sample_dir, False)
+    with pytest.raises(ValueError, match="teacher .* has classes"):
+        trainer._check_sources(student, ("A", "B", "C"), resume=False)
 
     index = index_folder(sample_dir / "train")
     images = decode_samples(index.samples, 64, student.resize, sample_dir / "train", progress=False)
     engines = []
     real = trainer.predict_resized
     monkeypatch.setattr(trainer, "predict_resized", lambda b, x, *a, **k: engines.append(b.engine) or real(b, x, *a, **k))
-    soft = trainer._teacher_probabilities(student, tuple(index.classes), images, sample_dir, False).numpy()
+    soft = trainer._teacher_probabilities(student, images, sample_dir, False).numpy()
     assert engines == ["torchscript"]
     bundle = use_precision(resolve_model(str(teacher.run_dir)), "fp32", engine="torchscript")
     assert (soft == predict_resized(bundle, images.images)).all()

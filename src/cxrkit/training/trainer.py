@@ -133,8 +133,9 @@ def _validate(model: nn.Module, data: DecodedSet, pre: Preprocess, weights: torc
     return {"val_loss": float(nll), "val_acc": m["accuracy"], "val_auc": m["roc_auc"]}, probs
 
 
-def load_training_data(recipe: Recipe, data_dir: str | Path, progress: bool = True):
-    """Index, split by patient and decode; return (classes, train, val, notes)."""
+def split_training_pool(recipe: Recipe, data_dir: str | Path) -> tuple[tuple[str, ...], list, list]:
+    """Index the folder and split its training pool by patient; return (classes, train samples, val samples).
+    Cheap (file names only), so a bad folder is refused before a run directory exists."""
     index = index_folder(data_dir)
     pool = index.split("train") if index.has_splits else list(index.samples)
     if not pool:
@@ -142,12 +143,16 @@ def load_training_data(recipe: Recipe, data_dir: str | Path, progress: bool = Tr
     if len(index.classes) < 2:
         raise DatasetError(f"{data_dir}: need at least two class folders, found {list(index.classes)}")
     train_s, val_s = grouped_split(pool, recipe.val_fraction, recipe.seed)
+    return tuple(index.classes), train_s, val_s
+
+
+def _decode_split(recipe: Recipe, data_dir: str | Path, train_s, val_s, progress: bool) -> tuple[DecodedSet, DecodedSet]:
     root = Path(data_dir)
     train = decode_samples(train_s, recipe.image_size, recipe.resize, root, "decode train", progress)
     val = decode_samples(val_s, recipe.image_size, recipe.resize, root, "decode val", progress)
     if len(train.images) == 0 or len(val.images) == 0:
         raise DatasetError(f"{data_dir}: no readable training images")
-    return index.classes, train, val
+    return train, val
 
 
 def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
@@ -172,10 +177,11 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
-    _check_sources(recipe, resume)
     if recipe.init_from == "required" and not resume:
         raise ValueError(f"recipe {recipe.name} is a second stage: pass --init-from with the first stage's run "
                          f"directory (see `cxrkit recipes {recipe.name}`)")
+    classes, train_s, val_s = split_training_pool(recipe, data_dir)
+    _check_sources(recipe, classes, resume)
     # on a GPU bf16 is native; `auto` asks the CPU whether it multiplies bf16 itself
     use_bf16 = (resolve_precision(recipe.precision) == "bf16" if place.device.type == "cpu"
                 else recipe.precision != "fp32")
@@ -184,7 +190,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(recipe.seed)
-    classes, train_set, val_set = load_training_data(recipe, data_dir, progress)
+    train_set, val_set = _decode_split(recipe, data_dir, train_s, val_s, progress)
     k = len(classes)
     pre = _preprocess_for(recipe)
     if not resume and place.is_main:
@@ -197,8 +203,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         from ..models.pretrained import load_backbone_weights
 
         weights_note = load_backbone_weights(model, recipe.model, recipe.pretrained)
-    if recipe.init_from and not resume:
-        weights_note = _init_from(model, recipe)
+    if recipe.init_from and not resume:  # two-stage training: e.g. binary activations first, then binary weights
+        model.load_state_dict(_first_stage(recipe, classes).model.state_dict())
+        weights_note = f"initialised from {recipe.init_from}"
     frozen_bn = finetune.freeze_backbone(model, recipe.unfreeze)
     model.to(place.device)
     trained = distributed.wrap(model, place)
@@ -237,7 +244,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         if place.is_main:
             rundir.write_json(out / "history.json", history)
 
-    teacher_probs = _teacher_probabilities(recipe, classes, train_set, data_dir, progress) if recipe.teacher \
+    teacher_probs = _teacher_probabilities(recipe, train_set, data_dir, progress) if recipe.teacher \
         else None
     # binarized layers keep their latent weights in [-1, 1] after every step (Larq's weight_clip)
     clipped = [m for m in model.modules() if hasattr(m, "clip_latent_weights")]
@@ -353,48 +360,59 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     return TrainResult(out, bundle, history, val_metrics)
 
 
-def _check_sources(recipe: Recipe, resume: bool) -> None:
-    """Everything the recipe names outside itself (architecture, weights file, first stage, teacher) is found and
-    read before a run directory is made or a film decoded: a typo costs one line, not minutes and a left-over run
-    that the corrected command refuses to overwrite."""
+def _check_sources(recipe: Recipe, classes: tuple[str, ...], resume: bool) -> None:
+    """Everything the recipe names outside itself (architecture, weights file, first stage, teacher) is found,
+    read and checked against the data's classes before a run directory is made or a film decoded: a typo or a
+    wrong ``--seed`` costs one line, not minutes and a left-over run that the corrected command refuses to
+    overwrite.
+
+    The first stage and the teacher are loaded here and again where training uses them: loading a model draws
+    from torch's global generator (its layers initialise before the weights overwrite them), and the recorded
+    runs' random stream includes those draws at those points, so moving them would change every rerun."""
     from ..inference.bundle import resolve_model
     from ..models.pretrained import check_weights_source
 
     family = model_info(recipe.model).family
+    if recipe.teacher:
+        teacher = resolve_model(recipe.teacher)
+        if tuple(teacher.classes) != classes:
+            raise ValueError(f"teacher {recipe.teacher} has classes {list(teacher.classes)}, the data {list(classes)}")
     if resume:
         return
     if recipe.pretrained and family != "transfer":
         raise ValueError(f"{recipe.model} is not a transfer backbone (family {family}): ImageNet weights "
                          f"(--weights / pretrained) apply to family 'transfer' only")
     check_weights_source(recipe.model, recipe.pretrained)
-    for source in (recipe.init_from, recipe.teacher):
-        if source and source != "required":
-            resolve_model(source)
+    if recipe.init_from:
+        fresh = create_model(recipe.model, num_classes=len(classes), **recipe.model_kwargs)
+        try:
+            fresh.load_state_dict(_first_stage(recipe, classes).model.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"init_from {recipe.init_from}: weights do not fit {recipe.model} with model_kwargs "
+                             f"{recipe.model_kwargs} ({str(exc).splitlines()[0][:120]})") from None
 
 
-def _init_from(model: nn.Module, recipe: Recipe) -> str:
-    """Two-stage training: every weight from a trained model of the same architecture (e.g. a BNN trained with
-    binary activations and real weights, which starts the fully binary stage)."""
+def _first_stage(recipe: Recipe, classes: tuple[str, ...]) -> ModelBundle:
+    """``recipe.init_from``, once it is known to be a trained model of this architecture, for these classes, that
+    held out this run's validation films."""
     from ..inference.bundle import resolve_model
 
     source = resolve_model(recipe.init_from)
     if not isinstance(source, ModelBundle) or source.arch != recipe.model:
         raise ValueError(f"init_from {recipe.init_from}: need a trained {recipe.model} (run directory or "
                          f".safetensors), got {getattr(source, 'arch', type(source).__name__)}")
+    if tuple(source.classes) != classes:
+        raise ValueError(f"init_from {recipe.init_from}: it was trained on classes {list(source.classes)}, the data "
+                         f"has {list(classes)}")
     split = source.info.get("validation_split")
     if split and split != {"fraction": recipe.val_fraction, "seed": recipe.seed}:
         raise ValueError(f"init_from {recipe.init_from}: it held out validation split {split}, this run holds out "
                          f"fraction {recipe.val_fraction}, seed {recipe.seed} (pass --seed {split.get('seed')}): "
                          "its weights have seen films this run would validate on")
-    try:
-        model.load_state_dict(source.model.state_dict())
-    except RuntimeError as exc:
-        raise ValueError(f"init_from {recipe.init_from}: weights do not fit ({str(exc).splitlines()[0][:120]})") \
-            from None
-    return f"initialised from {recipe.init_from}"
+    return source
 
 
-def _teacher_probabilities(recipe: Recipe, classes, train_set: DecodedSet, data_dir, progress: bool) -> torch.Tensor:
+def _teacher_probabilities(recipe: Recipe, train_set: DecodedSet, data_dir, progress: bool) -> torch.Tensor:
     """The teacher's (calibrated) probabilities for every un-augmented training image, computed once.
 
     Offline distillation: a ResNet- or MobileNet-sized teacher run on every
@@ -408,8 +426,6 @@ def _teacher_probabilities(recipe: Recipe, classes, train_set: DecodedSet, data_
     from ..inference.bundle import resolve_model
 
     teacher = use_precision(resolve_model(recipe.teacher), "fp32", engine="torchscript")
-    if tuple(teacher.classes) != tuple(classes):
-        raise ValueError(f"teacher {recipe.teacher} has classes {list(teacher.classes)}, the data {list(classes)}")
     images = train_set.images
     if teacher.preprocess.size != recipe.image_size or teacher.preprocess.resize != recipe.resize:
         images = decode_samples(train_set.samples, teacher.preprocess.size, teacher.preprocess.resize, Path(data_dir),
