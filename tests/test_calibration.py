@@ -13,11 +13,11 @@ from conftest import CLASSES, sample_images
 from cxrkit.data.io import read_image
 from cxrkit.data.preprocess import Preprocess, resize_gray
 from cxrkit.evaluation.calibration import (calibrate, choose_confidence_threshold, fit_temperature, nll,
-                                           parse_uncertain_rule, probabilities_from_logits, rescale)
+                                           probabilities_from_logits, rescale)
 from cxrkit.evaluation.metrics import evaluate_probabilities
 from cxrkit.cli.main import main
 from cxrkit.inference.bundle import ModelBundle
-from cxrkit.inference.decision import uncertain_mask
+from cxrkit.inference.decision import parse_uncertain_rule, uncertain_mask
 from cxrkit.inference.predictor import predict_resized
 from cxrkit.models import create_model
 from cxrkit.recipes import RecipeError, load_recipe

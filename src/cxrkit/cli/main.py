@@ -856,16 +856,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..data.folder import DatasetError
-    from ..data.io import ImageReadError
-    from ..inference.bundle import ModelLoadError
-    from ..recipes import RecipeError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, ImageReadError, ModelLoadError, RecipeError, FileExistsError, FileNotFoundError,
-            ValueError, KeyError) as exc:
+    # cxrkit's own user errors (DatasetError, ImageReadError, ModelLoadError, RecipeError, ...) are ValueErrors:
+    # catching them by name would import torch and scikit-learn before `--help` could answer
+    except (FileExistsError, FileNotFoundError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"cxrkit: error: {msg}", file=sys.stderr)
         return 2

@@ -4,14 +4,19 @@ Seed 002's Keras augmentation (rotation, zoom, shift, flip) drawn independently
 for every image but applied to the whole batch in one ``affine_grid`` /
 ``grid_sample`` call: per-image torchvision transforms cost more than the
 small models' own forward pass on 2 cores.
+
+Torch is imported where a batch is augmented, not with the module: every
+recipe holds an :class:`Augment`, and listing or checking recipes must not
+wait two seconds for torch.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class Augment:
 
 def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     """``x``: float ``(B, 1, H, W)`` in [0, 1]; returns a new tensor of the same shape."""
+    import torch
+    import torch.nn.functional as F
+
     if not aug.enabled:
         return x
     b = x.shape[0]
@@ -84,6 +92,9 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
 
 def _blur3(x: torch.Tensor) -> torch.Tensor:
     """3x3 binomial blur ([1, 2, 1] / 4 both ways), edges reflected."""
+    import torch
+    import torch.nn.functional as F
+
     k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype) / 4
     kernel = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 3, 3)
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=x.shape[1])

@@ -22,10 +22,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_expit, log_softmax, logit, softmax
 
-from ..inference.decision import indices_at
+from ..inference.decision import indices_at, parse_uncertain_rule
 from .metrics import choose_threshold, expected_calibration_error
 
-RULES = "none | coverage:C | error:E"
 _EPS = 1e-7
 _LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
 
@@ -74,20 +73,6 @@ def decision_confidence(probs: np.ndarray, threshold: float = 0.5) -> tuple[np.n
     """Decided class indices and their probabilities, before a model exists to carry the threshold."""
     pred = indices_at(probs, threshold)
     return pred, probs[np.arange(len(probs)), pred]
-
-
-def parse_uncertain_rule(rule: str) -> tuple[str, float]:
-    """``"coverage:0.9"`` → ``("coverage", 0.9)``; a one-line ``ValueError`` for anything else."""
-    kind, _, arg = str(rule).partition(":")
-    if kind == "none" and not arg:
-        return kind, 0.0
-    try:
-        target = float(arg)
-    except ValueError:
-        raise ValueError(f"bad uncertain rule {rule!r} ({RULES})") from None
-    if kind == "coverage" and 0.0 < target <= 1.0 or kind == "error" and 0.0 <= target < 1.0:
-        return kind, target
-    raise ValueError(f"bad uncertain rule {rule!r} ({RULES}; coverage in (0, 1], error in [0, 1))")
 
 
 def choose_confidence_threshold(conf: np.ndarray, correct: np.ndarray, rule: str) -> tuple[float, bool]:

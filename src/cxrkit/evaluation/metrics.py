@@ -11,29 +11,12 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+from ..inference.decision import parse_threshold_rule
 from .selective import selective_metrics
 
 N_BOOTSTRAP = 1000
 
 
-THRESHOLD_RULES = "youden | youden-geometry | fixed:T | sensitivity:S, T and S in [0, 1]"
-
-
-def parse_threshold_rule(rule: str) -> tuple[str, float]:
-    """``"sensitivity:0.95"`` → ``("sensitivity", 0.95)``; a one-line ``ValueError`` for anything else, so a
-    recipe with a mistyped rule fails when it is read, not after its training."""
-    kind, sep, arg = str(rule).partition(":")
-    if kind in ("youden", "youden-geometry") and not sep:
-        return kind, 0.0
-    if kind == "fixed" and not arg:
-        return kind, 0.5
-    try:
-        value = float(arg)
-    except ValueError:
-        value = float("nan")
-    if kind in ("fixed", "sensitivity") and 0.0 <= value <= 1.0:
-        return kind, value
-    raise ValueError(f"unknown threshold rule {rule!r} ({THRESHOLD_RULES})")
 
 
 def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, rule: str) -> float:

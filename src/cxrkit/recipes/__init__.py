@@ -85,8 +85,7 @@ class Recipe:
     def __post_init__(self) -> None:
         """A recipe is checked whole when it is made (built-in, YAML or ``--epochs``-style override): a typo must
         cost a one-line error, not the minutes of decoding that come before the first place it is used."""
-        from ..evaluation.calibration import parse_uncertain_rule
-        from ..evaluation.metrics import parse_threshold_rule
+        from ..inference.decision import parse_threshold_rule, parse_uncertain_rule
 
         _check_types(self)
         for name, allowed in _CHOICES.items():
