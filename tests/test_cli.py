@@ -304,11 +304,12 @@ def _error_cases(sample_dir: Path, tmp: Path) -> dict[str, list]:
         "unknown_recipe": ["train", "--recipe", "no_such_recipe", "--data", sample_dir, "--out", tmp / "r1"],
         "non_empty_out": ["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", tmp / "occupied"],
         "resume_nothing": ["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", tmp / "r2", "--resume"],
+        "no_recipe": ["train", "--data", sample_dir, "--out", tmp / "r1"],
     }
 
 
 @pytest.mark.parametrize("case", ["predict_missing_path", "evaluate_empty_folder", "predict_text_as_jpeg",
-                                  "unknown_model", "unknown_recipe", "non_empty_out", "resume_nothing"])
+                                  "unknown_model", "unknown_recipe", "non_empty_out", "resume_nothing", "no_recipe"])
 def test_user_errors_are_one_line(case, sample_dir, tmp_path):
     argv = _error_cases(sample_dir, tmp_path)[case]
     proc = run_cli(*argv, cwd=tmp_path)
@@ -317,7 +318,8 @@ def test_user_errors_are_one_line(case, sample_dir, tmp_path):
     msg = proc.stderr
     expect = {"predict_missing_path": "does_not_exist.jpeg", "evaluate_empty_folder": "empty",
               "predict_text_as_jpeg": "fake.jpeg", "unknown_model": "resnet9000",
-              "unknown_recipe": "no_such_recipe", "non_empty_out": "occupied", "resume_nothing": "resume"}[case]
+              "unknown_recipe": "no_such_recipe", "non_empty_out": "occupied", "resume_nothing": "resume",
+              "no_recipe": "--recipe is needed"}[case]
     assert expect in msg, msg
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists(), "a failed start must not leave a run"
     assert (tmp_path / "occupied" / "notes.txt").read_text() == "someone else's files"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from conftest import CLASSES, sample_images
+from cxrkit.cli.main import main
 from cxrkit.data.augment import Augment
 from cxrkit.evaluation import metrics as metrics_mod
 from cxrkit.evaluation.evaluate import evaluate_folder, write_report
@@ -206,13 +208,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(run_a, small_recipe
     with pytest.raises(FileExistsError):
         train(small_recipe, sample_dir, out, progress=False)  # never silently overwrite a run
 
-    resumed = train(small_recipe, sample_dir, out, resume=True, progress=False)
-    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
-    _assert_same_history(resumed.history, run_a.history)
-    _assert_same_history(json.loads((out / "history.json").read_text()), run_a.history)
-    _assert_same_model(resumed.bundle, run_a.bundle, small_recipe.image_size)
-    assert resumed.bundle.threshold == pytest.approx(run_a.bundle.threshold, abs=1e-6)
-    assert resumed.bundle.info["best_epoch"] == run_a.bundle.info["best_epoch"]
+    # a resume continues the run as it started: another recipe or other films are refused before any step
+    checkpoint = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"changes its recipe \(lr "):
+        train(small_recipe.replace(lr=2 * small_recipe.lr), sample_dir, out, resume=True, progress=False)
+    fewer = tmp_path / "fewer"
+    shutil.copytree(sample_dir, fewer)
+    next((fewer / "train" / "NORMAL").iterdir()).unlink()
+    with pytest.raises(ValueError, match="data the run started on"):
+        train(small_recipe, fewer, out, resume=True, progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == checkpoint
+
+    # the command line resumes from the run's own config.yaml when --recipe is left out
+    assert main(["train", "--data", str(sample_dir), "--out", str(out), "--resume", "--quiet"]) == 0
+    resumed = load_bundle(out / "model.safetensors")
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    _assert_same_history(history, run_a.history)
+    _assert_same_model(resumed, run_a.bundle, small_recipe.image_size)
+    assert resumed.threshold == pytest.approx(run_a.bundle.threshold, abs=1e-6)
+    assert resumed.info["best_epoch"] == run_a.bundle.info["best_epoch"]
 
 
 def test_resume_without_checkpoint_is_an_error(small_recipe, sample_dir, tmp_path):

@@ -133,7 +133,9 @@ def cmd_train(args) -> int:
     from ..recipes import load_recipe
     from ..training import train
 
-    recipe = load_recipe(args.recipe)
+    if not args.recipe and not (args.resume and (Path(args.out) / "config.yaml").is_file()):
+        raise ValueError("--recipe is needed to start a run (--resume alone continues one that has a config.yaml)")
+    recipe = load_recipe(args.recipe or args.out)
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size),
                                  ("pretrained", args.weights), ("init_from", args.init_from)) if v is not None}
     if changes:
@@ -147,7 +149,7 @@ def cmd_train(args) -> int:
     print(f"run: {result.run_dir}\nvalidation ({m['n']} images, patient-grouped): accuracy {m['accuracy']:.3f}, "
           f"ROC-AUC {m['roc_auc']:.3f}"
           + (f", threshold {result.bundle.threshold:.3f}" if result.bundle.is_binary else ", argmax")
-          + f" ({args.recipe})\n"
+          + f" ({recipe.name})\n"
           f"calibration: temperature {result.bundle.temperature:.3f}, UNCERTAIN below confidence "
           f"{result.bundle.confidence_threshold:.3f} (coverage {m['selective']['coverage']:.3f} on validation)\n"
           f"next: cxrkit evaluate --model {result.run_dir} --data {args.data}")
@@ -573,10 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a recipe. The run directory gets config.yaml (the resolved recipe), run.json "
                                    "(seed, data fingerprint, versions, command), history, checkpoint, training curves "
                                    "and model.safetensors.")
-    s.add_argument("--recipe", required=True, help="built-in recipe name (see `cxrkit recipes`) or a YAML/JSON file")
+    s.add_argument("--recipe", help="built-in recipe name (see `cxrkit recipes`) or a YAML/JSON file; with --resume "
+                                    "the run's own (its config.yaml) unless given")
     s.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
     s.add_argument("--out", required=True, help="run directory to create (must be empty unless --resume)")
-    s.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint, with the recipe and data it started on")
     s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs")
     s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
     s.add_argument("--seed", type=int, help="override the recipe's seed")

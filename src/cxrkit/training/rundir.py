@@ -6,6 +6,7 @@ and the exact command, so a reader can reproduce or distrust a number.
 """
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from pathlib import Path
@@ -46,6 +47,32 @@ def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet
         "device": device, "world_size": world_size,
         "versions": _versions(), "command": command,
     })
+
+
+def check_resumable(out: Path, recipe: Recipe) -> None:
+    """``--resume`` continues a run exactly as it was started: a checkpoint holds the optimizer, schedule and
+    weights of the recorded recipe, and a changed one would either fail to load or quietly train something that
+    neither command describes."""
+    from ..recipes import load_recipe
+
+    def plain(r: Recipe) -> dict:  # tuples and lists, as YAML gives them back, compare equal
+        return json.loads(json.dumps(r.to_dict()))
+
+    recorded, given = plain(load_recipe(out)), plain(recipe)
+    changed = [k for k in given if given[k] != recorded.get(k)]
+    if changed:
+        shown = ", ".join(f"{k} {recorded.get(k)!r} -> {given[k]!r}" for k in changed[:3])
+        raise ValueError(f"{out}: --resume continues the run as it was started, and this command changes its recipe "
+                         f"({shown}{', ...' if len(changed) > 3 else ''}); resume with `--recipe {out}` or start "
+                         f"a new --out")
+
+
+def check_same_data(out: Path, train: DecodedSet, val: DecodedSet) -> None:
+    """The films a resumed run reads are the ones it started on (its data fingerprint in run.json)."""
+    recorded = json.loads((out / "run.json").read_text()).get("data_fingerprint", {})
+    if recorded and recorded != {"train": train.fingerprint, "val": val.fingerprint}:
+        raise ValueError(f"{out}: --resume needs the data the run started on, and these films differ from it "
+                         f"(data fingerprint in {out / 'run.json'})")
 
 
 def plot_history(history: list[dict], path: Path) -> None:

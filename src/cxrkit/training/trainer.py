@@ -177,6 +177,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
+    if resume:
+        rundir.check_resumable(out, recipe)
     if recipe.init_from == "required" and not resume:
         raise ValueError(f"recipe {recipe.name} is a second stage: pass --init-from with the first stage's run "
                          f"directory (see `cxrkit recipes {recipe.name}`)")
@@ -191,6 +193,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
 
     torch.manual_seed(recipe.seed)
     train_set, val_set = _decode_split(recipe, data_dir, train_s, val_s, progress)
+    if resume:
+        rundir.check_same_data(out, train_set, val_set)
     k = len(classes)
     pre = _preprocess_for(recipe)
     if not resume and place.is_main:
