@@ -74,6 +74,27 @@ def test_help_and_recipes_answer_without_importing_torch(tmp_path):
     assert proc.stdout.strip() == "[]", proc.stdout
 
 
+@pytest.mark.parametrize("name", ["cxr_cnn.int8.onnx", "cxr_bnn.bnn.npz"])
+def test_predict_with_an_exported_model_needs_no_torch_and_matches_the_torch_path(name, sample_dir, tmp_path):
+    """An exported model at fp32 runs without importing torch (0.4-0.6 s for one film instead of ~3.4 s), and
+    gives the very numbers the PyTorch-side predictor gives for the same file."""
+    from cxrkit.data.folder import expand_paths
+    from cxrkit.inference.predictor import predict_paths
+
+    probe = ("import sys, contextlib, io, json\n"
+             "from cxrkit.cli.main import main\n"
+             "out = io.StringIO()\n"
+             f"with contextlib.redirect_stdout(out):\n"
+             f"    rc = main(['predict', {str(sample_dir / 'test')!r}, '--model', {name!r}, '--json', '--quiet'])\n"
+             "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'rows': json.loads(out.getvalue())}))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["rc"] == 0 and got["torch"] is False
+    preds, errors = predict_paths(resolve_model(name), expand_paths([str(sample_dir / "test")]))
+    assert not errors and got["rows"] == [p.to_dict() for p in preds]
+
+
 def test_missing_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main([])

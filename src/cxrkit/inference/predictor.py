@@ -4,32 +4,17 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..data.io import ImageReadError, read_image
 from ..data.preprocess import resize_gray, to_model_input
 from ..models import model_info
 from ..models._binary import BinaryConv2d, BinaryLinear
 from ..models.transfer import TransferNet
 from .bundle import ModelBundle, probabilities
-from .decision import decide, uncertain_mask
-
-
-@dataclass
-class Prediction:
-    path: str
-    label: str
-    probabilities: dict[str, float]
-    uncertain: bool = False  # confidence in ``label`` below the model's validation-chosen confidence threshold
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
-                "uncertain": self.uncertain}
+from .files import Prediction, predict_files
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -162,21 +147,5 @@ def predict_arrays(bundle: ModelBundle, arrays: Sequence[np.ndarray], batch_size
 def predict_paths(bundle: ModelBundle, paths: Sequence[str | Path], batch_size: int = 64,
                   progress: bool = False) -> tuple[list[Prediction], list[str]]:
     """Return predictions for the readable files and one error line per unreadable one."""
-    preds: list[Prediction] = []
-    errors: list[str] = []
-    pre = bundle.preprocess
-    for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="predict", unit="batch"):
-        chunk, arrays = [], []
-        for p in paths[start:start + batch_size]:
-            try:
-                arrays.append(resize_gray(read_image(p), pre.size, pre.resize))
-                chunk.append(p)
-            except ImageReadError as exc:
-                errors.append(str(exc))
-        if not arrays:
-            continue
-        probs = predict_resized(bundle, torch.from_numpy(np.stack(arrays)), batch_size)
-        for p, row, label, unsure in zip(chunk, probs, decide(bundle, probs), uncertain_mask(bundle, probs)):
-            preds.append(Prediction(str(p), label, {c: round(float(v), 6) for c, v in zip(bundle.classes, row)},
-                                    bool(unsure)))
-    return preds, errors
+    return predict_files(bundle, paths, lambda films: predict_resized(bundle, torch.from_numpy(films), batch_size),
+                         batch_size, progress)

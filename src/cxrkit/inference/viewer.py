@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.io import read_image
-from .predictor import Prediction
+from .files import Prediction
 
 
 def _true_label(path: str, classes: tuple[str, ...]) -> str | None:

@@ -10,12 +10,9 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from ..data.folder import expand_paths
-from ..data.io import ImageReadError, MissingDecoderError, read_image
-from ..data.preprocess import resize_gray
-from ..inference.decision import decide_indices, uncertain_mask
+from ..data.io import MissingDecoderError
+from ..inference.files import predict_files
 from .onnx_model import RuntimeModelError
 from .shipped import DEFAULT_MODEL, load_runtime_model, runtime_models
 
@@ -35,32 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeModelError as exc:
         print(f"cxrkit: error: {exc}", file=sys.stderr)
         return 2
-    pre = model.preprocess
-    paths, kept, arrays = expand_paths(args.inputs), [], []
-    for path in paths:
-        try:
-            arrays.append(resize_gray(read_image(path), pre.size, pre.resize))
-            kept.append(path)
-        except MissingDecoderError as exc:  # not the file's fault: every DICOM would fail alike
-            print(f"cxrkit: error: {exc}", file=sys.stderr)
-            return 2
-        except ImageReadError as exc:
-            print(f"cxrkit: skipped {exc}", file=sys.stderr)
-    if not arrays:
+    paths = expand_paths(args.inputs)
+    try:
+        preds, errors = predict_files(model, paths, model.predict_resized)
+    except MissingDecoderError as exc:  # not the file's fault: every DICOM would fail alike
+        print(f"cxrkit: error: {exc}", file=sys.stderr)
+        return 2
+    for line in errors:
+        print(f"cxrkit: skipped {line}", file=sys.stderr)
+    if not preds:
         print("cxrkit: error: no readable images in " + " ".join(args.inputs), file=sys.stderr)
         return 2
-    probs = model.predict_resized(np.stack(arrays))
-    rows = [{"path": str(path), "label": model.classes[i],
-             "probabilities": {c: round(float(v), 6) for c, v in zip(model.classes, row)}, "uncertain": bool(unsure)}
-            for path, row, i, unsure in zip(kept, probs, decide_indices(model, probs),
-                                                     uncertain_mask(model, probs))]
+    rows = [p.to_dict() for p in preds]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             probs_text = "  ".join(f"{c} {v:.3f}" for c, v in r["probabilities"].items())
             print(f"{r['label']:<10} {'UNCERTAIN ' if r['uncertain'] else ''}{probs_text}  {r['path']}")
-    return 1 if len(kept) < len(paths) else 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..data.io import MAX_PIXELS, ImageReadError, read_image
 from ..inference.decision import decide, uncertain_mask
-from ..inference.predictor import Prediction, predict_arrays
+from ..inference.files import Prediction
+from ..inference.predictor import predict_arrays
 from .images import display_image, overlay_uri, preview_uri
 from .models import ServedModel
 from .uploads import Upload
