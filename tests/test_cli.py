@@ -442,3 +442,20 @@ def test_engine_torchscript_reproduces_the_onnxruntime_default(capsys):
     with pytest.raises(SystemExit) as exit_:
         call(["predict", files[0], "--engine", "tensorrt"], capsys)
     assert exit_.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_predict_without_pydicom_refuses_dicom_in_one_line(sample_dir, tmp_path, monkeypatch, capsys):
+    """The install lacks a decoder: not one file's fault, so the run stops in one line instead of listing every
+    DICOM as unreadable."""
+    import numpy as np
+
+    from cxrkit.data.io import read_image
+    from serve_support import dicom_bytes
+
+    jpeg = sample_images("test", "NORMAL")[0]
+    dcm = tmp_path / "film.dcm"
+    dcm.write_bytes(dicom_bytes(read_image(jpeg).astype(np.uint16)))
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    rc, out, err = call(["predict", jpeg, dcm, "--model", "cxr_bnn.bnn.npz", "--quiet"], capsys)
+    assert_user_error(rc, out, err)
+    assert "reading DICOM needs pydicom" in err and out == ""
