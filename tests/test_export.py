@@ -256,7 +256,9 @@ def test_corrupt_and_foreign_onnx_files_are_clear_errors(shipped_exports, tmp_pa
 # ------------------------------------------------------------------ torch-free runtime
 
 # `python -m cxrkit.runtime` with torch made unimportable: any `import torch` on the path raises ImportError
-TORCH_FREE = "import sys; sys.modules['torch'] = None; from cxrkit.runtime.__main__ import main; sys.exit(main())"
+# the `runtime` extra: ONNX Runtime, NumPy and Pillow, no torch and none of the full package's other dependencies
+TORCH_FREE = ("import sys; sys.modules['torch'] = None; sys.modules['tqdm'] = None; sys.modules['sklearn'] = None; "
+              "from cxrkit.runtime.__main__ import main; sys.exit(main())")
 
 
 def test_runtime_never_imports_torch(shipped, shipped_exports, sample_dir):

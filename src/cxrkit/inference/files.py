@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..data.io import ImageReadError, MissingDecoderError, read_image
 from ..data.preprocess import resize_gray
@@ -42,7 +41,12 @@ def predict_files(model, paths: Sequence[str | Path], forward: Callable[[np.ndar
     preds: list[Prediction] = []
     errors: list[str] = []
     pre = model.preprocess
-    for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="predict", unit="batch"):
+    starts = range(0, len(paths), batch_size)
+    if progress:  # tqdm is the full package's; the torch-free runtime has no bars and need not install it
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="predict", unit="batch")
+    for start in starts:
         chunk, arrays = [], []
         for p in paths[start:start + batch_size]:
             try:
