@@ -393,3 +393,32 @@ def test_cli_serve_user_errors_are_one_line(capsys):
     assert main(["serve", "--workers", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["serve", "--port", "eighty"])
+
+
+def test_a_server_of_exported_models_never_imports_torch(tmp_path):
+    """Exported models (int8 ONNX, packed BNN) serve with torch made unimportable, give the PyTorch-side
+    predictor's probabilities, and say they have no heatmaps; a clinic's int8 server then needs no PyTorch in
+    memory (docs/serve.md)."""
+    import subprocess
+    import sys
+
+    jpeg = sample_images("test", "PNEUMONIA")[0]
+    probe = ("import sys, json; sys.modules['torch'] = None\n"
+             "from fastapi.testclient import TestClient\n"
+             "from cxrkit.serving import create_app\n"
+             "client = TestClient(create_app(['cxr_cnn.int8.onnx', 'cxr_bnn.bnn.npz'], workers=1))\n"
+             "out = {'models': client.get('/api/models').json(), 'predict': {}}\n"
+             "for m in ('cxr_cnn.int8.onnx', 'cxr_bnn.bnn.npz'):\n"
+             f"    with open({str(jpeg)!r}, 'rb') as f:\n"
+             "        r = client.post(f'/api/predict?model={m}&heatmap=true', files={'files': ('a.jpeg', f, 'image/jpeg')})\n"
+             "    out['predict'][m] = [r.status_code, r.json()]\n"
+             "print(json.dumps(out))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert [m["heatmap"] for m in out["models"]["models"]] == [False, False]
+    for name, (status, body) in out["predict"].items():
+        assert status == 200, body
+        (result,) = body["results"]
+        preds, _ = predict_paths(resolve_model(name), [jpeg])
+        assert result["probabilities"] == preds[0].probabilities and result["label"] == preds[0].label, name

@@ -238,14 +238,10 @@ def cmd_stress(args) -> int:
 def _exported_model(args):
     """The model of `predict` when it is an exported file (.onnx, packed .npz, or one the package ships, by file
     name) run at fp32, loaded without PyTorch: importing torch took ~3 s of the 3.4 s answer for one film."""
-    from ..runtime.shipped import load_runtime_model, runtime_files
+    from ..runtime.shipped import exported_file, load_runtime_model
 
-    spec = args.model or ""
-    packaged = runtime_files()
-    if args.precision != "fp32" or not (spec in packaged or (Path(spec).suffix.lower() in (".onnx", ".npz")
-                                                              and Path(spec).is_file())):
-        return None
-    return load_runtime_model(str(packaged.get(spec, spec)))
+    path = exported_file(args.model) if args.precision == "fp32" else None
+    return load_runtime_model(str(path)) if path else None
 
 
 def cmd_predict(args) -> int:

@@ -27,6 +27,18 @@ def runtime_files() -> dict[str, Path]:
     return {p.name: p for p in runtime_models().values()}
 
 
+def exported_file(spec) -> Path | None:
+    """The file behind ``spec`` when it names an exported model the full package would load too: one the package
+    ships, by file name (``cxr_cnn.int8.onnx``), or an existing ``.onnx`` / packed ``.npz`` file; else ``None``.
+    Commands that take such a model load it here and need not import PyTorch."""
+    if not isinstance(spec, (str, Path)):
+        return None
+    path = Path(spec)
+    if path.exists():  # a file of that name here comes first, as in the full package's resolve_model
+        return path if path.suffix.lower() in (".onnx", ".npz") and path.is_file() else None
+    return runtime_files().get(str(spec))
+
+
 def load_runtime_model(spec: str | None = None, threads: int | None = None):
     """A shipped name, an ``.onnx`` file (ONNX Runtime) or a packed ``.npz`` BNN (NumPy engine) → a model with
     ``classes``, ``preprocess``, ``threshold``, ``confidence_threshold`` and ``predict_resized``."""

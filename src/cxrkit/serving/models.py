@@ -6,21 +6,22 @@ explaining on one shared model would read each other's activations. The
 copies stop the backward pass at the explained layer (``explain.explainer_copies``).
 Plain prediction goes through the bundle's frozen TorchScript copy, which is
 safe to call from several threads at once. Exported ONNX (and packed BNN)
-models predict but have no gradients, so they serve without heatmaps and say so.
+models predict but have no gradients, so they serve without heatmaps and say so;
+a server of exported models only never imports PyTorch (a sixth of the
+memory: docs/serve.md).
 """
 from __future__ import annotations
 
 import dataclasses
 import queue
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..explain import ExplainError, explain_image, explainer_copies
-from ..inference.bundle import ModelBundle, resolve_model
-from ..inference.predictor import frozen_for_inference, predict_arrays
-from ..models import shipped_models
+from ..data.preprocess import resize_gray
+from ..runtime.shipped import exported_file, load_runtime_model
 
 INTENDED_USE = ("Research and teaching: showing students and clinicians how an image classifier trained on one "
                 "public pediatric dataset (Kermany et al. 2018) reacts to a frontal chest X-ray. Not for diagnosis, "
@@ -38,11 +39,43 @@ class ServedModel:
 
     def explain(self, image: np.ndarray, label: str) -> np.ndarray:
         """Grad-CAM heatmap of ``label`` in the image's frame, on a copy no other thread is using."""
+        from ..explain import explain_image
+
         bundle = self.explainers.get()
         try:
             return explain_image(bundle, image, target=label).heatmap
         finally:
             self.explainers.put(bundle)
+
+
+def is_pytorch(bundle) -> bool:
+    """A ``ModelBundle`` exists only once its module is imported; asking this way keeps a server of exported
+    models torch-free."""
+    module = sys.modules.get("cxrkit.inference.bundle")
+    return module is not None and isinstance(bundle, module.ModelBundle)
+
+
+def probabilities(bundle, arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Grayscale uint8 films of any size → ``(N, C)`` probabilities, for a PyTorch or an exported model."""
+    if is_pytorch(bundle):
+        from ..inference.predictor import predict_arrays
+
+        return predict_arrays(bundle, arrays)
+    pre = bundle.preprocess
+    if not arrays:
+        return np.zeros((0, len(bundle.classes)), dtype=np.float32)
+    return bundle.predict_resized(np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays]), 64)
+
+
+def _load(spec):
+    """An exported file loads without PyTorch; anything else (a name, run directory, .safetensors) through
+    ``resolve_model``."""
+    path = exported_file(spec)
+    if path is not None:
+        return load_runtime_model(str(path))
+    from ..inference.bundle import resolve_model
+
+    return resolve_model(spec)
 
 
 def _model_id(source: str, taken: set[str]) -> str:
@@ -57,7 +90,11 @@ def _model_id(source: str, taken: set[str]) -> str:
 
 def _card_text(source: str) -> str | None:
     """The markdown model card shipped next to the weights (``weights/NAME.md``, or ``FILE.md`` beside a file)."""
-    shipped = shipped_models()
+    shipped = {}
+    if "cxrkit.models" in sys.modules or not exported_file(source):  # an exported file's card lies beside it
+        from ..models import shipped_models
+
+        shipped = shipped_models()
     weights = shipped.get(source) or (Path(source) if Path(source).is_file() else None)
     path = weights.with_suffix(".md") if weights else None
     return path.read_text(encoding="utf-8") if path and path.is_file() else None
@@ -72,21 +109,26 @@ def model_card(model_id: str, source: str, bundle, heatmap_note: str | None) -> 
             "threshold": round(float(bundle.threshold), 6) if bundle.is_binary else None,
             "threshold_rule": info.get("threshold_rule"),
             "input": f"{pre.size}x{pre.size} {'grayscale' if pre.channels == 1 else 'RGB'}",
-            "format": "pytorch" if isinstance(bundle, ModelBundle) else type(bundle).__name__,
+            "format": "pytorch" if is_pytorch(bundle) else type(bundle).__name__,
             "heatmap": heatmap_note is None, "heatmap_note": heatmap_note,
             "recipe": info.get("recipe"), "validation_metrics": info.get("val_metrics"),
             "intended_use": INTENDED_USE, "disclaimer": NOT_A_DEVICE, "card_markdown": _card_text(source)}
 
 
-def _warm_up(model: ServedModel, copies: list[ModelBundle]) -> None:
+def _warm_up(model: ServedModel, copies: list) -> None:
     """Trace/freeze and run every path once, so the first request is as fast as the others."""
-    if isinstance(model.bundle, ModelBundle):
+    if is_pytorch(model.bundle):
+        from ..inference.predictor import frozen_for_inference
+
         frozen_for_inference(model.bundle)
     film = np.full((model.bundle.preprocess.size,) * 2, 128, dtype=np.uint8)
     for _ in range(3):  # TorchScript's profiling executor optimises a graph after its first runs
-        predict_arrays(model.bundle, [film])
-    for bundle in copies:
-        explain_image(bundle, film)
+        probabilities(model.bundle, [film])
+    if copies:
+        from ..explain import explain_image
+
+        for bundle in copies:
+            explain_image(bundle, film)
 
 
 def load_models(specs: Sequence, workers: int) -> list[ServedModel]:
@@ -94,13 +136,15 @@ def load_models(specs: Sequence, workers: int) -> list[ServedModel]:
     served: list[ServedModel] = []
     taken: set[str] = set()
     for spec in specs:
-        bundle = spec if hasattr(spec, "preprocess") else resolve_model(spec)
+        bundle = spec if hasattr(spec, "preprocess") else _load(spec)
         source = str(getattr(bundle, "source", "") or (spec if isinstance(spec, (str, Path)) else bundle.arch))
         model_id = _model_id(str(spec) if isinstance(spec, (str, Path)) else source, taken)  # run dir: its name
         taken.add(model_id)
-        copies: list[ModelBundle] = []
+        copies: list = []
         explainers, note = None, NO_HEATMAP
-        if isinstance(bundle, ModelBundle):
+        if is_pytorch(bundle):
+            from ..explain import ExplainError, explainer_copies
+
             try:
                 copies = explainer_copies(bundle, workers)
             except ExplainError as exc:  # e.g. no layer with a spatial output: serve it without heatmaps

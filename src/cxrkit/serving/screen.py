@@ -14,9 +14,8 @@ from pathlib import Path
 from ..data.io import MAX_PIXELS, ImageReadError, read_image
 from ..inference.decision import decide, uncertain_mask
 from ..inference.files import Prediction
-from ..inference.predictor import predict_arrays
 from .images import display_image, overlay_uri, preview_uri
-from .models import ServedModel
+from .models import ServedModel, probabilities
 from .uploads import Upload
 
 
@@ -84,7 +83,7 @@ def screen(model: ServedModel, uploads: Sequence[Upload], heatmap: bool = False,
         save_uploads(uploads, save_dir)
     images = decode(uploads)
     bundle = model.bundle
-    probs = predict_arrays(bundle, images)
+    probs = probabilities(bundle, images)
     results = []
     for u, image, row, label, unsure in zip(uploads, images, probs, decide(bundle, probs),
                                             uncertain_mask(bundle, probs)):

@@ -14,13 +14,15 @@ from .app import create_app, default_workers
 
 def serve(models=None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
           save_dir: str | None = None, max_files: int = 32, workers: int | None = None) -> None:
-    import torch
     import uvicorn
 
     _check_can_listen(host, port)  # before the models load, not after
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers or default_workers())))
     app = create_app(models or None, max_upload_mb=max_upload_mb, save_dir=save_dir, max_files=max_files,
                      workers=workers)
+    if "torch" in sys.modules:  # a PyTorch model is served; exported ones alone never import it
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers or default_workers())))
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cxrkit serve: listening on {host}: anyone who can reach this machine can upload images",
               file=sys.stderr)
