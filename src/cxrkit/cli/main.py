@@ -235,19 +235,12 @@ def cmd_stress(args) -> int:
     return 0
 
 
-def _exported_model(args):
-    """The model of `predict` when it is an exported file (.onnx, packed .npz, or one the package ships, by file
-    name) run at fp32, loaded without PyTorch: importing torch took ~3 s of the 3.4 s answer for one film."""
-    from ..runtime.shipped import exported_file, load_runtime_model
-
-    path = exported_file(args.model) if args.precision == "fp32" else None
-    return load_runtime_model(str(path)) if path else None
-
-
 def cmd_predict(args) -> int:
     from ..data.folder import expand_paths
+    from ..runtime.shipped import load_exported
 
-    exported = _exported_model(args)
+    # an exported file at fp32 runs without PyTorch: importing torch took ~3 s of the 3.4 s answer for one film
+    exported = load_exported(args.model) if args.precision == "fp32" else None
     if exported is None:
         from ..inference.predictor import predict_paths
 

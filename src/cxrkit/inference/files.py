@@ -31,6 +31,12 @@ class Prediction:
                 "uncertain": self.uncertain}
 
 
+def films_at_size(arrays: Sequence[np.ndarray], pre) -> np.ndarray:
+    """Grayscale uint8 films of any size → uint8 ``(N, S, S)`` at the model's input size (``pre``: its
+    ``Preprocess``)."""
+    return np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays])
+
+
 def predict_files(model, paths: Sequence[str | Path], forward: Callable[[np.ndarray], np.ndarray],
                   batch_size: int = 64, progress: bool = False) -> tuple[list[Prediction], list[str]]:
     """Predictions for the readable files and one error line per unreadable one.

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.preprocess import resize_gray, to_model_input
+from ..data.preprocess import to_model_input
 from ..models import model_info
 from ..models._binary import BinaryConv2d, BinaryLinear
 from ..models.transfer import TransferNet
 from .bundle import ModelBundle, probabilities
-from .files import Prediction, predict_files
+from .files import Prediction, films_at_size, predict_files
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -140,7 +140,7 @@ def predict_arrays(bundle: ModelBundle, arrays: Sequence[np.ndarray], batch_size
     pre = bundle.preprocess
     if not arrays:
         return np.zeros((0, len(bundle.classes)), dtype=np.float32)
-    resized = torch.from_numpy(np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays]))
+    resized = torch.from_numpy(films_at_size(arrays, pre))
     return predict_resized(bundle, resized, batch_size)
 
 

@@ -39,6 +39,12 @@ def exported_file(spec) -> Path | None:
     return runtime_files().get(str(spec))
 
 
+def load_exported(spec):
+    """The model behind :func:`exported_file`, loaded without PyTorch, or ``None`` when ``spec`` names none."""
+    path = exported_file(spec)
+    return load_runtime_model(str(path)) if path is not None else None
+
+
 def load_runtime_model(spec: str | None = None, threads: int | None = None):
     """A shipped name, an ``.onnx`` file (ONNX Runtime) or a packed ``.npz`` BNN (NumPy engine) → a model with
     ``classes``, ``preprocess``, ``threshold``, ``confidence_threshold`` and ``predict_resized``."""

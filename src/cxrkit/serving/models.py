@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.preprocess import resize_gray
-from ..runtime.shipped import exported_file, load_runtime_model
+from ..inference.files import films_at_size
+from ..runtime.shipped import load_exported
 
 INTENDED_USE = ("Research and teaching: showing students and clinicians how an image classifier trained on one "
                 "public pediatric dataset (Kermany et al. 2018) reacts to a frontal chest X-ray. Not for diagnosis, "
@@ -61,18 +61,17 @@ def probabilities(bundle, arrays: Sequence[np.ndarray]) -> np.ndarray:
         from ..inference.predictor import predict_arrays
 
         return predict_arrays(bundle, arrays)
-    pre = bundle.preprocess
     if not arrays:
         return np.zeros((0, len(bundle.classes)), dtype=np.float32)
-    return bundle.predict_resized(np.stack([resize_gray(a, pre.size, pre.resize) for a in arrays]), 64)
+    return bundle.predict_resized(films_at_size(arrays, bundle.preprocess), 64)
 
 
 def _load(spec):
     """An exported file loads without PyTorch; anything else (a name, run directory, .safetensors) through
     ``resolve_model``."""
-    path = exported_file(spec)
-    if path is not None:
-        return load_runtime_model(str(path))
+    model = load_exported(spec)
+    if model is not None:
+        return model
     from ..inference.bundle import resolve_model
 
     return resolve_model(spec)
@@ -88,10 +87,11 @@ def _model_id(source: str, taken: set[str]) -> str:
     return name
 
 
-def _card_text(source: str) -> str | None:
-    """The markdown model card shipped next to the weights (``weights/NAME.md``, or ``FILE.md`` beside a file)."""
+def _card_text(source: str, pytorch: bool) -> str | None:
+    """The markdown model card shipped next to the weights (``weights/NAME.md``, or ``FILE.md`` beside a file).
+    Only a PyTorch model can go by a shipped model's name; asking for those names would import torch."""
     shipped = {}
-    if "cxrkit.models" in sys.modules or not exported_file(source):  # an exported file's card lies beside it
+    if pytorch:
         from ..models import shipped_models
 
         shipped = shipped_models()
@@ -112,7 +112,7 @@ def model_card(model_id: str, source: str, bundle, heatmap_note: str | None) -> 
             "format": "pytorch" if is_pytorch(bundle) else type(bundle).__name__,
             "heatmap": heatmap_note is None, "heatmap_note": heatmap_note,
             "recipe": info.get("recipe"), "validation_metrics": info.get("val_metrics"),
-            "intended_use": INTENDED_USE, "disclaimer": NOT_A_DEVICE, "card_markdown": _card_text(source)}
+            "intended_use": INTENDED_USE, "disclaimer": NOT_A_DEVICE, "card_markdown": _card_text(source, is_pytorch(bundle))}
 
 
 def _warm_up(model: ServedModel, copies: list) -> None:
