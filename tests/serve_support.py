@@ -44,8 +44,12 @@ def encode(image: np.ndarray, fmt: str = "JPEG", side: int | None = None) -> byt
 
 
 def dicom_bytes(pixels: np.ndarray | None, photometric: str = "MONOCHROME2", samples_per_pixel: int = 1,
-                window: tuple[float, float] | None = None) -> bytes:
-    """A DX DICOM file carrying patient identifiers (which the server must never show or log)."""
+                window: tuple[float, float] | None = None, transfer_syntax: str | None = None,
+                claimed_shape: tuple[int, int] | None = None) -> bytes:
+    """A DX DICOM file carrying patient identifiers (which the server must never show or log).
+
+    ``claimed_shape``: Rows and Columns that the pixel data does not have (a header that promises a huge film).
+    """
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -53,14 +57,14 @@ def dicom_bytes(pixels: np.ndarray | None, photometric: str = "MONOCHROME2", sam
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
     ds = FileDataset("test.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, BIRTH_DATE
     shape = (16, 16) if pixels is None else pixels.shape
-    ds.Rows, ds.Columns = shape[0], shape[1]
+    ds.Rows, ds.Columns = claimed_shape or shape[:2]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.SamplesPerPixel = samples_per_pixel
     if samples_per_pixel > 1:

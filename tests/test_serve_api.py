@@ -248,10 +248,25 @@ BAD_FILES = {
     "DICOM without pixels": ("nopix.dcm", lambda: dicom_bytes(None), "no pixel data"),
     "unsupported photometric": ("color.dcm", lambda: dicom_bytes(np.zeros((8, 8, 3), np.uint16), "YBR_FULL", 3),
                                 "unsupported DICOM photometric interpretation YBR_FULL"),
+    # the file's own text is not echoed back unless it is a DICOM code string
+    "photometric with markup": ("markup.dcm", lambda: dicom_bytes(np.zeros((8, 8), np.uint16), "PALETTE <b>X</b>"),
+                                "photometric interpretation (not a DICOM code string)"),
+    # pydicom would inflate the whole dataset before any size check: 400 KiB on the wire became 400 MiB
+    "deflated DICOM": ("deflated.dcm", lambda: dicom_bytes(np.zeros((8, 8), np.uint16),
+                                                           transfer_syntax="1.2.840.10008.1.2.1.99"),
+                       "deflated DICOM transfer syntax"),
+    # 36 Mpx passes the pixel limit; 3 samples of 16 bits would decode to 216 MB
+    "DICOM too many decoded bytes": ("rgb16.dcm", lambda: dicom_bytes(np.zeros((8, 8, 3), np.uint16), "RGB", 3,
+                                                                      claimed_shape=(6000, 6000)),
+                                     "decoded pixel data would exceed"),
+    # only the promised formats are decoded: TIFF, GIF, BMP, ... are Pillow attack surface nobody needs here
+    "TIFF named .png": ("scan.png", lambda: encode(np.zeros((64, 64), np.uint8), "TIFF"), "not a JPEG, PNG or DICOM"),
+    "BMP named .jpeg": ("scan.jpeg", lambda: encode(np.zeros((64, 64), np.uint8), "BMP"), "not a JPEG, PNG or DICOM"),
 }
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's warning, then our refusal
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # pydicom's, writing the markup case
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_file_is_a_clear_422_and_the_server_keeps_serving(client, case):
     name, make, reason = BAD_FILES[case]
@@ -422,3 +437,25 @@ def test_a_server_of_exported_models_never_imports_torch(tmp_path):
         (result,) = body["results"]
         preds, _ = predict_paths(resolve_model(name), [jpeg])
         assert result["probabilities"] == preds[0].probabilities and result["label"] == preds[0].label, name
+
+
+def test_a_boundary_over_multipart_limit_is_a_400(client):
+    r = client.post("/api/predict", content=b"--" + b"a" * 5000 + b"\r\n",
+                    headers={"content-type": "multipart/form-data; boundary=" + "a" * 5000})
+    assert r.status_code == 400 and "malformed multipart body" in r.json()["detail"]
+
+
+def test_an_unexpected_error_is_a_500_logged_by_type_only(bundle, monkeypatch, caplog):
+    """Starlette's last-resort handler re-raises to the server, which logs message and traceback: not here."""
+    import cxrkit.serving.app as served_app
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError(f"failed on {PATIENT_STRINGS[0]}")
+
+    monkeypatch.setattr(served_app, "screen", broken)
+    client = TestClient(create_app(bundle, workers=1))  # raise_server_exceptions: anything re-raised fails here
+    with caplog.at_level("DEBUG"):
+        r = _post(client, [("a.jpeg", sample_images("test", "NORMAL")[0].read_bytes())])
+    assert r.status_code == 500 and r.json()["detail"] == "internal server error"
+    assert "RuntimeError" in caplog.text and PATIENT_STRINGS[0] not in caplog.text
+    assert client.get("/healthz").status_code == 200

@@ -8,6 +8,7 @@ human-readable reason; callers report and skip instead of crashing mid-epoch.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,15 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
 
 # Pillow's own decompression-bomb guard fires at ~89 Mpx; a chest film is < 20 Mpx.
 MAX_PIXELS = 50_000_000
+# A DICOM's decoded pixel data, all frames and samples: a 16-bit film of MAX_PIXELS. Counting pixels alone let a
+# 4 MiB RLE upload of a 16-bit RGB film expand to ~1.75 GB in the decoder.
+MAX_DICOM_BYTES = 2 * MAX_PIXELS
+# Deflated Explicit VR Little Endian: pydicom inflates the whole dataset before any size can be checked, so a
+# 400 KiB upload became 400 MiB in memory. No radiograph needs it; the file meta is read first to refuse it.
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+# Only the formats the docs promise: every other Pillow decoder (TIFF, GIF, PCX, ...) is attack surface nobody uses.
+RASTER_FORMATS = ("JPEG", "PNG")
+PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB")
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
@@ -66,7 +76,7 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> np.ndarra
 
 def _read_raster(data: bytes, label: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageReadError(f"{label}: {img.width}x{img.height} exceeds the {MAX_PIXELS:,}-pixel limit")
             img.load()  # forces a full decode so truncated files fail here, not later
@@ -96,24 +106,35 @@ def _read_dicom(data: bytes, label: str) -> np.ndarray:
         raise MissingDecoderError(f"{label}: reading DICOM needs pydicom, which this install lacks "
                                   "(pip install 'cxrkit[runtime,dicom]')") from None
     try:
+        fp = io.BytesIO(data)
+        pydicom.filereader.read_preamble(fp, False)
+        syntax = str(pydicom.filereader._read_file_meta_info(fp).get("TransferSyntaxUID", ""))
+        if syntax == DEFLATED_TRANSFER_SYNTAX:
+            raise ImageReadError(f"{label}: deflated DICOM transfer syntax is not accepted")
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except ImageReadError:
+        raise
     except Exception as exc:  # pydicom raises many types for malformed headers
         raise ImageReadError(f"{label}: unreadable DICOM ({type(exc).__name__})") from None
     if "PixelData" not in ds:
         raise ImageReadError(f"{label}: DICOM has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB"):
-        raise ImageReadError(f"{label}: unsupported DICOM photometric interpretation {photometric}")
+    if photometric not in PHOTOMETRIC:  # quoted only if it is a DICOM code string: the file's text could be anything
+        shown = photometric if re.fullmatch(r"[A-Z0-9_ ]{1,16}", photometric) else "(not a DICOM code string)"
+        raise ImageReadError(f"{label}: unsupported DICOM photometric interpretation {shown}")
     try:  # checked before decoding: RLE or JPEG pixel data of a small upload can expand to gigabytes
         pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * int(ds.get("NumberOfFrames") or 1)
+        decoded = pixels * int(ds.get("SamplesPerPixel") or 1) * -(-int(ds.get("BitsAllocated") or 16) // 8)
     except (TypeError, ValueError):
         raise ImageReadError(f"{label}: unreadable DICOM (bad image size)") from None
     if pixels > MAX_PIXELS:
         raise ImageReadError(f"{label}: image exceeds the {MAX_PIXELS:,}-pixel limit")
+    if decoded > MAX_DICOM_BYTES:
+        raise ImageReadError(f"{label}: decoded pixel data would exceed the {MAX_DICOM_BYTES / 1e6:g} MB limit")
     try:  # malformed rescale or window values fail in the LUTs: also the file's fault, not ours
         arr = ds.pixel_array
         if photometric == "RGB":
-            arr = np.asarray(arr, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
+            arr = np.asarray(arr, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         else:
             if arr.ndim == 3:  # multi-frame: a radiograph is one frame, take the first
                 arr = arr[0]

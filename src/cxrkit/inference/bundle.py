@@ -93,16 +93,21 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise ModelLoadError(f"{path}: written by a newer cxrkit (format {meta['format_version']})")
     if not is_model(meta["arch"]):
         raise ModelLoadError(f"{path}: unknown architecture {meta['arch']!r}")
-    model = create_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("model_kwargs", {}))
+    try:  # the metadata is the file's text: a field of the wrong type or name is a bad file, not a traceback
+        model = create_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("model_kwargs", {}))
+        bundle = ModelBundle(model, meta["arch"], tuple(meta["classes"]), Preprocess(**meta["preprocess"]),
+                             float(meta.get("threshold", 0.5)), meta.get("model_kwargs", {}), meta.get("info", {}),
+                             str(path), temperature=float(meta.get("temperature", 1.0)),
+                             confidence_threshold=float(meta.get("confidence_threshold", 0.0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: malformed cxrkit metadata ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelLoadError(f"{path}: weights do not fit {meta['arch']} ({str(exc).splitlines()[0][:120]})") from None
     model.eval()
-    return ModelBundle(model, meta["arch"], tuple(meta["classes"]), Preprocess(**meta["preprocess"]),
-                       float(meta.get("threshold", 0.5)), meta.get("model_kwargs", {}), meta.get("info", {}),
-                       str(path), temperature=float(meta.get("temperature", 1.0)),
-                       confidence_threshold=float(meta.get("confidence_threshold", 0.0)))
+    return bundle
 
 
 def resolve_model(spec: str | Path | None = None) -> ModelBundle:

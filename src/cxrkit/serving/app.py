@@ -53,6 +53,35 @@ def _error(status: int, detail: str, errors: list[dict] | None = None) -> JSONRe
     return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status)
 
 
+class _ContainErrors:
+    """An unexpected error becomes a 500 here, logged by its type only.
+
+    Starlette's own last-resort handler answers 500 too, but then re-raises to the
+    ASGI server, which logs the message and traceback; either could quote an
+    upload (a file name, a DICOM value), and logs must hold no patient data.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("internal error: %s", type(exc).__name__)
+            if not started:
+                await _error(500, "internal server error")(scope, receive, send)
+
+
 def _quiet_dicom_decoder() -> None:
     """Silence pydicom's log records and warnings: some quote element values, and those may be patient data."""
     logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
@@ -106,6 +135,7 @@ def create_app(model=None, max_upload_mb: float = 20.0, save_dir: str | Path | N
                               "the model abstains, and optionally a Grad-CAM overlay.")
     app.state.models, app.state.pool = served, pool
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(_ContainErrors)
 
     @app.exception_handler(UploadError)
     async def _upload_error(_request, exc: UploadError):
@@ -126,11 +156,6 @@ def create_app(model=None, max_upload_mb: float = 20.0, save_dir: str | Path | N
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request, exc: StarletteHTTPException):  # unknown path, wrong method
         return _error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _internal(_request, exc: Exception):
-        log.error("internal error: %s", type(exc).__name__)  # no message: it could quote an upload
-        return _error(500, "internal server error")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -103,10 +103,10 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
     if not boundary:
         raise UploadError(400, "multipart body without a boundary")
     collector = _Collector(max_files)
-    parser = MultipartParser(boundary, collector.callbacks())
     received = 0
     limit = f"the {max_bytes / 2**20:g} MB upload limit"
     try:
+        parser = MultipartParser(boundary, collector.callbacks())  # refuses a boundary over 256 bytes
         async for chunk in request.stream():
             received += len(chunk)
             if received > max_bytes:  # parse up to the limit first, to name the file that crossed it
@@ -116,7 +116,7 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> list
             if collector.too_many:
                 raise UploadError(400, f"more than {max_files} files in one request", collector.too_many)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:
         raise UploadError(400, f"malformed multipart body ({exc})", collector.current) from None
     except ClientDisconnect:
         raise UploadError(400, "the client disconnected during the upload", collector.current) from None
