@@ -365,6 +365,59 @@ def test_counts_out_of_range_are_usage_errors(argv, flag, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv, reason", [
+    (["export", "--format", "onnx", "--out", "{tmp}"], "is a folder; give a file path"),
+    (["calibrate", "--data", "D", "--out", "{tmp}/c.onnx"], "must end in .safetensors"),
+    (["ensemble", "--models", "cxr_cnn", "--data", "D", "--out", "/proc/x.safetensors"], "cannot write in /proc"),
+    (["train", "--recipe", "cxr_cnn", "--data", "D", "--out", "{tmp}/file.txt"], "exists and is a file"),
+    (["evaluate", "--out", "{tmp}/file.txt/sub"], "is a file, not a folder"),
+    (["view", "D", "--out", "{tmp}"], "is a folder"),
+    (["tune", "--recipe", "cxr_cnn", "--data", "D", "--out", "O", "--timeout", "-5"], "positive number of seconds"),
+    (["tune", "--recipe", "cxr_cnn", "--data", "D", "--out", "O", "--timeout", "nan"], "positive number of seconds"),
+])
+def test_an_unusable_out_is_refused_before_any_work(argv, reason, tmp_path, capsys):
+    """Checked when the command line is read: before, these failed with a traceback or after minutes of work."""
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and reason in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["export", "--model", "cxr_bnn", "--format", "bnn-packed", "--out", "x.onnx"], "must end in .npz"),
+    (["bench", "--formats", "float32", "--threads", "0"], "1 or more"),
+    (["bench", "--formats", "float32,int8"], "int8 needs calibration images"),
+])
+def test_wrong_format_names_and_bench_settings_are_one_line(argv, reason, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = call(argv, capsys)
+    assert_user_error(rc, stdout, err)
+    assert reason in err and not any(tmp_path.iterdir()), err  # refused before anything was written
+
+
+def test_a_start_that_never_finished_an_epoch_can_be_started_again(sample_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("left by an interrupted start\n")
+    (out / "run.json").write_text("{}")
+    rc, stdout, err = call(["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", out, "--resume"], capsys)
+    assert_user_error(rc, stdout, err)
+    assert "without --resume" in err
+    rc, _, err = call(["train", "--recipe", "seed001", "--data", sample_dir, "--out", out, "--epochs", "1",
+                       "--max-steps", "1", "--quiet"], capsys)
+    assert rc == 0, err
+    assert (out / "model.safetensors").is_file() and load_recipe(out).name == "seed001"
+
+
+def test_compare_refuses_a_folder_without_a_test_split(sample_dir, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    shutil.copytree(Path(sample_dir) / "train", flat)  # class folders only: "test" figures would be training films
+    rc, stdout, err = call(["compare", "--recipes", "seed001", "--data", flat, "--out", tmp_path / "cmp"], capsys)
+    assert_user_error(rc, stdout, err)
+    assert "needs train/ and test/ splits" in err and not (tmp_path / "cmp" / "runs").exists()
+
+
 def test_train_checks_what_the_recipe_names_before_making_a_run(sample_dir, tmp_path, capsys):
     rc, out, err = call(["train", "--recipe", "cxr_cnn", "--data", sample_dir, "--out", tmp_path / "r0",
                          "--epochs", "0"], capsys)

@@ -63,6 +63,28 @@ def test_derive_refuses_unclassifiable_files_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_interrupted_derive_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Built beside OUT and renamed at the end: Ctrl-C used to leave a half tree with a half-copied film."""
+    import cxrkit.data.derive as derive_module
+
+    src = _kermany_tree(tmp_path / "src")
+    place, placed = derive_module._place, []
+
+    def interrupted(*args):
+        if len(placed) == 5:
+            raise KeyboardInterrupt
+        placed.append(place(*args))
+        return placed[-1]
+
+    monkeypatch.setattr(derive_module, "_place", interrupted)
+    (tmp_path / "out").mkdir()  # an empty OUT is allowed, and stays as it was
+    with pytest.raises(KeyboardInterrupt):
+        derive("kermany3", src, tmp_path / "out", link="copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"] and not any((tmp_path / "out").iterdir())
+    monkeypatch.setattr(derive_module, "_place", place)
+    assert sum(derive("kermany3", src, tmp_path / "out").counts["train"].values()) == 32
+
+
 def test_derive_refuses_non_empty_out_and_other_classes(tmp_path, capsys):
     src = _kermany_tree(tmp_path / "src")
     (tmp_path / "out").mkdir()

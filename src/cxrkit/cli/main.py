@@ -54,6 +54,43 @@ def _report_unreadable(paths, preds, errors) -> None:
         print(f"cxrkit: skipped {e}", file=sys.stderr)
 
 
+def _writable_anchor(value: str, path: Path) -> None:
+    """The nearest existing folder at or above ``path`` must be a folder we can create files in."""
+    anchor = next((a for a in (path, *path.parents) if a.exists()), Path("."))
+    if not anchor.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: {anchor} is a file, not a folder")
+    try:
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=anchor):
+            pass
+    except OSError:
+        raise argparse.ArgumentTypeError(f"{value}: cannot write in {anchor}") from None
+
+
+def out_folder(value: str) -> str:
+    """An --out folder, checked when the command line is read: before the work, not after it."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: exists and is a file, not a folder")
+    _writable_anchor(value, path)
+    return value
+
+
+def out_file(*suffixes: str):
+    """An --out file with one of ``suffixes`` (what is written there must load again under its name)."""
+    def check(value: str) -> str:
+        path = Path(value)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{value}: is a folder; give a file path")
+        if suffixes and not value.lower().endswith(suffixes):
+            raise argparse.ArgumentTypeError(f"{value}: the file name must end in {' or '.join(suffixes)}")
+        _writable_anchor(value, path.parent)
+        return value
+
+    return check
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_models(args) -> int:
@@ -152,7 +189,7 @@ def cmd_train(args) -> int:
           + f" ({recipe.name})\n"
           f"calibration: temperature {result.bundle.temperature:.3f}, UNCERTAIN below confidence "
           f"{result.bundle.confidence_threshold:.3f} (coverage {m['selective']['coverage']:.3f} on validation)\n"
-          f"next: cxrkit evaluate --model {result.run_dir} --data {args.data}")
+          f"next: cxrkit evaluate --model {shlex.quote(str(result.run_dir))} --data {shlex.quote(args.data)}")
     return 0
 
 
@@ -327,7 +364,8 @@ def cmd_tune(args) -> int:
         raise ValueError(f"no trial completed yet (see {files['table']})")
     print(f"best {args.metric} {study.best_value:.4f} (trial {study.best_trial.number}): "
           + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in study.best_params.items()))
-    print(f"next: cxrkit train --recipe {files['best_recipe']} --data {args.data} --out RUN_DIR")
+    print(f"next: cxrkit train --recipe {shlex.quote(str(files['best_recipe']))} --data {shlex.quote(args.data)} "
+          "--out RUN_DIR")
     return 0
 
 
@@ -440,7 +478,8 @@ def cmd_ensemble(args) -> int:
     print(f"wrote {out}: mean of {len(names)} model(s)' calibrated probabilities{over}; threshold {bundle.threshold:.3f} "
           f"({args.threshold_rule}), temperature {bundle.temperature:.3f}\n"
           f"validation ({v['n']} images, {bundle.info['calibration']['split']}): accuracy {v['accuracy']:.3f}, "
-          f"ROC-AUC {v['roc_auc']:.4f}\nnext: cxrkit evaluate --model {out} --data {args.data}")
+          f"ROC-AUC {v['roc_auc']:.4f}\nnext: cxrkit evaluate --model {shlex.quote(str(out))} --data "
+          f"{shlex.quote(args.data)}")
     return 0
 
 
@@ -485,6 +524,9 @@ def cmd_export(args) -> int:
     from ..export import export_model
     from ..inference.bundle import resolve_model
 
+    wanted = ".npz" if args.format == "bnn-packed" else ".onnx"
+    if args.out and not args.out.lower().endswith(wanted):
+        raise ValueError(f"--out {args.out}: a {args.format} file must end in {wanted}")
     result = export_model(resolve_model(args.model), args.format, args.out, calib_dir=args.calib,
                           calib_method=args.calib_method, n_calib=args.n_calib)
     if args.json:
@@ -506,8 +548,14 @@ def cmd_bench(args) -> int:
     try:
         threads = tuple(int(t) for t in args.threads.split(","))
     except ValueError:
-        raise ValueError(f"--threads must be comma-separated integers, got {args.threads!r}") from None
-    result = bench_model(resolve_model(args.model), [f.strip() for f in args.formats.split(",") if f.strip()],
+        threads = ()
+    if not threads or min(threads) < 1:
+        raise ValueError(f"--threads must be comma-separated whole numbers of 1 or more, got {args.threads!r}")
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if any(f.startswith("int8") for f in formats) and not (args.data or args.calib):
+        raise ValueError("int8 needs calibration images: pass --data DIR (its train/ split calibrates) or --calib "
+                         "DIR, or --formats float32")
+    result = bench_model(resolve_model(args.model), formats,
                          args.out, data_dir=args.data, calib_dir=args.calib, calib_method=args.calib_method,
                          n_calib=args.n_calib, threads=threads, runs=args.runs, batch=args.batch)
     out = Path(args.out)
@@ -532,6 +580,17 @@ def cmd_serve(args) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
 
 def _whole(low: int, high: int | None = None):
     """An argparse type: a whole number in [low, high], else argparse's one-line usage error (exit 2)."""
@@ -579,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "file (default: the shipped default model)")
 
     s = sub.add_parser("demo", help="screen the bundled sample images with the default model and write a report")
-    s.add_argument("--out", default="cxrkit_demo", help="report folder (default: %(default)s)")
+    s.add_argument("--out", type=out_folder, default="cxrkit_demo", help="report folder (default: %(default)s)")
     s.add_argument("--model", help=model_help)
     s.set_defaults(func=cmd_demo)
 
@@ -590,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", help="built-in recipe name (see `cxrkit recipes`) or a YAML/JSON file; with --resume "
                                     "the run's own (its config.yaml) unless given")
     s.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
-    s.add_argument("--out", required=True, help="run directory to create (must be empty unless --resume)")
+    s.add_argument("--out", type=out_folder, required=True, help="run directory to create (must be empty unless --resume)")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint, with the recipe and data it started on")
     s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs")
@@ -612,12 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compare", help="train (or reuse cached runs of) several recipes; one test-set table and plot",
                        description="Each recipe is trained once per configuration (runs are cached under a hash of "
-                                   "the resolved recipe and the data folder), evaluated on the test split with 95%% "
+                                   "the resolved recipe and the data folder), evaluated on the test split with 95% "
                                    "bootstrap CIs, and set beside the seed paper's published figures.")
     s.add_argument("--recipes", required=True, help="comma-separated recipe names or files, e.g. "
                                                     "seed002_resnet50,seed002_densenet121")
     s.add_argument("--data", required=True, help="data folder with train/ and test/ splits")
-    s.add_argument("--out", default="cxrkit_compare", help="folder for compare.md/.json/.png (default: cxrkit_compare)")
+    s.add_argument("--out", type=out_folder, default="cxrkit_compare", help="folder for compare.md/.json/.png (default: cxrkit_compare)")
     s.add_argument("--cache", help="folder of cached runs (default: OUT/runs)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda (training)")
     s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
@@ -631,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help=model_help)
     s.add_argument("--data", required=True, help="labelled folder (its test/ split if it has one)")
     s.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default: test)")
-    s.add_argument("--out", help="report folder (default: RUN_DIR/report_SPLIT or ./cxrkit_report)")
+    s.add_argument("--out", type=out_folder, help="report folder (default: RUN_DIR/report_SPLIT or ./cxrkit_report)")
     s.add_argument("--bootstrap", type=_whole(0), default=1000,
                    help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
     _add_precision_arg(s)
@@ -662,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("view", help="seed 001's viewer: a grid PNG of images with true and predicted labels")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     s.add_argument("--model", help=model_help)
-    s.add_argument("--out", default="predictions_grid.png", help="PNG to write (default: %(default)s)")
+    s.add_argument("--out", type=out_file(".png"), default="predictions_grid.png", help="PNG to write (default: %(default)s)")
     s.add_argument("--max-images", type=_whole(1), default=36, help="at most this many images (default: %(default)s)")
     s.set_defaults(func=cmd_view)
 
@@ -676,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam", "eigencam", "layercam"],
                    help="CAM method (default: %(default)s)")
     s.add_argument("--target", help="class to explain (default: the predicted class)")
-    s.add_argument("--out", default="cxrkit_explain", help="output folder (default: %(default)s)")
+    s.add_argument("--out", type=out_folder, default="cxrkit_explain", help="output folder (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print a JSON list of {path, overlay, label, probabilities, ...}")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_explain)
@@ -690,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", required=True, choices=["onnx", "onnx-int8", "onnx-int8-dense", "bnn-packed"],
                    help="onnx-int8: static, calibrated (CNNs); onnx-int8-dense: dynamic, Gemm/MatMul weights only "
                         "(dense-heavy models)")
-    s.add_argument("--out", help="file to write (default: MODEL.onnx, MODEL.int8.onnx or MODEL.bnn.npz here)")
+    s.add_argument("--out", type=out_file(".onnx", ".npz"), help="file to write (default: MODEL.onnx, MODEL.int8.onnx or MODEL.bnn.npz here)")
     _add_calibration_args(s, "images to calibrate int8 on: a data folder (its train/ split if it has one) or any "
                              "folder of films without labels, e.g. the site films of `calibrate --unlabeled`")
     s.add_argument("--json", action="store_true", help="print the result and its check as JSON")
@@ -709,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", default="1,2", help="thread counts to time (default: %(default)s)")
     s.add_argument("--runs", type=_whole(1), default=200, help="timed batch-1 runs per thread count (default: %(default)s)")
     s.add_argument("--batch", type=_whole(1), default=32, help="batch size for throughput (default: %(default)s)")
-    s.add_argument("--out", default="cxrkit_bench", help="folder for the files and the table (default: %(default)s)")
+    s.add_argument("--out", type=out_folder, default="cxrkit_bench", help="folder for the files and the table (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the full result as JSON")
     s.set_defaults(func=cmd_bench)
 
@@ -724,8 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", required=True, help="built-in recipe with a search space, or a recipe file")
     s.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
     s.add_argument("--trials", type=_whole(1), required=True, help="finished trials the study should hold (resume counts)")
-    s.add_argument("--out", required=True, help="study folder (created; reused to resume)")
-    s.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    s.add_argument("--out", type=out_folder, required=True, help="study folder (created; reused to resume)")
+    s.add_argument("--timeout", type=_seconds, help="stop starting trials after this many seconds")
     s.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db for several workers "
                                      "(default: sqlite:///OUT/study.db)")
     s.add_argument("--study", help="study name (default: the recipe's name)")
@@ -752,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_whole(1, 65535), default=8000, help="TCP port (default: %(default)s)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="request size limit, 413 above it (default: %(default)s)")
     s.add_argument("--max-files", type=int, default=32, help="files per request (default: %(default)s)")
-    s.add_argument("--save-dir", help="keep every upload here under a random name (default: nothing is written)")
+    s.add_argument("--save-dir", type=out_folder, help="keep every upload here under a random name (default: nothing is written)")
     s.add_argument("--workers", type=int, help="inference threads (default: one per core, at most 4)")
     s.set_defaults(func=cmd_serve)
 
@@ -793,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Youden across the validation films warped as other shapes and crops, the views of "
                         "`cxrkit stress`; docs/robustness.md) | sensitivity:S | fixed:T. Default: youden with "
                         "--site; with --data the model's threshold is kept (moved through the new temperature)")
-    s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
+    s.add_argument("--out", type=out_file(".safetensors"), required=True, help=".safetensors file to write (must not exist)")
     s.add_argument("--uncertain-rule", default="coverage:0.95",
                    help="coverage:C (decide the C most confident share) | error:E (largest coverage with error ≤ E "
                         "on covered cases) | none (default: %(default)s)")
@@ -818,7 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    ".safetensors files trained with the same seed, e.g. "
                                                    "runs/a,runs/b")
     s.add_argument("--data", required=True, help="data folder the members were trained on: ROOT/train/CLASS/*")
-    s.add_argument("--out", required=True, help=".safetensors file to write (must not exist)")
+    s.add_argument("--out", type=out_file(".safetensors"), required=True, help=".safetensors file to write (must not exist)")
     s.add_argument("--views", help="test-time augmentation: every member also sees each film as these views "
                                    "and the probabilities are averaged over them too: flip (mirrored), geometry "
                                    "(the 4 re-framings of `cxrkit stress`), or geometry,flip (all 10); one "
@@ -862,7 +921,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "personN_bacteria_* / personN_virus_* file names (docs/nclass.md). Refuses files "
                                     "it cannot classify and a non-empty OUT; writes nothing in either case.")
     c.add_argument("src", help="Kermany-layout folder")
-    c.add_argument("out", help="folder to create (must not exist or be empty)")
+    c.add_argument("out", type=out_folder, help="folder to create (must not exist or be empty)")
     c.add_argument("--task", required=True, choices=["kermany3"])
     c.add_argument("--link", default="symlink", choices=["symlink", "hardlink", "copy"],
                    help="how files are placed; symlink falls back to hard link, then copy (default: %(default)s)")
@@ -884,8 +943,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `cxrkit ... | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a full disk, a permission lost mid-run: the file and the reason, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cxrkit: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        hint = {"train": " (continue with --resume)", "tune": " (rerun the same command to resume the study)"}.get(
+        hint = {"train": " (continue with --resume)", "tune": " (rerun the same command to resume the study)",
+                "compare": " (rerun the same command: finished runs are reused, an interrupted one resumes)"}.get(
             getattr(args, "command", ""), "")
+        if getattr(args, "command", "") == "train" and not (Path(args.out) / "checkpoint.pt").is_file():
+            hint = " (no epoch finished: rerun the same command to start again)"
         print(f"cxrkit: interrupted{hint}", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ SHA-256 computed on the way gives the run's data fingerprint for free.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from tqdm.auto import tqdm
 from .folder import Sample
 from .io import ImageReadError, read_image
 from .preprocess import resize_gray
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +67,9 @@ def decode_samples(
             continue
         kept_idx.append(i)
         kept.append(sample)
-    if failures:
+    if failures:  # said once, on stderr, wherever the set is used (training, evaluation, stress): never silently
         images = images[kept_idx]
+        log.warning("cxrkit: skipped %d unreadable file(s) of %d (first: %s)", len(failures), len(samples),
+                    failures[0])
     labels = torch.tensor([s.label for s in kept], dtype=torch.int64)
     return DecodedSet(torch.from_numpy(images), labels, kept, failures, fp.hexdigest())

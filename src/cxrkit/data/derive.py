@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,12 +121,23 @@ def derive(task: str, src: str | Path, out: str | Path, link: str = "symlink") -
     plan, skipped = _plan_kermany3(src)
     counts: dict[str, dict[str, int]] = {}
     used = set()
-    for path, split, label in plan:
-        folder = out / split / label
-        folder.mkdir(parents=True, exist_ok=True)
-        if (folder / path.name).exists():
-            raise DatasetError(f"{path}: a second file named {path.name} in {split or 'the'} split; names must be unique")
-        used.add(_place(path, folder / path.name, link))
-        per = counts.setdefault(split, {c: 0 for c in KERMANY3_CLASSES})
-        per[label] += 1
+    # built beside OUT and renamed at the end: an interrupted or failed run leaves no half tree (or half-copied film)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        for path, split, label in plan:
+            folder = building / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            if (folder / path.name).exists():
+                raise DatasetError(f"{path}: a second file named {path.name} in {split or 'the'} split; names must "
+                                   "be unique")
+            used.add(_place(path, folder / path.name, link))
+            per = counts.setdefault(split, {c: 0 for c in KERMANY3_CLASSES})
+            per[label] += 1
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        building.rename(out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     return DeriveResult(out, task, counts, "+".join(m for m in LINKS if m in used), skipped)

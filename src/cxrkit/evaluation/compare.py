@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import jsonio
+from ..data.folder import DatasetError, index_folder
 from ..inference.bundle import ModelBundle, load_bundle
 from ..inference.predictor import predict_resized
 from ..recipes import Recipe, load_recipe
@@ -86,8 +87,12 @@ def compare(recipes: list[str], data_dir: str | Path, out_dir: str | Path, cache
 
     out = Path(out_dir)
     cache = Path(cache_dir) if cache_dir else out / "runs"
-    out.mkdir(parents=True, exist_ok=True)
     resolved = [load_recipe(r) for r in recipes]  # fail on a bad name before hours of training
+    splits = index_folder(data_dir).splits
+    if "train" not in splits or "test" not in splits:  # else the "test" figures would be of training films
+        raise DatasetError(f"{data_dir}: compare needs train/ and test/ splits (found: "
+                           f"{', '.join(s for s in splits if s) or 'class folders only'})")
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for recipe in resolved:
         run_dir = cache / run_key(recipe, data_dir)

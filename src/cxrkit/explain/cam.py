@@ -140,7 +140,7 @@ def explain_image(bundle: ModelBundle, image: np.ndarray, target: str | int | No
     """
     if not isinstance(bundle, ModelBundle):
         raise ExplainError("explanations need a PyTorch model (.safetensors, run directory or name), not an "
-                           "exported ONNX file")
+                           "exported file (ONNX or packed BNN: no gradients)")
     image = np.asarray(image)
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ExplainError(f"expected a grayscale uint8 (H, W) image, got {image.dtype} {image.shape}")
@@ -203,7 +203,7 @@ def explainer_copies(bundle: ModelBundle, n: int = 1, layer: str | None = None) 
     """
     if not isinstance(bundle, ModelBundle):
         raise ExplainError("explanations need a PyTorch model (.safetensors, run directory or name), not an "
-                           "exported ONNX file")
+                           "exported file (ONNX or packed BNN: no gradients)")
     layer = layer or target_layer_name(bundle.model.eval(), bundle.preprocess)
     size = bundle.preprocess.size
     probe = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)

@@ -44,7 +44,7 @@ def errors_section(bundle: ModelBundle, probabilities: np.ndarray, labels: np.nd
                    out_dir: str | Path, k: int = 3) -> str:
     """Markdown for ``report.md``; overlays go to ``out_dir/explanations/`` (links relative to ``out_dir``)."""
     if not isinstance(bundle, ModelBundle):
-        return "## Explanations\n\nNot available for exported ONNX models (no gradients); evaluate the " \
+        return "## Explanations\n\nNot available for exported models (ONNX or packed BNN: no gradients); evaluate the " \
                ".safetensors model to get them.\n"
     lines = ["## Explanations", "",
              "Grad-CAM heatmaps (docs/explain.md) of the most confident wrong decisions, for the predicted class: "

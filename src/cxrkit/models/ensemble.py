@@ -61,8 +61,9 @@ class Ensemble(nn.Module):
 
 @register_model("ensemble", Preprocess(size=224, channels=1, mean=0.0, std=1.0))
 def ensemble(num_classes: int = 2, members: list[dict] | None = None, views: list[dict] | None = None) -> nn.Module:
-    """Mean of trained models' calibrated probabilities, each over ``views`` of the film (build one with
-    `cxrkit ensemble`)."""
+    """Mean of trained models' calibrated probabilities, each over views of the film (`cxrkit ensemble`).
+
+    Built from trained members only, never from scratch."""
     if not members:
         raise ValueError("ensemble: give its members (build one with `cxrkit ensemble --models A,B --data DIR`)")
     return Ensemble(members, num_classes, views)

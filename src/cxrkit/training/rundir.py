@@ -18,6 +18,10 @@ from ..data.cache import DecodedSet
 from ..recipes import Recipe
 
 
+# what a run holds before its first epoch ends: a directory of these alone has nothing to resume
+START_FILES = frozenset({"config.yaml", "run.json"})
+
+
 def _versions() -> dict:
     import numpy
     import sklearn

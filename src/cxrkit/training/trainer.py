@@ -173,10 +173,13 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     verbose, progress = verbose and place.is_main, progress and place.is_main
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
-    if out.exists() and any(out.iterdir()) and not resume:
+    # a start that never finished an epoch left config.yaml and run.json only: nothing to resume, so it restarts
+    unfinished = out.is_dir() and {p.name for p in out.iterdir()} <= rundir.START_FILES
+    if out.exists() and any(out.iterdir()) and not resume and not unfinished:
         raise FileExistsError(f"{out}: run directory is not empty (use --resume to continue it, or a new --out)")
     if resume and not ckpt_path.is_file():
-        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt)")
+        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoint.pt: no epoch finished; run the same "
+                                "command without --resume to start it again)")
     if resume:
         rundir.check_resumable(out, recipe)
     if recipe.init_from == "required" and not resume:

@@ -18,6 +18,7 @@ Why these choices:
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -74,6 +75,17 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r} (median | hyperband | none)")
 
 
+class _NoTracebacks(logging.Filter):
+    """Optuna logs a failed trial with its traceback: the line stays (trials.md has the state), the traceback goes,
+    and an interrupt, which is the user's Ctrl-C rather than a failure, is not logged at all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
 def default_storage(out_dir: str | Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'study.db'}"
 
@@ -84,6 +96,9 @@ def open_study(recipe: Recipe, data_dir: str | Path, storage: str, study_name: s
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r} ({' | '.join(METRICS)})")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # cxrkit prints its own progress
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoTracebacks) for f in handler.filters):
+            handler.addFilter(_NoTracebacks())
     for attempt in range(3):  # workers started together race to create a fresh database's tables; the loser retries
         try:
             with warnings.catch_warnings():
