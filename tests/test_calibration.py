@@ -151,7 +151,9 @@ def test_cxrkit_calibrate_refits_without_changing_decisions(sample_dir, tmp_path
     out = tmp_path / "m_cal.safetensors"
     args = ["calibrate", "--model", str(src), "--data", str(sample_dir), "--out", str(out), "--quiet"]
     assert main(args + ["--uncertain-rule", "coverage:0.75", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert f"fitted on only {report['val_n']} films" in captured.err  # the sample's handful: said, not hidden
     new = load_bundle(out)
     assert new.temperature == pytest.approx(report["temperature"]) and new.temperature != 1.0
     assert new.confidence_threshold == report["confidence_threshold"] > 0

@@ -88,7 +88,7 @@ def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members, c
     assert main(["ensemble", "--models", ",".join(members), "--data", str(SAMPLE), "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert "exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_at_160}", "--data", str(SAMPLE), "--out", str(tmp_path / "x")]) != 0
+    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_at_160}", "--data", str(SAMPLE), "--out", str(tmp_path / "x.safetensors")]) != 0
     err = capsys.readouterr().err
     assert "input size" in err and "Traceback" not in err
 

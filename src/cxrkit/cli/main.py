@@ -440,6 +440,8 @@ def cmd_calibrate(args) -> int:
         print(_describe_adaptation(adapted, bundle.classes[-1]), flush=True)
     if args.unlabeled and len(bundle.classes) == 2 and args.positive_share is None and not args.no_rebalance:
         print(_SHARE_NOT_GIVEN, file=sys.stderr)
+    if r is not None:
+        _warn_few_films(r["val_n"])
     if args.json:
         _print_json({**(r or {}), **({"site_adaptation": adapted} if adapted else {})})
         return 0
@@ -468,6 +470,7 @@ def cmd_ensemble(args) -> int:
                             views=args.views)
     save_bundle(bundle, out)
     v = bundle.info["val_metrics"]
+    _warn_few_films(v["n"])
     if args.json:
         _print_json({"out": str(out), "members": names, "views": [v.name for v in bundle.model.views],
                      "threshold": bundle.threshold,
@@ -581,6 +584,17 @@ def cmd_serve(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+FEW_FILMS = 64
+
+
+def _warn_few_films(n: int) -> None:
+    """A cut-off and temperature fitted on a handful of films follow one or two patients (docs/deploy.md: 16 films
+    gave a 5th-percentile accuracy of 0.77-0.80); the file is written, and the user told."""
+    if n < FEW_FILMS:
+        print(f"cxrkit: note: fitted on only {n} films; a threshold, temperature and UNCERTAIN cut-off from fewer "
+              f"than {FEW_FILMS} are unreliable (docs/deploy.md advises 128 or more)", file=sys.stderr)
+
+
 def _seconds(text: str) -> float:
     """An argparse type: a positive, finite number of seconds."""
     try:
@@ -622,7 +636,8 @@ def _add_calibration_args(s: argparse.ArgumentParser, calib_help: str) -> None:
     """int8 calibration options, shared by `export` and `bench`."""
     s.add_argument("--calib", help=calib_help)
     s.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"],
-                   help="int8 activation-range calibration (default: %(default)s)")
+                   help="int8 activation-range calibration (default: %(default)s; entropy clips the shipped "
+                        "cxr_cnn's ranges so hard that the export check refuses it, docs/edge.md)")
     s.add_argument("--n-calib", type=_whole(1), default=200, help="calibration images drawn at random (default: %(default)s)")
 
 
@@ -806,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "GET /healthz, OpenAPI docs at /docs (docs/serve.md). Uploads stay in memory "
                                    "unless --save-dir is given. Not a medical device.")
     s.add_argument("--model", action="append",
-                   help=model_help.replace("(default:", "; repeat to serve several, the first is the default (default:"))
+                   help=model_help.replace(" (default:", "; repeat to serve several, the first is the default (default:"))
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     s.add_argument("--port", type=_whole(1, 65535), default=8000, help="TCP port (default: %(default)s)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="request size limit, 413 above it (default: %(default)s)")
@@ -891,7 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_ensemble)
 
     s = sub.add_parser("models", help="list registered models")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("info", help="this machine's CPU features and what cxrkit does with them (bf16, int8 "
@@ -906,14 +921,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("recipes", help="list built-in recipes, or show one")
     s.add_argument("name", nargs="?", help="recipe to print as YAML")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_recipes)
 
     s = sub.add_parser("data", help="data folder tools")
     dsub = s.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     c = dsub.add_parser("check", help="counts, duplicates, cross-split leakage and unreadable files")
-    c.add_argument("dir")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("dir", help="data folder: ROOT/{train,val,test}/CLASS/* or ROOT/CLASS/*")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_data_check)
     c = dsub.add_parser("derive", help="derive a new labelled tree, e.g. NORMAL/BACTERIAL/VIRAL from Kermany names",
@@ -925,7 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--task", required=True, choices=["kermany3"])
     c.add_argument("--link", default="symlink", choices=["symlink", "hardlink", "copy"],
                    help="how files are placed; symlink falls back to hard link, then copy (default: %(default)s)")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.set_defaults(func=cmd_data_derive)
     return p
 

@@ -33,7 +33,7 @@ def evaluate_folder(bundle: ModelBundle, data_dir: str | Path, split: str = "tes
     training time: the test set never influences a decision.
     """
     data, has_splits = decode_split(data_dir, bundle.classes, bundle.preprocess, split, progress)
-    probs = predict_resized(bundle, data.images)
+    probs = predict_resized(bundle, data.images, progress=progress)
     y = data.labels.numpy()
     metrics = evaluate_probabilities(y, probs, bundle.classes, bundle.threshold, n_boot=n_boot,
                                      confidence_threshold=bundle.confidence_threshold)

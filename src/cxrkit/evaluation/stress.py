@@ -19,6 +19,7 @@ from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
 
 from ..inference.decision import decide_indices
 from ..inference.predictor import predict_resized
+from ..data.folder import DatasetError
 from .evaluate import decode_split
 from .geometry import GEOMETRY_VIEWS, View, warp  # noqa: F401  (View, warp: part of this module's API)
 from .recalibrate import carve_validation, validation_split_of
@@ -94,4 +95,8 @@ def stress_folder(model, data_dir, split: str = "val", progress: bool = False) -
         data = carve_validation(data_dir, model.classes, pre, fraction, seed, progress)
     else:
         data, _ = decode_split(data_dir, model.classes, pre, split, progress)
+    present = np.unique(data.labels.numpy())
+    if len(present) < 2:  # the score is a balanced accuracy across the views: one class has nothing to balance
+        raise DatasetError(f"{data_dir}: stress needs films of two or more classes; this split has only "
+                           f"{model.classes[int(present[0])] if len(present) else 'none'}")
     return stress_test(model, data.images, data.labels.numpy(), name=str(getattr(model, "source", "") or ""))

@@ -112,7 +112,7 @@ def _compilers(bundle: ModelBundle, dtype: torch.dtype) -> list:
 
 
 def predict_resized(bundle: ModelBundle, images: torch.Tensor, batch_size: int = 64,
-                    optimize: bool = True) -> np.ndarray:
+                    optimize: bool = True, progress: bool = False) -> np.ndarray:
     """uint8 ``(N, S, S)`` images already at the model's size → ``(N, C)`` probabilities.
 
     ``optimize`` runs the frozen TorchScript copy (:func:`frozen_for_inference`);
@@ -129,7 +129,12 @@ def predict_resized(bundle: ModelBundle, images: torch.Tensor, batch_size: int =
     dtype = torch.bfloat16 if optimize and bundle.precision == "bf16" else torch.float32
     device = _device_of(bundle.model)
     with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
+        starts = range(0, len(images), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="predict", unit="batch", leave=False)
+        for i in starts:
             x = to_model_input(images[i:i + batch_size].to(device), bundle.preprocess).to(dtype)
             out.append(probabilities(forward(x), bundle.temperature).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(bundle.classes)), dtype=np.float32)
