@@ -530,6 +530,8 @@ def cmd_export(args) -> int:
     wanted = ".npz" if args.format == "bnn-packed" else ".onnx"
     if args.out and not args.out.lower().endswith(wanted):
         raise ValueError(f"--out {args.out}: a {args.format} file must end in {wanted}")
+    if "int8" in args.format and sys.stderr.isatty():  # calibration and the export check take a minute, silently
+        print(f"cxrkit: calibrating int8 on {args.n_calib} images, then checking against PyTorch ...", file=sys.stderr)
     result = export_model(resolve_model(args.model), args.format, args.out, calib_dir=args.calib,
                           calib_method=args.calib_method, n_calib=args.n_calib)
     if args.json:

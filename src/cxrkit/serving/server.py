@@ -11,6 +11,8 @@ import sys
 
 from .app import create_app, default_workers
 
+MAX_OPEN_REQUESTS = 64
+
 
 def serve(models=None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
           save_dir: str | None = None, max_files: int = 32, workers: int | None = None) -> None:
@@ -26,7 +28,9 @@ def serve(models=None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb:
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cxrkit serve: listening on {host}: anyone who can reach this machine can upload images",
               file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # each open request may hold up to max_upload_mb in memory while it waits for an inference thread: past this
+    # many, uvicorn answers 503 at once instead of letting the queue (and the memory) grow without bound
+    uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=MAX_OPEN_REQUESTS)
 
 
 def _check_can_listen(host: str, port: int) -> None:
