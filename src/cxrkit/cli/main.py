@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 # Measured on the 2-core reference machine: glibc's default malloc returns freed
@@ -60,8 +61,6 @@ def _writable_anchor(value: str, path: Path) -> None:
     if not anchor.is_dir():
         raise argparse.ArgumentTypeError(f"{value}: {anchor} is a file, not a folder")
     try:
-        import tempfile
-
         with tempfile.TemporaryFile(dir=anchor):
             pass
     except OSError:
