@@ -106,8 +106,8 @@ def _read_dicom(data: bytes, label: str) -> np.ndarray:
         raise MissingDecoderError(f"{label}: reading DICOM needs pydicom, which this install lacks "
                                   "(pip install 'cxrkit[runtime,dicom]')") from None
     try:
-        fp = io.BytesIO(data)
-        pydicom.filereader.read_preamble(fp, False)
+        fp = io.BytesIO(data)  # the file meta alone (pydicom's public reader takes a path, not bytes; tests
+        pydicom.filereader.read_preamble(fp, False)  # read DICOM through here, so an API change shows in CI)
         syntax = str(pydicom.filereader._read_file_meta_info(fp).get("TransferSyntaxUID", ""))
         if syntax == DEFLATED_TRANSFER_SYNTAX:
             raise ImageReadError(f"{label}: deflated DICOM transfer syntax is not accepted")
