@@ -459,3 +459,11 @@ def test_an_unexpected_error_is_a_500_logged_by_type_only(bundle, monkeypatch, c
     assert r.status_code == 500 and r.json()["detail"] == "internal server error"
     assert "RuntimeError" in caplog.text and PATIENT_STRINGS[0] not in caplog.text
     assert client.get("/healthz").status_code == 200
+
+
+def test_every_answer_says_nosniff(client):
+    for r in (client.get("/api/models"), client.get("/healthz"), client.get("/no/such/path"),
+              _post(client, [("a.jpeg", b"")])):
+        assert r.headers["x-content-type-options"] == "nosniff"
+    static = client.get("/").text.split('src="/static/')[1].split('"')[0]
+    assert client.get(f"/static/{static}").headers["x-content-type-options"] == "nosniff"

@@ -54,11 +54,13 @@ def _error(status: int, detail: str, errors: list[dict] | None = None) -> JSONRe
 
 
 class _ContainErrors:
-    """An unexpected error becomes a 500 here, logged by its type only.
+    """An unexpected error becomes a 500 here, logged by its type only; every answer says ``nosniff``.
 
     Starlette's own last-resort handler answers 500 too, but then re-raises to the
     ASGI server, which logs the message and traceback; either could quote an
     upload (a file name, a DICOM value), and logs must hold no patient data.
+    ``nosniff`` keeps a browser from reading a JSON answer or a static file as
+    anything but its declared type.
     """
 
     def __init__(self, app):
@@ -71,7 +73,10 @@ class _ContainErrors:
 
         async def tracked(message):
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-content-type-options"]
+                message = {**message, "headers": [*headers, (b"x-content-type-options", b"nosniff")]}
             await send(message)
 
         try:
