@@ -233,6 +233,17 @@ def test_cli_explain_folder_writes_overlays_gallery_and_json(tmp_path, capsys, s
     assert "<img" in (tmp_path / "x" / "index.html").read_text()
 
 
+def test_cli_explain_into_a_reused_folder_keeps_only_this_runs_overlays(tmp_path, capsys, sample_dir):
+    out = tmp_path / "x"
+    assert main(["explain", str(sample_dir / "test" / "NORMAL"), "--out", str(out), "--quiet"]) == 0
+    (out / "mine.png").write_bytes(b"the user's own file")
+    one = sample_images("test", "PNEUMONIA")[0]
+    assert main(["explain", str(one), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    overlays = sorted(p.name for p in out.glob("*.png"))
+    assert overlays == sorted([f"0000_{one.stem}.png", "mine.png"]), overlays
+
+
 def test_cli_explain_bad_file_is_one_error_line(tmp_path, capsys):
     bad = tmp_path / "scan.jpeg"
     bad.write_text("not an image")

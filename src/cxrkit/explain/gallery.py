@@ -7,6 +7,7 @@ name when it is one of the model's classes (the ``ROOT/CLASS/*`` layout).
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def explain_files(bundle: ModelBundle, paths: Sequence[str | Path], out_dir: str
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _remove_previous_overlays(out)
     records, errors = [], []
     if method in GRADIENT_METHODS and len(paths) > 1:  # a copy that stops the backward pays for itself
         bundle = explainer_copies(bundle)[0]
@@ -48,6 +50,21 @@ def explain_files(bundle: ModelBundle, paths: Sequence[str | Path], out_dir: str
     jsonio.write(out / "explanations.json", records)
     (out / "index.html").write_text(_gallery_html(records, bundle, method))
     return records, errors
+
+
+def _remove_previous_overlays(out: Path) -> None:
+    """A reused folder would otherwise keep the last run's overlays beside a gallery that no longer shows them.
+
+    Only PNGs that the previous ``explanations.json`` lists directly inside ``out`` go: never anything else.
+    """
+    try:
+        previous = json.loads((out / "explanations.json").read_text())
+    except (OSError, ValueError):
+        return
+    for record in previous if isinstance(previous, list) else []:
+        png = Path(str(record.get("overlay", ""))) if isinstance(record, dict) else Path()
+        if png.suffix == ".png" and png.parent.resolve() == out.resolve():
+            png.unlink(missing_ok=True)
 
 
 def _gallery_html(records: list[dict], bundle: ModelBundle, method: str) -> str:
