@@ -290,8 +290,8 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
     save_file(load_file(str(path)), str(tmp_path / "lie.safetensors"), metadata={"cxrkit": json.dumps(meta)})
     with pytest.raises(ModelLoadError, match="do not fit"):
         load_bundle(tmp_path / "lie.safetensors")
-    for field, value in {"model_kwargs": {"evil": 1}, "preprocess": {"foo": 1}, "classes": 5,
-                         "threshold": "high"}.items():  # a tampered or foreign field: one line, no traceback
+    for field, value in [("model_kwargs", {"evil": 1}), ("preprocess", {"foo": 1}), ("classes", 5),
+                         ("threshold", "high"), ("preprocess", {**meta["preprocess"], "size": 100_000})]:  # 40 GB  # a tampered or foreign field: one line, no traceback
         bad = {**meta, "model_kwargs": {}, field: value}
         save_file(load_file(str(path)), str(tmp_path / "bad.safetensors"), metadata={"cxrkit": json.dumps(bad)})
         with pytest.raises(ModelLoadError, match="malformed cxrkit metadata"):

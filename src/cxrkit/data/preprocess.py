@@ -18,6 +18,8 @@ from PIL import Image
 if TYPE_CHECKING:
     import torch
 
+MAX_SIZE = 4096  # pixels a side (the largest input any built-in recipe uses is 299)
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -31,6 +33,9 @@ class Preprocess:
     equalize: bool = False
 
     def __post_init__(self):
+        # a model file's metadata sets this: a crafted 100,000 would make every film a 40 GB array
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be a whole number of pixels from 1 to {MAX_SIZE}, got {self.size!r}")
         if self.resize not in ("squash", "pad"):
             raise ValueError(f"resize must be 'squash' or 'pad', got {self.resize!r}")
         if self.channels not in (1, 3):

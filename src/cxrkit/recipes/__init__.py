@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..data.augment import Augment
+from ..data.preprocess import MAX_SIZE
 
 
 class RecipeError(ValueError):
@@ -160,7 +161,7 @@ _RANGES = {
     "epochs": (lambda v: v >= 0, "0 or more"),
     "head_epochs": (lambda v: v >= 0, "0 or more"),
     "batch_size": (lambda v: v >= 1, "1 or more"),
-    "image_size": (lambda v: 16 <= v <= 4096, "16 to 4096 px"),
+    "image_size": (lambda v: 16 <= v <= MAX_SIZE, f"16 to {MAX_SIZE} px"),
     "early_stopping_patience": (lambda v: v >= 1, "1 or more"),
     "lr": (lambda v: v > 0, "positive"),
     "head_lr": (lambda v: v > 0, "positive"),
