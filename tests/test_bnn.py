@@ -460,7 +460,9 @@ def test_corrupt_and_wrong_version_files_give_one_line_errors(tmp_path):
     (tmp_path / "text.npz").write_text("hello\n")  # np.load would read it as a pickle and advise "unsafely"
     with (tmp_path / "plain.npz").open("wb") as f:
         np.savez(f, weights=np.zeros(3))
+    np.savez_compressed(tmp_path / "bomb.npz", bits=np.zeros(80 * 2**20, np.uint8))  # ~80 KB on disk, 80 MiB inside
     cases = {
+        "zip bomb": (tmp_path / "bomb.npz", "would unpack to 80 MiB"),
         "missing": (tmp_path / "nope.npz", "no such"),
         "truncated": (tmp_path / "trunc.npz", "not a packed BNN file"),
         "garbage": (tmp_path / "garbage.npz", "not a packed BNN file"),

@@ -88,6 +88,9 @@ def _from_byte_planes(planes: np.ndarray, dtype: str) -> np.ndarray | None:
     return np.ascontiguousarray(planes.T).view(np.dtype(dtype).newbyteorder("<")).ravel()
 
 
+MAX_UNPACKED_BYTES = 64 * 2**20  # seed_bnn, the largest, unpacks to ~1 MB; the shipped cxr_bnn to ~0.4 MB
+
+
 def read_packed(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Header and arrays (reals as float32) of a packed file; :class:`PackedFormatError` for anything unreadable."""
     path = Path(path)
@@ -95,6 +98,14 @@ def read_packed(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise PackedFormatError(f"{path}: no such packed model file")
     if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and advise loading it "unsafely"
         raise PackedFormatError(f"{path}: not a packed BNN file (not an .npz archive)")
+    try:  # sizes from the zip directory: np.load would inflate a zip bomb before anything could be checked
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PackedFormatError(f"{path}: not a packed BNN file ({exc.__class__.__name__})") from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise PackedFormatError(f"{path}: its arrays would unpack to {unpacked / 2**20:,.0f} MiB (a packed BNN is "
+                                f"well under {MAX_UNPACKED_BYTES // 2**20} MiB)")
     try:
         with np.load(path, allow_pickle=False) as data:
             members = {name: data[name] for name in data.files}
