@@ -765,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", required=True, choices=["onnx", "onnx-int8", "onnx-int8-dense", "bnn-packed"],
                    help="onnx-int8: static, calibrated (CNNs); onnx-int8-dense: dynamic, Gemm/MatMul weights only "
                         "(dense-heavy models)")
-    s.add_argument("--out", type=out_file(".onnx", ".npz"), help="file to write (default: MODEL.onnx, MODEL.int8.onnx or MODEL.bnn.npz here)")
+    s.add_argument("--out", type=out_file(), help="file to write (default: MODEL.onnx, MODEL.int8.onnx or MODEL.bnn.npz here)")
     _add_calibration_args(s, "images to calibrate int8 on: a data folder (its train/ split if it has one) or any "
                              "folder of films without labels, e.g. the site films of `calibrate --unlabeled`")
     s.add_argument("--json", action="store_true", help="print the result and its check as JSON")
