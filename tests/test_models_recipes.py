@@ -296,6 +296,30 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
         save_file(load_file(str(path)), str(tmp_path / "bad.safetensors"), metadata={"cxrkit": json.dumps(bad)})
         with pytest.raises(ModelLoadError, match="malformed cxrkit metadata"):
             load_bundle(tmp_path / "bad.safetensors")
+    # a header asking for 32 GB of weights is refused before they are allocated (meta-device skeleton)
+    huge = {**meta, "model_kwargs": {"widths": [16, 32, 64, 128, 30_000]}}
+    save_file(load_file(str(path)), str(tmp_path / "huge.safetensors"), metadata={"cxrkit": json.dumps(huge)})
+    with pytest.raises(ModelLoadError, match="do not fit"):
+        load_bundle(tmp_path / "huge.safetensors")
+    # JSON nested past Python's recursion limit, and ensembles chained into 2**depth forward passes per film
+    save_file(load_file(str(path)), str(tmp_path / "deep.safetensors"), metadata={"cxrkit": "[" * 100_000})
+    with pytest.raises(ModelLoadError, match="not a cxrkit model file"):
+        load_bundle(tmp_path / "deep.safetensors")
+    leaf = {"arch": meta["arch"], "model_kwargs": {}, "preprocess": meta["preprocess"]}
+    two_views = [{"name": "as is"}, {"name": "flip", "flip": True}]
+    for depth, words in ((5, "nested more than 3 deep"), (300, "nested more than 3 deep")):
+        member = leaf
+        for _ in range(depth):
+            member = {"arch": "ensemble", "model_kwargs": {"members": [member], "views": two_views},
+                      "preprocess": meta["preprocess"]}
+        chain = {**meta, "arch": "ensemble", "model_kwargs": member["model_kwargs"]}
+        save_file(load_file(str(path)), str(tmp_path / "chain.safetensors"), metadata={"cxrkit": json.dumps(chain)})
+        with pytest.raises(ModelLoadError, match=words):
+            load_bundle(tmp_path / "chain.safetensors")
+    wide = {**meta, "arch": "ensemble", "model_kwargs": {"members": [leaf] * 300}}
+    save_file(load_file(str(path)), str(tmp_path / "wide.safetensors"), metadata={"cxrkit": json.dumps(wide)})
+    with pytest.raises(ModelLoadError, match="more than 256 member forward passes"):
+        load_bundle(tmp_path / "wide.safetensors")
     meta["arch"] = "resnet9000"
     save_file(load_file(str(path)), str(tmp_path / "arch.safetensors"), metadata={"cxrkit": json.dumps(meta)})
     with pytest.raises(ModelLoadError, match="unknown architecture"):

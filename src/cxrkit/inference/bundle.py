@@ -70,36 +70,54 @@ def read_metadata(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("cxrkit", "null"))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise ModelLoadError(f"{path}: not a cxrkit model file ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(meta, dict) or "arch" not in meta:
         raise ModelLoadError(f"{path}: safetensors file without cxrkit metadata")
     return meta
 
 
+def _check_shapes(path: Path, meta: dict, state: dict[str, torch.Tensor]) -> None:
+    """Refuse a file whose header asks for a network other than its tensors before that network is allocated.
+
+    The header is the file's text: without this, ``model_kwargs`` of a tampered (or foreign) file could ask for
+    tens of gigabytes of weights, which would be allocated before ``load_state_dict`` found them missing. The
+    skeleton is built on the meta device, which allocates nothing."""
+    with torch.device("meta"):
+        skeleton = create_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("model_kwargs", {}))
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+        wrong = [k for k in expected.keys() & found.keys() if expected[k] != found[k]]
+        why = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra else
+               f"{wrong[0]} is {list(found[wrong[0]])}, the architecture wants {list(expected[wrong[0]])}")
+        raise ModelLoadError(f"{path}: weights do not fit {meta['arch']} ({why})")
+
+
 def load_bundle(path: str | Path) -> ModelBundle:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such model file")
+    meta = read_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("cxrkit", "null"))
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelLoadError(f"{path}: not a cxrkit model file ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(meta, dict) or "arch" not in meta:
-        raise ModelLoadError(f"{path}: safetensors file without cxrkit metadata")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ModelLoadError(f"{path}: written by a newer cxrkit (format {meta['format_version']})")
     if not is_model(meta["arch"]):
         raise ModelLoadError(f"{path}: unknown architecture {meta['arch']!r}")
     try:  # the metadata is the file's text: a field of the wrong type or name is a bad file, not a traceback
+        _check_shapes(path, meta, state)
         model = create_model(meta["arch"], num_classes=len(meta["classes"]), **meta.get("model_kwargs", {}))
         bundle = ModelBundle(model, meta["arch"], tuple(meta["classes"]), Preprocess(**meta["preprocess"]),
                              float(meta.get("threshold", 0.5)), meta.get("model_kwargs", {}), meta.get("info", {}),
                              str(path), temperature=float(meta.get("temperature", 1.0)),
                              confidence_threshold=float(meta.get("confidence_threshold", 0.0)))
-    except (KeyError, TypeError, ValueError) as exc:
+    except ModelLoadError:
+        raise
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:  # RecursionError: ensembles nested too deep
         raise ModelLoadError(f"{path}: malformed cxrkit metadata ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
     try:

@@ -28,6 +28,22 @@ from ..data.views import View, view_matrices
 from ._factory import create_model
 from ._registry import register_model
 
+MAX_DEPTH = 3  # an ensemble of ensembles of ensembles
+MAX_EVALUATIONS = 256  # member forward passes per film, nesting and views multiplied
+
+
+def count_evaluations(members: list[dict], views: list[dict] | None = None, depth: int = 0) -> int:
+    """Member forward passes an ensemble makes per film, read from its spec before anything is built.
+
+    A model file's header is its text; without this bound a tampered one could nest ensembles until Python's
+    recursion limit, or chain two-view ensembles into 2**depth forward passes per film, a server that never
+    answers."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"ensembles nested more than {MAX_DEPTH} deep")
+    inner = sum(count_evaluations(m["model_kwargs"]["members"], m["model_kwargs"].get("views"), depth + 1)
+                if m["arch"] == "ensemble" else 1 for m in members)
+    return inner * max(1, len(views or ()))
+
 
 class Ensemble(nn.Module):
     """``members``: ``[{"arch", "model_kwargs", "preprocess" (Preprocess fields), "temperature"}, ...]``;
@@ -66,4 +82,6 @@ def ensemble(num_classes: int = 2, members: list[dict] | None = None, views: lis
     Built from trained members only, never from scratch."""
     if not members:
         raise ValueError("ensemble: give its members (build one with `cxrkit ensemble --models A,B --data DIR`)")
+    if count_evaluations(members, views) > MAX_EVALUATIONS:
+        raise ValueError(f"ensemble: more than {MAX_EVALUATIONS} member forward passes per film")
     return Ensemble(members, num_classes, views)
