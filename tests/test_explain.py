@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -281,3 +282,45 @@ def test_evaluate_report_shows_the_most_confident_mistakes(tmp_path, sample_dir)
     assert 1 <= len(pngs) <= 6 and all(f"explanations/{p.name}" in section for p in pngs)
     assert ("false negatives" in section) == any(t == 1 for t, _ in wrong)
     assert ("false positives" in section) == any(t == 0 for t, _ in wrong)
+
+
+def test_hide_names_keeps_identifying_file_names_out_of_reports_galleries_and_output(tmp_path, capsys, sample_dir):
+    import hashlib
+    import shutil
+
+    data = tmp_path / "site"  # file names that identify patients, one of them unreadable
+    digests = set()
+    for cls in CLASSES:
+        for i, src in enumerate(sample_images("test", cls)):
+            dst = data / "test" / cls / f"jane_doe_mrn{i:05d}.jpeg"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+            digests.add(hashlib.sha256(dst.read_bytes()).hexdigest()[:12])
+    (data / "test" / "NORMAL" / "jane_doe_mrn99999.jpeg").write_text("not an image")
+
+    def leaks(folder):
+        for f in folder.rglob("*"):
+            assert "jane" not in f.name and "mrn" not in f.name, f
+            if f.suffix in (".md", ".json", ".html"):
+                assert "jane_doe" not in f.read_text(), f
+
+    assert main(["evaluate", "--data", str(data), "--out", str(tmp_path / "r"), "--bootstrap", "0", "--quiet",
+                 "--hide-names"]) == 0
+    said = capsys.readouterr()
+    assert "jane_doe" not in said.out + said.err
+    leaks(tmp_path / "r")
+    report = (tmp_path / "r" / "report.md").read_text()
+    shown = set(re.findall(r"`film-([0-9a-f]{12})`", report))
+    assert shown and shown <= digests  # the named mistakes are films of the folder, found again by their hash
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["unreadable"][0].startswith("film-")
+
+    assert main(["explain", str(data / "test"), "--out", str(tmp_path / "x"), "--json", "--hide-names"]) == 1
+    said = capsys.readouterr()  # exit 1: one file was skipped, by its pseudonym
+    assert "jane_doe" not in said.out + said.err and "skipped film-" in said.err
+    leaks(tmp_path / "x")
+    assert {r["path"].removeprefix("film-") for r in json.loads(said.out)} == digests
+
+    assert main(["evaluate", "--data", str(data), "--out", str(tmp_path / "named"), "--bootstrap", "0",
+                 "--quiet"]) == 0  # without the option, films are named by path (so a mistake can be found)
+    capsys.readouterr()
+    assert "jane_doe_mrn" in (tmp_path / "named" / "report.md").read_text()

@@ -225,7 +225,8 @@ def _inference_bundle(args):
 def cmd_evaluate(args) -> int:
     from ..evaluation.evaluate import evaluate_folder, metrics_table, write_report
     bundle = _inference_bundle(args)
-    ev = evaluate_folder(bundle, args.data, split=args.split, progress=_progress(args), n_boot=args.bootstrap)
+    ev = evaluate_folder(bundle, args.data, split=args.split, progress=_progress(args), n_boot=args.bootstrap,
+                         hide_names=args.hide_names)
     run_dir = Path(args.model) if args.model and Path(args.model).is_dir() else None
     report = None
     if args.out or not args.json:
@@ -328,13 +329,14 @@ def cmd_explain(args) -> int:
     if not paths:
         raise ValueError(f"no images found in {' '.join(args.inputs)}")
     records, errors = explain_files(bundle, paths, args.out, method=args.method, target=args.target,
-                                    progress=_progress(args))
+                                    progress=_progress(args), hide_names=args.hide_names)
     _report_unreadable(paths, records, errors)
     if args.json:
         _print_json(records)
     else:
         for r in records:
-            print(f"{r['label']:<10} {r['confidence']:.3f}  {r['overlay']}  ({r['path']})")
+            shown = "" if args.hide_names else f"  ({r['path']})"
+            print(f"{r['label']:<10} {r['confidence']:.3f}  {r['overlay']}{shown}")
         print(f"gallery: {Path(args.out) / 'index.html'}")
     return 1 if errors else 0
 
@@ -710,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=_whole(0), default=1000,
                    help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
     _add_precision_arg(s)
+    s.add_argument("--hide-names", action="store_true",
+                   help="name films film-<first 12 hex digits of the file's SHA-256> instead of by path in the report, metrics.json and the skipped-file lines (for "
+                        "file names that identify patients; find a film again with sha256sum)")
     s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_evaluate)
@@ -752,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CAM method (default: %(default)s)")
     s.add_argument("--target", help="class to explain (default: the predicted class)")
     s.add_argument("--out", type=out_folder, default="cxrkit_explain", help="output folder (default: %(default)s)")
+    s.add_argument("--hide-names", action="store_true",
+                   help="name films film-<first 12 hex digits of the file's SHA-256> instead of by path in overlay file names, the gallery, explanations.json and what is printed (for "
+                        "file names that identify patients; find a film again with sha256sum)")
     s.add_argument("--json", action="store_true", help="print a JSON list of {path, overlay, label, probabilities, ...}")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_explain)

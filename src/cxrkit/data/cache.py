@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .folder import Sample
 from .io import ImageReadError, read_image
 from .preprocess import resize_gray
+from .pseudonyms import pseudonym
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,16 @@ class DecodedSet:
     samples: list[Sample]  # the readable ones, aligned with images
     failures: list[str]  # one line per unreadable file
     fingerprint: str  # sha256 over (relative path, label, file sha256)
+    digests: list[str]  # each readable file's sha256, aligned with samples (cxrkit.data.pseudonyms)
 
 
-def _load_one(sample: Sample, size: int, policy: str, out: np.ndarray):
+def _load_one(sample: Sample, size: int, policy: str, out: np.ndarray, hide_names: bool):
     """Decode one file into its slot of ``out``; return (sha256, error or None)."""
     data = Path(sample.path).read_bytes() if Path(sample.path).is_file() else b""
     digest = hashlib.sha256(data).hexdigest()
     try:
-        out[...] = resize_gray(read_image(data, name=str(sample.path)), size, policy)
+        out[...] = resize_gray(read_image(data, name=pseudonym(digest) if hide_names else str(sample.path)), size,
+                               policy)
     except ImageReadError as exc:
         return digest, str(exc)
     return digest, None
@@ -46,18 +49,19 @@ def _load_one(sample: Sample, size: int, policy: str, out: np.ndarray):
 
 def decode_samples(
     samples: Sequence[Sample], size: int, policy: str = "squash", root: Path | None = None,
-    desc: str = "decode", progress: bool = True, workers: int = 4,
+    desc: str = "decode", progress: bool = True, workers: int = 4, hide_names: bool = False,
 ) -> DecodedSet:
-    """Decode, resize and fingerprint ``samples``; unreadable files are listed, not fatal.
+    """Decode, resize and fingerprint ``samples``; unreadable files are listed, not fatal (by their
+    pseudonym if ``hide_names``: the list reaches reports and stderr).
 
     Images are written straight into one preallocated array, so peak memory is
     the cache itself, not the cache plus a list of per-image arrays.
     """
     images = np.empty((len(samples), size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding
-        results = list(tqdm(pool.map(lambda i: _load_one(samples[i], size, policy, images[i]), range(len(samples))),
+        results = list(tqdm(pool.map(lambda i: _load_one(samples[i], size, policy, images[i], hide_names), range(len(samples))),
                             total=len(samples), desc=desc, disable=not progress, leave=False, unit="img"))
-    kept_idx, kept, failures = [], [], []
+    kept_idx, kept, failures, digests = [], [], [], []
     fp = hashlib.sha256()
     for i, (sample, (digest, err)) in enumerate(zip(samples, results)):
         rel = sample.path.relative_to(root) if root and sample.path.is_relative_to(root) else sample.path.name
@@ -67,9 +71,10 @@ def decode_samples(
             continue
         kept_idx.append(i)
         kept.append(sample)
+        digests.append(digest)
     if failures:  # said once, on stderr, wherever the set is used (training, evaluation, stress): never silently
         images = images[kept_idx]
         log.warning("cxrkit: skipped %d unreadable file(s) of %d (first: %s)", len(failures), len(samples),
                     failures[0])
     labels = torch.tensor([s.label for s in kept], dtype=torch.int64)
-    return DecodedSet(torch.from_numpy(images), labels, kept, failures, fp.hexdigest())
+    return DecodedSet(torch.from_numpy(images), labels, kept, failures, fp.hexdigest(), digests)

@@ -10,6 +10,7 @@ import numpy as np
 from .. import jsonio
 from ..data.cache import DecodedSet, decode_samples
 from ..data.folder import DatasetError, index_folder
+from ..data.pseudonyms import pseudonym
 from ..inference.bundle import ModelBundle
 from ..inference.predictor import predict_resized
 from . import plots
@@ -22,17 +23,19 @@ class Evaluation:
     metrics: dict
     probabilities: np.ndarray
     labels: np.ndarray
-    paths: list[str]
+    paths: list[str]  # where each film is read from, aligned with probabilities
+    names: list[str]  # what the report calls it: its path, or its pseudonym (cxrkit.data.pseudonyms)
 
 
 def evaluate_folder(bundle: ModelBundle, data_dir: str | Path, split: str = "test", progress: bool = True,
-                    n_boot: int = 1000) -> Evaluation:
+                    n_boot: int = 1000, hide_names: bool = False) -> Evaluation:
     """Score ``bundle`` on ``data_dir/split`` (or on ``data_dir`` itself when it has no split folders).
 
     The threshold is the one stored in the bundle, chosen on validation data at
-    training time: the test set never influences a decision.
+    training time: the test set never influences a decision. ``hide_names``: the
+    metrics and report name films by pseudonym, never by path.
     """
-    data, has_splits = decode_split(data_dir, bundle.classes, bundle.preprocess, split, progress)
+    data, has_splits = decode_split(data_dir, bundle.classes, bundle.preprocess, split, progress, hide_names)
     probs = predict_resized(bundle, data.images, progress=progress)
     y = data.labels.numpy()
     metrics = evaluate_probabilities(y, probs, bundle.classes, bundle.threshold, n_boot=n_boot,
@@ -40,21 +43,24 @@ def evaluate_folder(bundle: ModelBundle, data_dir: str | Path, split: str = "tes
     metrics.update({"model": bundle.source or bundle.arch, "arch": bundle.arch, "data": str(data_dir),
                     "split": split if has_splits else None, "data_fingerprint": data.fingerprint,
                     "threshold_rule": bundle.info.get("threshold_rule", "stored"),
-                    "unreadable": data.failures})
+                    "unreadable": data.failures, "film_names": "hidden" if hide_names else "paths"})
     if "site_adaptation" in bundle.info:
         metrics["site_adaptation"] = bundle.info["site_adaptation"]
     metrics["calibration"] = calibration_summary(bundle, y, probs)
-    return Evaluation(metrics, probs, y, [str(s.path) for s in data.samples])
+    paths = [str(s.path) for s in data.samples]
+    return Evaluation(metrics, probs, y, paths, [pseudonym(d) for d in data.digests] if hide_names else paths)
 
 
-def decode_split(data_dir: str | Path, classes, pre, split: str, progress: bool = False) -> tuple[DecodedSet, bool]:
+def decode_split(data_dir: str | Path, classes, pre, split: str, progress: bool = False,
+                 hide_names: bool = False) -> tuple[DecodedSet, bool]:
     """``data_dir/split`` (or ``data_dir`` itself when it has no split folders) decoded for ``pre``, and whether
     the folder has splits; a split with no readable image is a one-line error."""
     index = index_folder(data_dir, classes=classes)
     samples = index.split(split) if index.has_splits else list(index.samples)
     if not samples:
         raise DatasetError(f"{data_dir}: no '{split}' images (splits present: {index.splits})")
-    data = decode_samples(samples, pre.size, pre.resize, Path(data_dir), f"decode {split}", progress)
+    data = decode_samples(samples, pre.size, pre.resize, Path(data_dir), f"decode {split}", progress,
+                          hide_names=hide_names)
     if len(data.images) == 0:
         raise DatasetError(f"{data_dir}: none of the {len(samples)} images could be read")
     return data, index.has_splits
@@ -75,6 +81,10 @@ def calibration_summary(bundle, y: np.ndarray, probs: np.ndarray) -> dict:
 _ROWS = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("sensitivity", "Sensitivity (recall)"),
          ("specificity", "Specificity"), ("precision", "Precision (PPV)"), ("f1", "F1"), ("roc_auc", "ROC-AUC"),
          ("pr_auc", "PR-AUC"), ("brier", "Brier score"), ("ece", "Expected calibration error")]
+
+
+_NAMES_HIDDEN = ("\n- **Film names hidden:** a film is `film-` and the first 12 hex digits of its file's SHA-256 "
+                 "(find it with `sha256sum`)")
 
 
 def metrics_table(m: dict) -> str:
@@ -174,14 +184,14 @@ def write_report(ev: Evaluation, out_dir: str | Path, run_dir: Path | None = Non
     if explain is not None:
         from ..explain.errors import errors_section
 
-        explanations = errors_section(explain, ev.probabilities, ev.labels, ev.paths, out) + "\n"
+        explanations = errors_section(explain, ev.probabilities, ev.labels, ev.paths, out, names=ev.names) + "\n"
     text = f"""# Evaluation report
 
 - **Model:** `{m['model']}` (architecture `{m['arch']}`)
 - **Data:** `{m['data']}`{f" split `{m['split']}`" if m['split'] else ""} — {m['n']} images
   ({", ".join(f"{c}: {n}" for c, n in zip(classes, counts))}); fingerprint `{m['data_fingerprint'][:16]}`
 - **Decision:** {decision}{adaptation}
-- Unreadable files skipped: {len(m['unreadable'])}
+- Unreadable files skipped: {len(m['unreadable'])}{_NAMES_HIDDEN if m.get('film_names') == 'hidden' else ''}
 
 ## Metrics
 

@@ -41,8 +41,10 @@ def _pair_title(bundle: ModelBundle, true: str, predicted: str) -> str:
 
 
 def errors_section(bundle: ModelBundle, probabilities: np.ndarray, labels: np.ndarray, paths: Sequence[str],
-                   out_dir: str | Path, k: int = 3) -> str:
-    """Markdown for ``report.md``; overlays go to ``out_dir/explanations/`` (links relative to ``out_dir``)."""
+                   out_dir: str | Path, k: int = 3, names: Sequence[str] | None = None) -> str:
+    """Markdown for ``report.md``; overlays go to ``out_dir/explanations/`` (links relative to ``out_dir``).
+
+    ``names``: what the report calls each film (default: its file name), e.g. pseudonyms."""
     if not isinstance(bundle, ModelBundle):
         return "## Explanations\n\nNot available for exported models (ONNX or packed BNN: no gradients); evaluate the " \
                ".safetensors model to get them.\n"
@@ -59,14 +61,15 @@ def errors_section(bundle: ModelBundle, probabilities: np.ndarray, labels: np.nd
         lines += [f"### {_pair_title(bundle, true, predicted)}", ""]
         for i in indices:
             path = Path(paths[i])
+            name = Path(names[i]).name if names is not None else path.name
             try:
                 img = read_image(path)
             except ImageReadError:  # changed on disk since it was scored
                 continue
             e = explain_image(bundle, img, target=predicted)
-            png = folder / f"{true}_as_{predicted}_{i:05d}_{path.stem}.png"
+            png = folder / f"{true}_as_{predicted}_{i:05d}_{Path(name).stem}.png"
             overlay(img, e.heatmap).save(png)
-            lines.append(f"![{path.name}](explanations/{png.name}) `{path.name}`: "
+            lines.append(f"![{name}](explanations/{png.name}) `{name}`: "
                          f"P({predicted}) = {probabilities[i, col[predicted]]:.3f}")
             lines.append("")
     return "\n".join(lines)

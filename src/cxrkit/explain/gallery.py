@@ -15,16 +15,19 @@ from tqdm.auto import tqdm
 
 from .. import jsonio
 from ..data.io import ImageReadError, read_image
+from ..data.pseudonyms import film_name
 from ..inference.bundle import ModelBundle
 from .cam import GRADIENT_METHODS, explain_image, explainer_copies
 from .render import overlay
 
 
 def explain_files(bundle: ModelBundle, paths: Sequence[str | Path], out_dir: str | Path, method: str = "gradcam",
-                  target: str | None = None, progress: bool = False) -> tuple[list[dict], list[str]]:
+                  target: str | None = None, progress: bool = False,
+                  hide_names: bool = False) -> tuple[list[dict], list[str]]:
     """Write ``OUT/NNNN_NAME.png`` overlays, ``OUT/index.html`` and ``OUT/explanations.json``.
 
-    Returns one record per readable file and one error line per unreadable one.
+    Returns one record per readable file and one error line per unreadable one. ``hide_names``: films are
+    named by pseudonym (:mod:`cxrkit.data.pseudonyms`) in all of them, overlay file names included.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,15 +38,20 @@ def explain_files(bundle: ModelBundle, paths: Sequence[str | Path], out_dir: str
     for i, p in enumerate(tqdm(paths, disable=not progress, desc="explain", unit="image")):
         p = Path(p)
         try:
-            img = read_image(p)
+            data = p.read_bytes()
+        except OSError:
+            data = b""  # read_image(p) below says why, in one line
+        name = film_name(p, data, hide_names)
+        try:
+            img = read_image(data or p, name=name)
         except ImageReadError as exc:
             errors.append(str(exc))
             continue
         e = explain_image(bundle, img, target=target, method=method)
-        png = out / f"{i:04d}_{p.stem}.png"
+        png = out / f"{i:04d}_{Path(name).stem}.png"
         overlay(img, e.heatmap).save(png)
         truth = p.parent.name if p.parent.name in bundle.classes else None
-        records.append({"path": str(p), "overlay": str(png), "label": e.label, "explained": e.explained,
+        records.append({"path": name, "overlay": str(png), "label": e.label, "explained": e.explained,
                         "true_label": truth, "probabilities": {c: round(v, 6) for c, v in e.probabilities.items()},
                         "confidence": round(e.probabilities[e.label], 6), "method": method, "layer": e.layer})
     records.sort(key=lambda r: -r["confidence"])
