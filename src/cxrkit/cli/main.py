@@ -563,7 +563,8 @@ def cmd_bench(args) -> int:
                          "DIR, or --formats float32")
     result = bench_model(resolve_model(args.model), formats,
                          args.out, data_dir=args.data, calib_dir=args.calib, calib_method=args.calib_method,
-                         n_calib=args.n_calib, threads=threads, runs=args.runs, batch=args.batch)
+                         n_calib=args.n_calib, threads=threads, runs=args.runs, batch=args.batch,
+                         progress=_progress(args))
     out = Path(args.out)
     jsonio.write(out / "bench.json", result)
     table = to_markdown(result)
@@ -794,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=_whole(1), default=32, help="batch size for throughput (default: %(default)s)")
     s.add_argument("--out", type=out_folder, default="cxrkit_bench", help="folder for the files and the table (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the full result as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("tune", help="hyperparameter search with Optuna (TPE, pruning, resumable, multi-worker)",

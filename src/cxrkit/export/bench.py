@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..data.cache import decode_samples
 from ..data.folder import DatasetError, index_folder
@@ -108,12 +109,13 @@ def _test_set(data_dir: Path, bundle: ModelBundle) -> tuple[np.ndarray, np.ndarr
 def bench_model(bundle: ModelBundle, formats: list[str], out_dir: str | Path, data_dir: str | Path | None = None,
                 calib_dir: str | Path | None = None, calib_method: str = "minmax", n_calib: int = DEFAULT_N_CALIB,
                 threads: tuple[int, ...] = (1, 2), runs: int = 200, batch: int = 32,
-                max_seconds: float = 20.0) -> dict:
+                max_seconds: float = 20.0, progress: bool = False) -> dict:
     """Export ``bundle`` to each of ``formats`` (float32 | int8 | int8-dense | bnn) in ``out_dir``; measure each.
 
     ``data_dir``: labelled folder scored for accuracy and ROC-AUC (its test/
     split when it has splits). int8 calibrates on ``calib_dir``, by default
-    ``data_dir``'s train/ split.
+    ``data_dir``'s train/ split. ``progress``: a bar of the steps (export,
+    memory probe, timing per thread count, scoring), which take minutes.
     """
     unknown = [f for f in formats if f not in EXPORT_OF]
     if unknown or not formats:
@@ -125,19 +127,29 @@ def bench_model(bundle: ModelBundle, formats: list[str], out_dir: str | Path, da
     test = _test_set(data_dir, bundle) if data_dir else None
     images = check_images(bundle.preprocess)  # real radiographs for the timing inputs
     rows = []
+    bar = tqdm(total=len(formats) * (3 + (test is not None)), desc="bench", unit="step", disable=not progress)
     for fmt in formats:
         path = out / FILE_OF[fmt]
+        bar.set_description(f"bench {fmt}: export")
         export_model(bundle, EXPORT_OF[fmt], path, calib_dir=calib_dir, calib_method=calib_method, n_calib=n_calib)
+        bar.update()
+        bar.set_description(f"bench {fmt}: memory")
         row = {"format": fmt, "file": str(path), "size_bytes": path.stat().st_size,
                **_fresh_process_rss(path, threads[0])}
         if fmt in BYTES_PER_ACTIVATION:
             row["activation_peak_bytes_est"] = activation_peak_bytes(path, BYTES_PER_ACTIVATION[fmt])
+        bar.update()
+        bar.set_description(f"bench {fmt}: timing")
         row["threads"] = _timings(fmt, path, images, threads, runs, batch, max_seconds)
+        bar.update()
         if test is not None:
+            bar.set_description(f"bench {fmt}: test set")
             probs = _probabilities(_open(fmt, path, max(threads)), test[0])
             m = evaluate_probabilities(test[1], probs, bundle.classes, bundle.threshold, n_boot=0)
             row.update(accuracy=m["accuracy"], roc_auc=m["roc_auc"], test_images=m["n"])
+            bar.update()
         rows.append(row)
+    bar.close()
     import onnxruntime
 
     calibration = {"folder": str(calib_dir) if calib_dir else None, "method": calib_method, "images": n_calib}
