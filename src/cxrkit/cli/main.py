@@ -636,6 +636,12 @@ def _add_precision_arg(s: argparse.ArgumentParser) -> None:
                         "within ~1e-6 of each other) (default: %(default)s)")
 
 
+def _add_hide_names_arg(s: argparse.ArgumentParser, where: str) -> None:
+    s.add_argument("--hide-names", action="store_true",
+                   help=f"name films film-<first 12 hex digits of the file's SHA-256> instead of by path in {where} "
+                        "(for file names that identify patients; find a film again with sha256sum)")
+
+
 def _add_calibration_args(s: argparse.ArgumentParser, calib_help: str) -> None:
     """int8 calibration options, shared by `export` and `bench`."""
     s.add_argument("--calib", help=calib_help)
@@ -713,9 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=_whole(0), default=1000,
                    help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
     _add_precision_arg(s)
-    s.add_argument("--hide-names", action="store_true",
-                   help="name films film-<first 12 hex digits of the file's SHA-256> instead of by path in the report, metrics.json and the skipped-file lines (for "
-                        "file names that identify patients; find a film again with sha256sum)")
+    _add_hide_names_arg(s, "the report, metrics.json and the skipped-file lines")
     s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_evaluate)
@@ -758,9 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CAM method (default: %(default)s)")
     s.add_argument("--target", help="class to explain (default: the predicted class)")
     s.add_argument("--out", type=out_folder, default="cxrkit_explain", help="output folder (default: %(default)s)")
-    s.add_argument("--hide-names", action="store_true",
-                   help="name films film-<first 12 hex digits of the file's SHA-256> instead of by path in overlay file names, the gallery, explanations.json and what is printed (for "
-                        "file names that identify patients; find a film again with sha256sum)")
+    _add_hide_names_arg(s, "overlay file names, the gallery, explanations.json and what is printed")
     s.add_argument("--json", action="store_true", help="print a JSON list of {path, overlay, label, probabilities, ...}")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_explain)

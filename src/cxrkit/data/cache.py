@@ -59,7 +59,8 @@ def decode_samples(
     """
     images = np.empty((len(samples), size, size), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding
-        results = list(tqdm(pool.map(lambda i: _load_one(samples[i], size, policy, images[i], hide_names), range(len(samples))),
+        load = lambda i: _load_one(samples[i], size, policy, images[i], hide_names)  # noqa: E731
+        results = list(tqdm(pool.map(load, range(len(samples))),
                             total=len(samples), desc=desc, disable=not progress, leave=False, unit="img"))
     kept_idx, kept, failures, digests = [], [], [], []
     fp = hashlib.sha256()
