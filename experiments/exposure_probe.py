@@ -5,7 +5,8 @@ Session 20 saw the test split's false positives look hazier than the films calle
 model's own validation NORMAL films (never the test split): every pixel pulled toward the film's mean grey
 (contrast x0.8, x0.65) before the model's own preprocessing, then the share called PNEUMONIA at the model's stored
 cut-off. A model that equalises its input should barely move; one that reads global contrast will
-(docs/robustness.md, session 20 and item 29). Prints a Markdown table:
+(docs/robustness.md, session 20 and item 29). `cxrkit stress --views exposure` scores the same washed-out views
+by balanced accuracy. Prints a Markdown table:
 
     python experiments/exposure_probe.py --data ../shared/data/kermany_224 --models cxr_cnn,cxr_bnn,RUN_DIR
 """
@@ -17,17 +18,11 @@ import numpy as np
 import torch
 
 from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
+from cxrkit.evaluation.stress import washed_out
 from cxrkit.inference.bundle import resolve_model
 from cxrkit.inference.predictor import predict_resized
 
 CONTRASTS = (1.0, 0.8, 0.65)
-
-
-def washed_out(images: torch.Tensor, contrast: float) -> torch.Tensor:
-    """uint8 ``(N, S, S)`` films with every pixel pulled toward its film's mean by ``contrast`` (1 = unchanged)."""
-    x = images.float()
-    mean = x.mean(dim=(1, 2), keepdim=True)
-    return (mean + contrast * (x - mean)).round().clamp(0, 255).to(torch.uint8)
 
 
 def called_positive(model, images: torch.Tensor) -> float:

@@ -258,11 +258,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_stress(args) -> int:
-    from ..evaluation.stress import stress_folder, stress_table
+    from ..evaluation.stress import stress_folder, stress_table, stress_views
     from ..inference.bundle import resolve_model
 
+    views = stress_views(args.views)  # a typo is a one-line error before the model loads
     model = resolve_model(args.model)
-    result = stress_folder(model, args.data, split=args.split, progress=_progress(args))
+    result = stress_folder(model, args.data, split=args.split, progress=_progress(args), views=views)
     if args.json:
         _print_json(result.to_dict())
         return 0
@@ -732,6 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help=model_help)
     s.add_argument("--data", required=True, help="labelled folder (ROOT/{train,test}/CLASS/* or ROOT/CLASS/*)")
     s.add_argument("--split", default="val", help="val (carved from train; default), or a split folder such as test")
+    s.add_argument("--views", default="geometry",
+                   help="geometry (default: as is, squeezed, stretched, zoomed in, zoomed out), exposure (as is and "
+                        "washed out to contrast x0.8 and x0.65: does a hazier film move it?) or geometry,exposure; "
+                        "the score is the mean balanced accuracy over the views chosen")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_stress)

@@ -8,6 +8,11 @@ another acquisition PNEUMONIA. Validation cannot show it as it is; warping the
 same validation films as differently shaped or cropped originals would look
 does (docs/robustness.md). The score is the mean balanced accuracy over the
 views, at the model's own threshold: a model that reads the lungs keeps it.
+
+The exposure views ask the same of a film's global contrast: the test split's
+NORMAL films that the shipped models call PNEUMONIA look hazier than the
+training films, and a washed-out validation film moved the binary network
+that does not equalise its input (docs/robustness.md, session 20).
 """
 from __future__ import annotations
 
@@ -23,6 +28,42 @@ from ..data.folder import DatasetError
 from .evaluate import decode_split
 from .geometry import GEOMETRY_VIEWS, View, warp  # noqa: F401  (View, warp: part of this module's API)
 from .recalibrate import carve_validation, validation_split_of
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Every pixel pulled toward its film's mean grey by ``contrast`` (1 = unchanged): a washed-out exposure."""
+
+    name: str
+    contrast: float
+
+
+EXPOSURE_VIEWS = (Exposure("washed out: contrast x0.8", 0.8), Exposure("washed out: contrast x0.65", 0.65))
+STRESS_VIEW_SETS = {"geometry": GEOMETRY_VIEWS, "exposure": (GEOMETRY_VIEWS[0],) + EXPOSURE_VIEWS}
+
+
+def stress_views(spec: str) -> tuple:
+    """``"geometry"`` (the default five views), ``"exposure"`` (as is and two washed-out ones) or both,
+    comma-separated: the union, the unwarped view first."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in STRESS_VIEW_SETS]
+    if not names or unknown:
+        raise ValueError(f"unknown stress views {', '.join(unknown) or repr(spec)} "
+                         f"(one or more of: {', '.join(STRESS_VIEW_SETS)}, comma-separated)")
+    return tuple(dict.fromkeys(v for n in names for v in STRESS_VIEW_SETS[n]))
+
+
+def washed_out(images: torch.Tensor, contrast: float) -> torch.Tensor:
+    """uint8 ``(N, S, S)`` films with every pixel pulled toward its film's mean by ``contrast`` (1 = unchanged),
+    before the model's own preprocessing, so a model that equalises its input barely moves."""
+    x = images.float()
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    return (mean + contrast * (x - mean)).round().clamp(0, 255).to(torch.uint8)
+
+
+def apply_view(images: torch.Tensor, view) -> torch.Tensor:
+    """``images`` as ``view`` (a geometric :class:`View` or an :class:`Exposure`) shows them."""
+    return washed_out(images, view.contrast) if isinstance(view, Exposure) else warp(images, view)
 
 
 @dataclass(frozen=True)
@@ -65,7 +106,7 @@ def stress_test(model, images: torch.Tensor, labels: np.ndarray, views=GEOMETRY_
     classes = list(model.classes)
     rows = []
     for view in views:
-        probs = predict_resized(model, warp(images, view))
+        probs = predict_resized(model, apply_view(images, view))
         pred = decide_indices(model, probs)
         recalls = recall_score(labels, pred, labels=range(len(classes)), average=None, zero_division=np.nan)
         rows.append(ViewResult(view.name, float(balanced_accuracy_score(labels, pred)),
@@ -85,7 +126,8 @@ def stress_table(result: StressResult) -> str:
     return "\n".join(lines)
 
 
-def stress_folder(model, data_dir, split: str = "val", progress: bool = False) -> StressResult:
+def stress_folder(model, data_dir, split: str = "val", progress: bool = False,
+                  views=GEOMETRY_VIEWS) -> StressResult:
     """:func:`stress_test` on ``data_dir``: ``split="val"`` carves the validation split from its ``train/`` as the
     model's recipe did (never the test split); another name takes that split folder, or the whole folder when it
     has no split folders."""
@@ -99,4 +141,5 @@ def stress_folder(model, data_dir, split: str = "val", progress: bool = False) -
     if len(present) < 2:  # the score is a balanced accuracy across the views: one class has nothing to balance
         raise DatasetError(f"{data_dir}: stress needs films of two or more classes; this split has only "
                            f"{model.classes[int(present[0])] if len(present) else 'none'}")
-    return stress_test(model, data.images, data.labels.numpy(), name=str(getattr(model, "source", "") or ""))
+    return stress_test(model, data.images, data.labels.numpy(), views=views,
+                       name=str(getattr(model, "source", "") or ""))
