@@ -12,7 +12,8 @@ from cxrkit.cli.main import main
 from cxrkit.data.preprocess import Preprocess
 from cxrkit.evaluation.geometry import geometry_threshold
 from cxrkit.evaluation.metrics import choose_threshold
-from cxrkit.evaluation.stress import GEOMETRY_VIEWS, View, stress_table, stress_test, warp
+from cxrkit.evaluation.stress import (EXPOSURE_VIEWS, GEOMETRY_VIEWS, View, stress_table, stress_test, stress_views,
+                                     warp, washed_out)
 
 SIZE = 64
 
@@ -56,6 +57,11 @@ def _brightness(img: np.ndarray) -> float:  # bright lungs -> PNEUMONIA: the sig
     return float(img[img > 40].mean() > 145)
 
 
+def _contrast(img: np.ndarray) -> float:  # lungs far brighter than the film around them -> PNEUMONIA
+    body = img > 40
+    return float(img[body].mean() - img[~body].mean() > 145)
+
+
 def test_warp_identity_and_directions():
     square = torch.zeros(1, SIZE, SIZE, dtype=torch.uint8)
     square[:, 16:48, 16:48] = 255
@@ -82,6 +88,36 @@ def test_shape_reader_loses_its_score_lung_reader_keeps_it():
     assert narrower.recall["NORMAL"] < 0.5 and narrower.recall["PNEUMONIA"] == 1.0
     table = stress_table(shortcut)
     assert table.count("\n") == len(GEOMETRY_VIEWS) + 2 and f"{shortcut.score:.3f}" in table
+
+
+def test_washed_out_keeps_each_films_mean_and_shrinks_its_spread():
+    images, _ = _films(6)
+    assert torch.equal(washed_out(images, 1.0), images)
+    hazy = washed_out(images, 0.65).float()
+    x = images.float()
+    assert torch.allclose(hazy.mean(dim=(1, 2)), x.mean(dim=(1, 2)), atol=0.5)
+    assert torch.allclose(hazy.std(dim=(1, 2)), 0.65 * x.std(dim=(1, 2)), rtol=0.02)
+
+
+def test_stress_view_sets_are_a_union_with_the_film_as_is_once_and_first():
+    assert stress_views("geometry") == GEOMETRY_VIEWS
+    both = stress_views("geometry, exposure")
+    assert both == GEOMETRY_VIEWS + EXPOSURE_VIEWS
+    assert stress_views("exposure,geometry")[0] == GEOMETRY_VIEWS[0] and len(stress_views("exposure,geometry")) == 7
+    with pytest.raises(ValueError, match="unknown stress views colour"):
+        stress_views("geometry,colour")
+
+
+def test_exposure_views_catch_a_contrast_reader_and_spare_a_shape_reader():
+    """Washing the films out moves a model that reads how bright the lungs are against the film, not one that
+    reads the chest's outline: the exposure views measure that sensitivity, the geometric ones the other."""
+    images, labels = _films()
+    views = stress_views("exposure")
+    by_contrast = stress_test(_Rule(_contrast), images, labels, views=views)
+    by_width = stress_test(_Rule(_width), images, labels, views=views)
+    assert by_width.score == 1.0
+    assert by_contrast.views[0].balanced_accuracy == 1.0 and by_contrast.views[-1].balanced_accuracy < 0.75
+    assert by_contrast.views[-1].recall["PNEUMONIA"] < 0.5  # the hazy bright lungs now read as NORMAL
 
 
 class _Scored(_Rule):
@@ -122,6 +158,16 @@ def test_stress_cli_on_a_shipped_model(sample_dir, capsys):
     assert [v["view"] for v in out["views"]] == [v.name for v in GEOMETRY_VIEWS]
     assert out["n"] > 0 and 0.0 <= out["score"] <= 1.0
     assert abs(out["score"] - np.mean([v["balanced_accuracy"] for v in out["views"]])) < 1e-9
+
+
+def test_stress_cli_exposure_views_and_a_typo(sample_dir, capsys):
+    rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--split", "test", "--views",
+               "geometry,exposure", "--json", "--quiet"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [v["view"] for v in out["views"]] == [v.name for v in GEOMETRY_VIEWS + EXPOSURE_VIEWS]
+    rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--views", "exposur"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "exposur" in err and "Traceback" not in err
 
 
 def test_stress_cli_missing_folder_is_one_line(tmp_path, capsys):
