@@ -324,3 +324,32 @@ def test_hide_names_keeps_identifying_file_names_out_of_reports_galleries_and_ou
                  "--quiet"]) == 0  # without the option, films are named by path (so a mistake can be found)
     capsys.readouterr()
     assert "jane_doe_mrn" in (tmp_path / "named" / "report.md").read_text()
+
+
+def test_train_hide_names_lists_unreadable_training_films_by_pseudonym(tmp_path, capsys, fast_recipe):
+    """run.json records the training pool's unreadable files; with --hide-names by their hash, not their name."""
+    import shutil
+
+    import yaml
+
+    data = tmp_path / "site"
+    for cls in CLASSES:
+        for i, src in enumerate(sample_images("train", cls)):
+            dst = data / "train" / cls / f"jane_doe_mrn{i:05d}.jpeg"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    (data / "train" / "PNEUMONIA" / "jane_doe_mrn99999.jpeg").write_text("not an image")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(fast_recipe.replace(epochs=1, calibrate=False, uncertain_rule="none").to_dict()))
+
+    def run(out, *extra):
+        assert main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out), "--max-steps", "1",
+                     "--quiet", *extra]) == 0
+        said = capsys.readouterr()
+        return json.loads((out / "run.json").read_text())["unreadable"], said.out + said.err
+
+    hidden, said = run(tmp_path / "hidden", "--hide-names")
+    assert len(hidden) == 1 and hidden[0].startswith("film-") and "jane_doe" not in said
+    assert not any("jane_doe" in f.read_text(errors="ignore") for f in (tmp_path / "hidden").glob("*.json"))
+    named, _ = run(tmp_path / "named")  # without the option the path is kept, so the file can be found and fixed
+    assert "jane_doe_mrn99999" in named[0]

@@ -178,7 +178,7 @@ def cmd_train(args) -> int:
         recipe = recipe.replace(**changes)
     command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = train(recipe, args.data, args.out, resume=args.resume, progress=_progress(args), verbose=not args.quiet,
-                   max_steps=args.max_steps, command=command, device=args.device)
+                   max_steps=args.max_steps, command=command, device=args.device, hide_names=args.hide_names)
     if os.environ.get("RANK", "0") != "0":  # torchrun: the main process reports
         return 0
     m = result.val_metrics
@@ -692,6 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto",
                    help="auto (a CUDA GPU if PyTorch sees one, else CPU), cpu or cuda; for several processes "
                         "start it with `torchrun --nproc_per_node N -m cxrkit train ...`")
+    _add_hide_names_arg(s, "run.json's list of unreadable films and the skipped-file lines")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
 

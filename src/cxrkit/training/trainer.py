@@ -146,10 +146,12 @@ def split_training_pool(recipe: Recipe, data_dir: str | Path) -> tuple[tuple[str
     return tuple(index.classes), train_s, val_s
 
 
-def _decode_split(recipe: Recipe, data_dir: str | Path, train_s, val_s, progress: bool) -> tuple[DecodedSet, DecodedSet]:
+def _decode_split(recipe: Recipe, data_dir: str | Path, train_s, val_s, progress: bool,
+                  hide_names: bool = False) -> tuple[DecodedSet, DecodedSet]:
     root = Path(data_dir)
-    train = decode_samples(train_s, recipe.image_size, recipe.resize, root, "decode train", progress)
-    val = decode_samples(val_s, recipe.image_size, recipe.resize, root, "decode val", progress)
+    train = decode_samples(train_s, recipe.image_size, recipe.resize, root, "decode train", progress,
+                           hide_names=hide_names)
+    val = decode_samples(val_s, recipe.image_size, recipe.resize, root, "decode val", progress, hide_names=hide_names)
     if len(train.images) == 0 or len(val.images) == 0:
         raise DatasetError(f"{data_dir}: no readable training images")
     return train, val
@@ -158,7 +160,7 @@ def _decode_split(recipe: Recipe, data_dir: str | Path, train_s, val_s, progress
 def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
           progress: bool = True, max_steps: int | None = None, command: str | None = None,
           verbose: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
-          device: str = "auto") -> TrainResult:
+          device: str = "auto", hide_names: bool = False) -> TrainResult:
     """Run ``recipe`` on ``data_dir`` and write everything to ``out_dir``.
 
     ``progress`` draws live bars (a terminal); ``verbose`` prints one line per
@@ -168,6 +170,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     training there (``cxrkit tune`` prunes trials this way). ``device``: auto
     (a GPU if PyTorch sees one), cpu or cuda; under ``torchrun`` every process
     trains a slice of each batch (:mod:`cxrkit.training.distributed`).
+    ``hide_names``: unreadable films are listed in run.json and on stderr by
+    their pseudonym (:mod:`cxrkit.data.pseudonyms`), not their path.
     """
     place = distributed.setup(device)
     verbose, progress = verbose and place.is_main, progress and place.is_main
@@ -195,7 +199,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
         out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(recipe.seed)
-    train_set, val_set = _decode_split(recipe, data_dir, train_s, val_s, progress)
+    train_set, val_set = _decode_split(recipe, data_dir, train_s, val_s, progress, hide_names)
     if resume:
         rundir.check_same_data(out, train_set, val_set)
     k = len(classes)
