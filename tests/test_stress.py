@@ -12,8 +12,8 @@ from cxrkit.cli.main import main
 from cxrkit.data.preprocess import Preprocess
 from cxrkit.evaluation.geometry import geometry_threshold
 from cxrkit.evaluation.metrics import choose_threshold
-from cxrkit.evaluation.stress import (EXPOSURE_VIEWS, GEOMETRY_VIEWS, View, stress_table, stress_test, stress_views,
-                                     warp, washed_out)
+from cxrkit.evaluation.stress import (EXPOSURE_VIEWS, GEOMETRY_VIEWS, View, compare_stress, comparison_table,
+                                     stress_table, stress_test, stress_views, warp, washed_out)
 
 SIZE = 64
 
@@ -120,6 +120,20 @@ def test_exposure_views_catch_a_contrast_reader_and_spare_a_shape_reader():
     assert by_contrast.views[-1].recall["PNEUMONIA"] < 0.5  # the hazy bright lungs now read as NORMAL
 
 
+def test_paired_comparison_separates_a_shape_reader_and_calls_a_model_even_with_itself():
+    images, labels = _films()
+    worse = compare_stress(_Rule(_width), images, _Rule(_brightness), images, labels, n_boot=300)
+    assert worse.a.score == stress_test(_Rule(_width), images, labels).score and worse.b.score == 1.0
+    lo, hi = worse.interval
+    assert lo <= worse.difference <= hi < 0  # worse beyond the films' noise
+    same = compare_stress(_Rule(_width), images, _Rule(_width), images, labels, n_boot=300)
+    assert same.difference == 0 and same.interval == (0.0, 0.0)
+    table = comparison_table(worse)
+    assert f"{worse.difference:+.3f}" in table and "paired bootstrap" in table
+    assert "paired bootstrap" not in comparison_table(compare_stress(_Rule(_width), images, _Rule(_width), images,
+                                                                     labels, n_boot=0))
+
+
 class _Scored(_Rule):
     """A model whose P(PNEUMONIA) reads brightness a little and how narrow the chest is a lot: a continuous score."""
 
@@ -168,6 +182,27 @@ def test_stress_cli_exposure_views_and_a_typo(sample_dir, capsys):
     rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--views", "exposur"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "exposur" in err and "Traceback" not in err
+
+
+def test_stress_cli_against_a_second_model_on_the_same_films(sample_dir, capsys):
+    rc = main(["stress", "--model", "cxr_bnn", "--against", "cxr_cnn", "--data", str(sample_dir), "--split", "test",
+               "--bootstrap", "200", "--json", "--quiet"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["a"]["n"] == out["b"]["n"] > 0
+    assert out["difference"] == pytest.approx(out["a"]["score"] - out["b"]["score"])
+    lo, hi = out["interval"]
+    assert lo <= out["difference"] <= hi
+    alone = json.loads(_stress_json(["--model", "cxr_cnn", "--data", str(sample_dir), "--split", "test"], capsys))
+    assert alone["score"] == pytest.approx(out["b"]["score"])  # B scored as it is scored alone
+    # on validation each model is stressed on the films it never trained on: other seeds, other films
+    rc = main(["stress", "--model", "cxr_bnn", "--against", "cxr_cnn", "--data", str(sample_dir), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "validated on different films" in err and len(err.strip().splitlines()) == 1
+
+
+def _stress_json(args, capsys) -> str:
+    assert main(["stress", *args, "--json", "--quiet"]) == 0
+    return capsys.readouterr().out
 
 
 def test_stress_cli_missing_folder_is_one_line(tmp_path, capsys):

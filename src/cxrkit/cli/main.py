@@ -258,16 +258,28 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_stress(args) -> int:
-    from ..evaluation.stress import stress_folder, stress_table, stress_views
+    from ..evaluation.stress import compare_stress_folder, comparison_table, stress_folder, stress_table, stress_views
     from ..inference.bundle import resolve_model
 
     views = stress_views(args.views)  # a typo is a one-line error before the model loads
     model = resolve_model(args.model)
+    where = "validation split carved from train" if args.split == "val" else f"'{args.split}'"
+    if args.against:
+        other = resolve_model(args.against)
+        result = compare_stress_folder(model, other, args.data, split=args.split, progress=_progress(args),
+                                       views=views, n_boot=args.bootstrap)
+        if args.json:
+            _print_json(result.to_dict())
+            return 0
+        print(f"A = {result.a.model} at its threshold {result.a.threshold:.3f}, B = {result.b.model} at its threshold "
+              f"{result.b.threshold:.3f}, on the same {result.a.n} films ({where}); interval from {args.bootstrap} "
+              "paired film resamples\n")
+        print(comparison_table(result))
+        return 0
     result = stress_folder(model, args.data, split=args.split, progress=_progress(args), views=views)
     if args.json:
         _print_json(result.to_dict())
         return 0
-    where = "validation split carved from train" if args.split == "val" else f"'{args.split}'"
     print(f"model {result.model} on {result.n} films ({where}) at its threshold {result.threshold:.3f}\n")
     print(stress_table(result))
     return 0
@@ -738,6 +750,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="geometry (default: as is, squeezed, stretched, zoomed in, zoomed out), exposure (as is and "
                         "washed out to contrast x0.8 and x0.65: does a hazier film move it?) or geometry,exposure; "
                         "the score is the mean balanced accuracy over the views chosen")
+    s.add_argument("--against", metavar="MODEL",
+                   help="a second model scored on the same films: both scores, their difference and its 95%% paired "
+                        "bootstrap interval (with --split val both must have been validated on the same films)")
+    s.add_argument("--bootstrap", type=_whole(0), default=1000, metavar="N",
+                   help="film resamples for --against's interval (default 1000; 0: none)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_stress)

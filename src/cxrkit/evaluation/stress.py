@@ -27,6 +27,7 @@ from ..inference.predictor import predict_resized
 from ..data.folder import DatasetError
 from .evaluate import decode_split
 from .geometry import GEOMETRY_VIEWS, View, warp  # noqa: F401  (View, warp: part of this module's API)
+from .metrics import N_BOOTSTRAP, bootstrap_ci
 from .recalibrate import carve_validation, validation_split_of
 
 
@@ -99,19 +100,66 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=range(probs.shape[1])))
 
 
-def stress_test(model, images: torch.Tensor, labels: np.ndarray, views=GEOMETRY_VIEWS,
-                name: str = "") -> StressResult:
-    """``model``: any cxrkit model (PyTorch bundle, ONNX, packed BNN); ``images`` uint8 at its input size."""
+def _stress(model, images: torch.Tensor, labels: np.ndarray, views, name: str) -> tuple[StressResult, np.ndarray]:
+    """The result, and whether each film was decided right in each view: ``(views, films)`` booleans."""
     labels = np.asarray(labels)
     classes = list(model.classes)
-    rows = []
+    rows, right = [], []
     for view in views:
         probs = predict_resized(model, apply_view(images, view))
         pred = decide_indices(model, probs)
         recalls = recall_score(labels, pred, labels=range(len(classes)), average=None, zero_division=np.nan)
         rows.append(ViewResult(view.name, float(balanced_accuracy_score(labels, pred)),
                                {c: float(r) for c, r in zip(classes, recalls)}, _auc(labels, probs)))
-    return StressResult(name, len(labels), float(model.threshold), tuple(rows))
+        right.append(pred == labels)
+    return StressResult(name, len(labels), float(model.threshold), tuple(rows)), np.array(right)
+
+
+def stress_test(model, images: torch.Tensor, labels: np.ndarray, views=GEOMETRY_VIEWS,
+                name: str = "") -> StressResult:
+    """``model``: any cxrkit model (PyTorch bundle, ONNX, packed BNN); ``images`` uint8 at its input size."""
+    return _stress(model, images, labels, views, name)[0]
+
+
+@dataclass(frozen=True)
+class StressComparison:
+    """Two models' stress scores on the same films, and the paired bootstrap interval of their difference."""
+
+    a: StressResult
+    b: StressResult
+    interval: tuple[float, float]  # 95% percentile interval of a.score - b.score over film resamples
+    n_boot: int
+
+    @property
+    def difference(self) -> float:
+        return self.a.score - self.b.score
+
+    def to_dict(self) -> dict:
+        return {"a": self.a.to_dict(), "b": self.b.to_dict(), "difference": self.difference,
+                "interval": list(self.interval), "n_boot": self.n_boot}
+
+
+def _score(right: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over views of the balanced accuracy, from ``(views, films)`` right/wrong flags."""
+    return float(np.mean([right[:, labels == c].mean(axis=1) for c in np.unique(labels)], axis=0).mean())
+
+
+def compare_stress(model_a, images_a: torch.Tensor, model_b, images_b: torch.Tensor, labels: np.ndarray,
+                   views=GEOMETRY_VIEWS, n_boot: int = N_BOOTSTRAP, seed: int = 0,
+                   names: tuple[str, str] = ("", "")) -> StressComparison:
+    """Both models on the same films (each decoded at its own input size), and the difference of their scores
+    with a paired percentile-bootstrap interval: every resample draws the same films for both.
+
+    Why paired: two models' scores on the same 522 validation films share most of their noise (the hard films are
+    hard for both), so the interval of the difference is much narrower than either score's own, and a rule can ask
+    whether a challenger is better beyond that noise instead of comparing two point estimates (docs/robustness.md).
+    Films are resampled one by one, as every other interval here."""
+    labels = np.asarray(labels)
+    a, right_a = _stress(model_a, images_a, labels, views, names[0])
+    b, right_b = _stress(model_b, images_b, labels, views, names[1])
+    diffs = bootstrap_ci(lambda i: {"d": _score(right_a[:, i], labels[i]) - _score(right_b[:, i], labels[i])},
+                         len(labels), n_boot, seed)["d"] if n_boot else (np.nan, np.nan)
+    return StressComparison(a, b, diffs, n_boot)
 
 
 def stress_table(result: StressResult) -> str:
@@ -126,11 +174,8 @@ def stress_table(result: StressResult) -> str:
     return "\n".join(lines)
 
 
-def stress_folder(model, data_dir, split: str = "val", progress: bool = False,
-                  views=GEOMETRY_VIEWS) -> StressResult:
-    """:func:`stress_test` on ``data_dir``: ``split="val"`` carves the validation split from its ``train/`` as the
-    model's recipe did (never the test split); another name takes that split folder, or the whole folder when it
-    has no split folders."""
+def _stress_films(model, data_dir, split: str, progress: bool):
+    """The films a model is stressed on: its own validation split (``"val"``) or a split folder, decoded for it."""
     pre = model.preprocess
     if split == "val":
         fraction, seed = validation_split_of(model)
@@ -141,5 +186,47 @@ def stress_folder(model, data_dir, split: str = "val", progress: bool = False,
     if len(present) < 2:  # the score is a balanced accuracy across the views: one class has nothing to balance
         raise DatasetError(f"{data_dir}: stress needs films of two or more classes; this split has only "
                            f"{model.classes[int(present[0])] if len(present) else 'none'}")
-    return stress_test(model, data.images, data.labels.numpy(), views=views,
-                       name=str(getattr(model, "source", "") or ""))
+    return data
+
+
+def _name(model) -> str:
+    return str(getattr(model, "source", "") or "")
+
+
+def stress_folder(model, data_dir, split: str = "val", progress: bool = False,
+                  views=GEOMETRY_VIEWS) -> StressResult:
+    """:func:`stress_test` on ``data_dir``: ``split="val"`` carves the validation split from its ``train/`` as the
+    model's recipe did (never the test split); another name takes that split folder, or the whole folder when it
+    has no split folders."""
+    data = _stress_films(model, data_dir, split, progress)
+    return stress_test(model, data.images, data.labels.numpy(), views=views, name=_name(model))
+
+
+def compare_stress_folder(model_a, model_b, data_dir, split: str = "val", progress: bool = False,
+                          views=GEOMETRY_VIEWS, n_boot: int = N_BOOTSTRAP) -> StressComparison:
+    """:func:`compare_stress` on ``data_dir``'s films as :func:`stress_folder` chooses them; with ``split="val"``
+    both models must have been validated on the same films (the same recipe fraction and seed)."""
+    if tuple(model_a.classes) != tuple(model_b.classes):
+        raise ValueError(f"the two models have different classes ({list(model_a.classes)} and "
+                         f"{list(model_b.classes)}); a paired comparison needs the same ones")
+    films_a = _stress_films(model_a, data_dir, split, progress)
+    films_b = _stress_films(model_b, data_dir, split, progress)
+    if [x.path for x in films_a.samples] != [x.path for x in films_b.samples]:
+        raise DatasetError(f"{_name(model_a) or 'model'} and {_name(model_b) or 'the other model'} were validated on "
+                           "different films (another validation seed or fraction); a paired comparison needs the "
+                           "same ones: compare models trained with the same --seed, or use --split test")
+    return compare_stress(model_a, films_a.images, model_b, films_b.images, films_a.labels.numpy(), views, n_boot,
+                          names=(_name(model_a), _name(model_b)))
+
+
+def comparison_table(result: StressComparison, label_a: str = "A", label_b: str = "B") -> str:
+    """Markdown table: each view's balanced accuracy for both models and their difference, then the scores."""
+    lines = [f"| view | {label_a} | {label_b} | {label_a} - {label_b} |", "|---|---:|---:|---:|"]
+    for va, vb in zip(result.a.views, result.b.views):
+        lines.append(f"| {va.view} | {va.balanced_accuracy:.3f} | {vb.balanced_accuracy:.3f} | "
+                     f"{va.balanced_accuracy - vb.balanced_accuracy:+.3f} |")
+    lo, hi = result.interval
+    interval = f" (95% paired bootstrap {lo:+.3f} to {hi:+.3f})" if result.n_boot else ""
+    lines.append(f"| **score** | **{result.a.score:.3f}** | **{result.b.score:.3f}** | **{result.difference:+.3f}**"
+                 f"{interval} |")
+    return "\n".join(lines)
