@@ -1,4 +1,4 @@
-"""Geometric stress test: does a decision survive a change of the film's shape alone?
+"""Stress test: does a decision survive a change of the film's shape, or of its exposure, alone?
 
 The Kermany films were squashed to square, so a wider original shows a
 narrower chest, and in the training pool the PNEUMONIA originals are wider and
