@@ -271,9 +271,9 @@ def cmd_stress(args) -> int:
         if args.json:
             _print_json(result.to_dict())
             return 0
+        resamples = f"; interval from {args.bootstrap} paired film resamples" if args.bootstrap else ""
         print(f"A = {result.a.model} at its threshold {result.a.threshold:.3f}, B = {result.b.model} at its threshold "
-              f"{result.b.threshold:.3f}, on the same {result.a.n} films ({where}); interval from {args.bootstrap} "
-              "paired film resamples\n")
+              f"{result.b.threshold:.3f}, on the same {result.a.n} films ({where}){resamples}\n")
         print(comparison_table(result))
         return 0
     result = stress_folder(model, args.data, split=args.split, progress=_progress(args), views=views)

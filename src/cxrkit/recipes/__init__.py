@@ -409,9 +409,9 @@ RECIPES: dict[str, Recipe] = {
             name="cxr_bnn_deep224_exposure_warm", epochs=12, lr=5e-4, init_from="required",
             augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35),
             invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35),
-            description="cxr_bnn_deep224_warm with a film's global contrast drawn from x0.65-1.35 (was x0.8-1.2) in training and "
-                        "in the consistency penalty's second view: a warm restart of the shipped cxr_bnn (`--init-from "
-                        "cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films it reads as they "
+            description="cxr_bnn_deep224_warm with a film's global contrast drawn from x0.65-1.35 (was x0.8-1.2) in "
+                        "training and in the consistency penalty's second view: a warm restart of the shipped "
+                        "cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films it reads as they "
                         "are, where equalising them (cxr_bnn_deep224_eq_warm) removed that sensitivity but cost "
                         "geometric stress score (docs/robustness.md, item 32; ~65 min on 2 CPU cores)."),
         _CXR_BNN_INVARIANT224.replace(
