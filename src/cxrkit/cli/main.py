@@ -738,11 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("stress", help="geometric stress test: do decisions survive a squeezed, stretched or "
-                       "re-cropped film? (a shape shortcut shows here, not on validation)",
+    s = sub.add_parser("stress", help="stress test: do decisions survive a squeezed, stretched, re-cropped or "
+                       "washed-out film? (a shape or exposure shortcut shows here, not on validation)",
                        description="Scores the model on the same films warped as differently shaped or cropped "
-                                   "originals would look after squashing to square (docs/robustness.md). Default: "
-                                   "the validation split carved from DATA/train as the model's recipe carved it.")
+                                   "originals would look after squashing to square, and with --views exposure "
+                                   "washed out (docs/robustness.md); --against compares two models on the same "
+                                   "films. Default: the validation split carved from DATA/train as the model's "
+                                   "recipe carved it.")
     s.add_argument("--model", help=model_help)
     s.add_argument("--data", required=True, help="labelled folder (ROOT/{train,test}/CLASS/* or ROOT/CLASS/*)")
     s.add_argument("--split", default="val", help="val (carved from train; default), or a split folder such as test")
