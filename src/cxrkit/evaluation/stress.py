@@ -210,7 +210,11 @@ def compare_stress_folder(model_a, model_b, data_dir, split: str = "val", progre
         raise ValueError(f"the two models have different classes ({list(model_a.classes)} and "
                          f"{list(model_b.classes)}); a paired comparison needs the same ones")
     films_a = _stress_films(model_a, data_dir, split, progress)
-    films_b = _stress_films(model_b, data_dir, split, progress)
+    decoded_alike = ((model_a.preprocess.size, model_a.preprocess.resize)
+                     == (model_b.preprocess.size, model_b.preprocess.resize))
+    same_films = split != "val" or validation_split_of(model_a) == validation_split_of(model_b)
+    # the films are decoded once when both models read them at one size (equalisation happens at prediction)
+    films_b = films_a if decoded_alike and same_films else _stress_films(model_b, data_dir, split, progress)
     if [x.path for x in films_a.samples] != [x.path for x in films_b.samples]:
         raise DatasetError(f"{_name(model_a) or 'model'} and {_name(model_b) or 'the other model'} were validated on "
                            "different films (another validation seed or fraction); a paired comparison needs the "
