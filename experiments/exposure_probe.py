@@ -5,8 +5,9 @@ Session 20 saw the test split's false positives look hazier than the films calle
 model's own validation NORMAL films (never the test split): every pixel pulled toward the film's mean grey
 (contrast x0.8, x0.65) before the model's own preprocessing, then the share called PNEUMONIA at the model's stored
 cut-off. A model that equalises its input should barely move; one that reads global contrast will
-(docs/robustness.md, session 20 and item 29). `cxrkit stress --views exposure` scores the same washed-out views
-by balanced accuracy. Prints a Markdown table:
+(docs/robustness.md, session 20 and item 29). Session 26 added the dark greys lifted by a tone curve (gamma 0.8,
+0.65), a haze that keeps black and white. `cxrkit stress --views exposure,tone` scores the same views by
+balanced accuracy. Prints a Markdown table:
 
     python experiments/exposure_probe.py --data ../shared/data/kermany_224 --models cxr_cnn,cxr_bnn,RUN_DIR
 """
@@ -18,11 +19,12 @@ import numpy as np
 import torch
 
 from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
-from cxrkit.evaluation.stress import washed_out
+from cxrkit.evaluation.stress import lifted_darks, washed_out
 from cxrkit.inference.bundle import resolve_model
 from cxrkit.inference.predictor import predict_resized
 
 CONTRASTS = (1.0, 0.8, 0.65)
+GAMMAS = (0.8, 0.65)
 
 
 def called_positive(model, images: torch.Tensor) -> float:
@@ -35,14 +37,16 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="data folder whose train/ the models' validation splits come from")
     ap.add_argument("--models", required=True, help="comma-separated names, run directories or model files")
     args = ap.parse_args()
-    print("| model | validation NORMALs | " + " | ".join(f"contrast x{c:g}" for c in CONTRASTS) + " |")
-    print("|---|---:|" + "---:|" * len(CONTRASTS))
+    print("| model | validation NORMALs | " + " | ".join(f"contrast x{c:g}" for c in CONTRASTS) + " | "
+          + " | ".join(f"gamma {g:g}" for g in GAMMAS) + " |")
+    print("|---|---:|" + "---:|" * (len(CONTRASTS) + len(GAMMAS)))
     for name in args.models.split(","):
         model = resolve_model(name)
         fraction, seed = validation_split_of(model)
         val = carve_validation(args.data, model.classes, model.preprocess, fraction, seed)
         normal = val.images[val.labels == list(model.classes).index("NORMAL")]
-        shares = [called_positive(model, washed_out(normal, c)) for c in CONTRASTS]
+        shares = ([called_positive(model, washed_out(normal, c)) for c in CONTRASTS]
+                  + [called_positive(model, lifted_darks(normal, g)) for g in GAMMAS])
         print(f"| {name} | {len(normal)} | " + " | ".join(f"{s:.3f}" for s in shares) + " |")
 
 

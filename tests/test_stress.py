@@ -13,7 +13,8 @@ from cxrkit.data.preprocess import Preprocess
 from cxrkit.evaluation.geometry import geometry_threshold
 from cxrkit.evaluation.metrics import choose_threshold
 from cxrkit.evaluation.stress import (EXPOSURE_VIEWS, GEOMETRY_VIEWS, View, compare_stress, comparison_table,
-                                     stress_table, stress_test, stress_views, warp, washed_out)
+                                     TONE_VIEWS, lifted_darks, stress_table, stress_test, stress_views, warp,
+                                     washed_out)
 
 SIZE = 64
 
@@ -62,6 +63,14 @@ def _contrast(img: np.ndarray) -> float:  # lungs far brighter than the film aro
     return float(img[body].mean() - img[~body].mean() > 145)
 
 
+def _lung_grey(img: np.ndarray) -> float:  # lungs lighter than a fixed grey -> PNEUMONIA: reads the grey itself
+    return float(img[img > 40].mean() > 120)
+
+
+def _body_share(img: np.ndarray) -> float:  # a small body -> PNEUMONIA: reads the film by the rank of its greys
+    return float((img > img.min()).mean() < 0.375)
+
+
 def test_warp_identity_and_directions():
     square = torch.zeros(1, SIZE, SIZE, dtype=torch.uint8)
     square[:, 16:48, 16:48] = 255
@@ -99,11 +108,23 @@ def test_washed_out_keeps_each_films_mean_and_shrinks_its_spread():
     assert torch.allclose(hazy.std(dim=(1, 2)), 0.65 * x.std(dim=(1, 2)), rtol=0.02)
 
 
+def test_lifted_darks_brighten_the_dark_greys_most_and_keep_black_white_and_order():
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 16, 16)
+    assert torch.equal(lifted_darks(levels, 1.0), levels)
+    lifted = lifted_darks(levels, 0.65).long()[0].flatten()
+    assert lifted[0] == 0 and lifted[255] == 255
+    assert bool((lifted[1:] >= lifted[:-1]).all())  # a tone curve: the order of grey levels survives
+    gain = lifted - torch.arange(256)
+    assert bool((gain >= 0).all()) and int(gain[64]) > int(gain[224]) > 0  # darks lifted more than brights
+
+
 def test_stress_view_sets_are_a_union_with_the_film_as_is_once_and_first():
     assert stress_views("geometry") == GEOMETRY_VIEWS
     both = stress_views("geometry, exposure")
     assert both == GEOMETRY_VIEWS + EXPOSURE_VIEWS
     assert stress_views("exposure,geometry")[0] == GEOMETRY_VIEWS[0] and len(stress_views("exposure,geometry")) == 7
+    every = stress_views("geometry,exposure,tone")
+    assert every == GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS and len(stress_views("tone")) == 3
     with pytest.raises(ValueError, match="unknown stress views colour"):
         stress_views("geometry,colour")
 
@@ -118,6 +139,18 @@ def test_exposure_views_catch_a_contrast_reader_and_spare_a_shape_reader():
     assert by_width.score == 1.0
     assert by_contrast.views[0].balanced_accuracy == 1.0 and by_contrast.views[-1].balanced_accuracy < 0.75
     assert by_contrast.views[-1].recall["PNEUMONIA"] < 0.5  # the hazy bright lungs now read as NORMAL
+
+
+def test_tone_views_catch_a_reader_of_dark_grey_and_spare_one_that_ranks_the_greys():
+    """Lifting the dark greys moves a model that reads how bright the lungs are, not one that reads the film's grey
+    levels by rank (as histogram equalisation does): a tone curve keeps every pixel's rank."""
+    images, labels = _films()
+    views = stress_views("tone")
+    by_grey = stress_test(_Rule(_lung_grey), images, labels, views=views)
+    by_rank = stress_test(_Rule(_body_share), images, labels, views=views)
+    assert by_rank.score == 1.0
+    assert by_grey.views[0].balanced_accuracy == 1.0 and by_grey.views[-1].balanced_accuracy < 0.75
+    assert by_grey.views[-1].recall["NORMAL"] < 0.5  # the hazier dark lungs now read as PNEUMONIA
 
 
 def test_paired_comparison_separates_a_shape_reader_and_calls_a_model_even_with_itself():
@@ -174,11 +207,12 @@ def test_stress_cli_on_a_shipped_model(sample_dir, capsys):
     assert abs(out["score"] - np.mean([v["balanced_accuracy"] for v in out["views"]])) < 1e-9
 
 
-def test_stress_cli_exposure_views_and_a_typo(sample_dir, capsys):
+def test_stress_cli_exposure_and_tone_views_and_a_typo(sample_dir, capsys):
     rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--split", "test", "--views",
-               "geometry,exposure", "--json", "--quiet"])
+               "geometry,exposure,tone", "--json", "--quiet"])
     out = json.loads(capsys.readouterr().out)
-    assert rc == 0 and [v["view"] for v in out["views"]] == [v.name for v in GEOMETRY_VIEWS + EXPOSURE_VIEWS]
+    assert rc == 0
+    assert [v["view"] for v in out["views"]] == [v.name for v in GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS]
     rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--views", "exposur"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "exposur" in err and "Traceback" not in err

@@ -9,10 +9,12 @@ same validation films as differently shaped or cropped originals would look
 does (docs/robustness.md). The score is the mean balanced accuracy over the
 views, at the model's own threshold: a model that reads the lungs keeps it.
 
-The exposure views ask the same of a film's global contrast: the test split's
-NORMAL films that the shipped models call PNEUMONIA look hazier than the
-training films, and a washed-out validation film moved the binary network
-that does not equalise its input (docs/robustness.md, session 20).
+The exposure views ask the same of a film's global contrast, and the tone
+views of its tone curve (dark greys lifted, as a veil over the lungs would):
+the test split's NORMAL films that the shipped models call PNEUMONIA look
+hazier than the training films, and both moved the binary network that does
+not equalise its input on validation films (docs/robustness.md, sessions 20
+and 26).
 """
 from __future__ import annotations
 
@@ -39,13 +41,24 @@ class Exposure:
     contrast: float
 
 
+@dataclass(frozen=True)
+class Tone:
+    """Every grey level ``v`` in [0, 1] mapped to ``v ** gamma``: ``gamma`` < 1 lifts the dark greys (the lungs)
+    more than the bright ones (bone), so the film looks hazier while black and white stay where they are."""
+
+    name: str
+    gamma: float
+
+
 EXPOSURE_VIEWS = (Exposure("washed out: contrast x0.8", 0.8), Exposure("washed out: contrast x0.65", 0.65))
-STRESS_VIEW_SETS = {"geometry": GEOMETRY_VIEWS, "exposure": (GEOMETRY_VIEWS[0],) + EXPOSURE_VIEWS}
+TONE_VIEWS = (Tone("darks lifted: gamma 0.8", 0.8), Tone("darks lifted: gamma 0.65", 0.65))
+STRESS_VIEW_SETS = {"geometry": GEOMETRY_VIEWS, "exposure": (GEOMETRY_VIEWS[0],) + EXPOSURE_VIEWS,
+                    "tone": (GEOMETRY_VIEWS[0],) + TONE_VIEWS}
 
 
 def stress_views(spec: str) -> tuple:
-    """``"geometry"`` (the default five views), ``"exposure"`` (as is and two washed-out ones) or both,
-    comma-separated: the union, the unwarped view first."""
+    """``"geometry"`` (the default five views), ``"exposure"`` (as is and two washed-out ones), ``"tone"`` (as is
+    and two with the darks lifted) or several, comma-separated: the union, the unwarped view first."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRESS_VIEW_SETS]
     if not names or unknown:
@@ -62,9 +75,19 @@ def washed_out(images: torch.Tensor, contrast: float) -> torch.Tensor:
     return (mean + contrast * (x - mean)).round().clamp(0, 255).to(torch.uint8)
 
 
+def lifted_darks(images: torch.Tensor, gamma: float) -> torch.Tensor:
+    """uint8 ``(N, S, S)`` films through the tone curve ``255 * (v / 255) ** gamma`` (1 = unchanged)."""
+    curve = (255.0 * (torch.arange(256, dtype=torch.float64) / 255.0) ** gamma).round().to(torch.uint8)
+    return curve[images.long()]
+
+
 def apply_view(images: torch.Tensor, view) -> torch.Tensor:
-    """``images`` as ``view`` (a geometric :class:`View` or an :class:`Exposure`) shows them."""
-    return washed_out(images, view.contrast) if isinstance(view, Exposure) else warp(images, view)
+    """``images`` as ``view`` (a geometric :class:`View`, an :class:`Exposure` or a :class:`Tone`) shows them."""
+    if isinstance(view, Exposure):
+        return washed_out(images, view.contrast)
+    if isinstance(view, Tone):
+        return lifted_darks(images, view.gamma)
+    return warp(images, view)
 
 
 @dataclass(frozen=True)

@@ -414,6 +414,16 @@ RECIPES: dict[str, Recipe] = {
                         "cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films it reads as they "
                         "are, where equalising them (cxr_bnn_deep224_eq_warm) removed that sensitivity but cost "
                         "geometric stress score (docs/robustness.md, item 32; ~65 min on 2 CPU cores)."),
+        _CXR_BNN_DEEP224.replace(
+            name="cxr_bnn_deep224_tone_warm", epochs=12, lr=5e-4, init_from="required",
+            augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35, gamma=0.5),
+            invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35, gamma=0.5),
+            description="cxr_bnn_deep224_exposure_warm with the tone curve drawn from gamma 0.61-1.65 (was "
+                        "0.74-1.35) in training and in the consistency penalty's second view: a warm restart of "
+                        "the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore lifted dark "
+                        "greys, a haze that moves it on validation films (gamma 0.67: 13% of NORMALs called "
+                        "PNEUMONIA) and that equalisation removes without the geometric cost it had "
+                        "(docs/robustness.md, item 33; ~65 min on 2 CPU cores)."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
