@@ -6,8 +6,9 @@ model's own validation NORMAL films (never the test split): every pixel pulled t
 (contrast x0.8, x0.65) before the model's own preprocessing, then the share called PNEUMONIA at the model's stored
 cut-off. A model that equalises its input should barely move; one that reads global contrast will
 (docs/robustness.md, session 20 and item 29). Session 26 added the dark greys lifted by a tone curve (gamma 0.8,
-0.65), a haze that keeps black and white. `cxrkit stress --views exposure,tone` scores the same views by
-balanced accuracy. Prints a Markdown table:
+0.65), a haze that keeps black and white, and, with --blur, a Gaussian blur (sigma 1 and 2 pixels at the model's
+input size), a softer film. `cxrkit stress --views exposure,tone` scores the same views by balanced accuracy.
+Prints a Markdown table:
 
     python experiments/exposure_probe.py --data ../shared/data/kermany_224 --models cxr_cnn,cxr_bnn,RUN_DIR
 """
@@ -17,6 +18,7 @@ import argparse
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
 from cxrkit.evaluation.stress import lifted_darks, washed_out
@@ -25,6 +27,18 @@ from cxrkit.inference.predictor import predict_resized
 
 CONTRASTS = (1.0, 0.8, 0.65)
 GAMMAS = (0.8, 0.65)
+BLURS = (1.0, 2.0)
+
+
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """uint8 ``(N, S, S)`` films through a separable Gaussian of ``sigma`` pixels, edges repeated."""
+    r = int(3 * sigma + 0.5)
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    x = F.pad(images.float()[:, None], (r, r, r, r), mode="replicate")
+    x = F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    return x[:, 0].round().clamp(0, 255).to(torch.uint8)
 
 
 def called_positive(model, images: torch.Tensor) -> float:
@@ -36,17 +50,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="data folder whose train/ the models' validation splits come from")
     ap.add_argument("--models", required=True, help="comma-separated names, run directories or model files")
+    ap.add_argument("--blur", action="store_true", help="add the two blurred views")
     args = ap.parse_args()
+    blurs = BLURS if args.blur else ()
     print("| model | validation NORMALs | " + " | ".join(f"contrast x{c:g}" for c in CONTRASTS) + " | "
-          + " | ".join(f"gamma {g:g}" for g in GAMMAS) + " |")
-    print("|---|---:|" + "---:|" * (len(CONTRASTS) + len(GAMMAS)))
+          + " | ".join([f"gamma {g:g}" for g in GAMMAS] + [f"blur sigma {b:g}" for b in blurs]) + " |")
+    print("|---|---:|" + "---:|" * (len(CONTRASTS) + len(GAMMAS) + len(blurs)))
     for name in args.models.split(","):
         model = resolve_model(name)
         fraction, seed = validation_split_of(model)
         val = carve_validation(args.data, model.classes, model.preprocess, fraction, seed)
         normal = val.images[val.labels == list(model.classes).index("NORMAL")]
         shares = ([called_positive(model, washed_out(normal, c)) for c in CONTRASTS]
-                  + [called_positive(model, lifted_darks(normal, g)) for g in GAMMAS])
+                  + [called_positive(model, lifted_darks(normal, g)) for g in GAMMAS]
+                  + [called_positive(model, blurred(normal, b)) for b in blurs])
         print(f"| {name} | {len(normal)} | " + " | ".join(f"{s:.3f}" for s in shares) + " |")
 
 
