@@ -742,8 +742,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "washed-out or hazier film? (a shape or exposure shortcut shows here, not on validation)",
                        description="Scores the model on the same films warped as differently shaped or cropped "
                                    "originals would look after squashing to square, with --views exposure "
-                                   "washed out and with --views tone with the dark greys lifted (docs/robustness.md); --against compares two models on the same "
-                                   "films. Default: the validation split carved from DATA/train as the model's "
+                                   "washed out and with --views tone with the dark greys lifted "
+                                   "(docs/robustness.md); --against compares two models on the same films. Default: the validation split carved from DATA/train as the model's "
                                    "recipe carved it.")
     s.add_argument("--model", help=model_help)
     s.add_argument("--data", required=True, help="labelled folder (ROOT/{train,test}/CLASS/* or ROOT/CLASS/*)")

@@ -421,9 +421,10 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_bnn_deep224_exposure_warm with the tone curve drawn from gamma 0.61-1.65 (was "
                         "0.74-1.35) in training and in the consistency penalty's second view: a warm restart of "
                         "the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore lifted dark "
-                        "greys, a haze that moves it on validation films (gamma 0.67: 13% of NORMALs called "
-                        "PNEUMONIA) and that equalisation removes without the geometric cost it had "
-                        "(docs/robustness.md, item 33; ~65 min on 2 CPU cores)."),
+                        "greys, a haze that moves it on validation films (gamma 0.65: 16% of NORMALs called "
+                        "PNEUMONIA). Refused twice by its rule: it cost geometric stress score (0.944 and 0.941 "
+                        "after a second cycle, under the floor of 0.945; docs/robustness.md, items 33-34; ~65 min "
+                        "on 2 CPU cores)."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
