@@ -7,7 +7,7 @@ model's own validation NORMAL films (never the test split): every pixel pulled t
 cut-off. A model that equalises its input should barely move; one that reads global contrast will
 (docs/robustness.md, session 20 and item 29). Session 26 added the dark greys lifted by a tone curve (gamma 0.8,
 0.65), a haze that keeps black and white, and, with --blur, a Gaussian blur (sigma 1 and 2 pixels at the model's
-input size), a softer film. `cxrkit stress --views exposure,tone` scores the same views by balanced accuracy.
+input size), a softer film. `cxrkit stress --views exposure,tone,blur` scores the same views by balanced accuracy.
 Prints a Markdown table:
 
     python experiments/exposure_probe.py --data ../shared/data/kermany_224 --models cxr_cnn,cxr_bnn,RUN_DIR
@@ -18,22 +18,15 @@ import argparse
 
 import numpy as np
 import torch
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
-from cxrkit.evaluation.stress import lifted_darks, washed_out
+from cxrkit.evaluation.stress import blurred, lifted_darks, washed_out
 from cxrkit.inference.bundle import resolve_model
 from cxrkit.inference.predictor import predict_resized
 
 CONTRASTS = (1.0, 0.8, 0.65)
 GAMMAS = (0.8, 0.65)
 BLURS = (1.0, 2.0)
-
-
-def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """uint8 ``(N, S, S)`` films through a Gaussian of ``sigma`` pixels (kernel +-3 sigma, edges reflected)."""
-    size = 2 * int(3 * sigma + 0.5) + 1
-    return gaussian_blur(images[:, None], [size, size], [sigma, sigma])[:, 0]
 
 
 def called_positive(model, images: torch.Tensor) -> float:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import copy_images, sample_images
 from serve_support import dicom_bytes
-from cxrkit.data.augment import Augment, augment_batch
+from cxrkit.data.augment import Augment, augment_batch, gaussian_blur_each
 from cxrkit.data.cache import decode_samples
 from cxrkit.data.folder import DatasetError, Sample, index_folder
 from cxrkit.data.io import ImageReadError, read_image
@@ -381,6 +381,25 @@ def test_acquisition_augment_stays_in_range_and_keeps_the_earlier_draws():
                                                     x[0].flatten().argsort(stable=True))
     flat = torch.full((3, 1, 16, 16), 0.25)
     assert torch.allclose(augment_batch(flat, Augment(sharpness=2.0), torch.Generator().manual_seed(0)), flat)
+
+
+def test_blur_augment_draws_a_sigma_per_film_and_matches_torchvision_at_the_top():
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    x = _batch()
+    at_top = gaussian_blur_each(x, torch.full((x.shape[0],), 2.0), 2.0)
+    assert torch.allclose(at_top, gaussian_blur(x, [13, 13], [2.0, 2.0]), atol=1e-5)
+    assert torch.allclose(gaussian_blur_each(x, torch.zeros(x.shape[0]), 2.0), x, atol=1e-6)
+    out = augment_batch(x, Augment(blur=2.0), torch.Generator().manual_seed(0))
+    assert torch.equal(out, augment_batch(x, Augment(blur=2.0), torch.Generator().manual_seed(0)))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    # a blur keeps each film's mean and takes from its fine detail, by a different amount for each film
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=0.02)
+    detail = (out[..., 1:] - out[..., :-1]).abs().mean(dim=(1, 2, 3)) / (x[..., 1:] - x[..., :-1]).abs().mean(
+        dim=(1, 2, 3))
+    assert bool((detail < 1.0).all()) and float(detail.max() - detail.min()) > 0.05
+    flat = torch.full((3, 1, 16, 16), 0.25)
+    assert torch.allclose(augment_batch(flat, Augment(blur=2.0), torch.Generator().manual_seed(0)), flat)
 
 
 def test_geometric_only_augment_stays_in_range():

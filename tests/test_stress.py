@@ -12,9 +12,9 @@ from cxrkit.cli.main import main
 from cxrkit.data.preprocess import Preprocess
 from cxrkit.evaluation.geometry import geometry_threshold
 from cxrkit.evaluation.metrics import choose_threshold
-from cxrkit.evaluation.stress import (EXPOSURE_VIEWS, GEOMETRY_VIEWS, View, compare_stress, comparison_table,
-                                     TONE_VIEWS, lifted_darks, stress_table, stress_test, stress_views, warp,
-                                     washed_out)
+from cxrkit.evaluation.stress import (BLUR_VIEWS, EXPOSURE_VIEWS, GEOMETRY_VIEWS, View, blurred, compare_stress,
+                                     comparison_table, TONE_VIEWS, lifted_darks, stress_table, stress_test,
+                                     stress_views, warp, washed_out)
 
 SIZE = 64
 
@@ -71,6 +71,11 @@ def _body_share(img: np.ndarray) -> float:  # a small body -> PNEUMONIA: reads t
     return float((img > img.min()).mean() < 0.375)
 
 
+def _crisp_dark(img: np.ndarray) -> float:  # NORMAL only with dark lungs and a crisp outline: reads sharpness too
+    step = np.abs(np.diff(img.astype(int), axis=1)).max()
+    return float(img[img > 40].mean() > 145 or step < 60)
+
+
 def test_warp_identity_and_directions():
     square = torch.zeros(1, SIZE, SIZE, dtype=torch.uint8)
     square[:, 16:48, 16:48] = 255
@@ -123,8 +128,8 @@ def test_stress_view_sets_are_a_union_with_the_film_as_is_once_and_first():
     both = stress_views("geometry, exposure")
     assert both == GEOMETRY_VIEWS + EXPOSURE_VIEWS
     assert stress_views("exposure,geometry")[0] == GEOMETRY_VIEWS[0] and len(stress_views("exposure,geometry")) == 7
-    every = stress_views("geometry,exposure,tone")
-    assert every == GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS and len(stress_views("tone")) == 3
+    every = stress_views("geometry,exposure,tone,blur")
+    assert every == GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS + BLUR_VIEWS and len(stress_views("tone")) == 3
     with pytest.raises(ValueError, match="unknown stress views colour"):
         stress_views("geometry,colour")
 
@@ -151,6 +156,33 @@ def test_tone_views_catch_a_reader_of_dark_grey_and_spare_one_that_ranks_the_gre
     assert by_rank.score == 1.0
     assert by_grey.views[0].balanced_accuracy == 1.0 and by_grey.views[-1].balanced_accuracy < 0.75
     assert by_grey.views[-1].recall["NORMAL"] < 0.5  # the hazier dark lungs now read as PNEUMONIA
+
+
+def test_blurred_keeps_a_flat_film_and_its_mean_and_softens_an_edge():
+    images, _ = _films(6)
+    flat = torch.full((2, SIZE, SIZE), 120, dtype=torch.uint8)
+    assert torch.equal(blurred(flat, 2.0), flat)
+    soft = blurred(images, 2.0)
+    assert soft.dtype == torch.uint8 and soft.shape == images.shape
+    assert torch.allclose(soft.float().mean(dim=(1, 2)), images.float().mean(dim=(1, 2)), atol=1.0)
+
+    def steepest(x):
+        return int((x[:, :, 1:].int() - x[:, :, :-1].int()).abs().max())
+    assert steepest(soft) < steepest(blurred(images, 1.0)) < steepest(images)
+
+
+def test_blur_views_catch_a_reader_of_sharp_edges_and_spare_a_reader_of_grey():
+    """Blurring moves a model that needs a crisp outline to call a film NORMAL, not one that reads how bright the
+    lungs are: the blur views measure a sensitivity the exposure and tone views cannot (a blur keeps the grey
+    levels' mean and spread over the lungs)."""
+    images, labels = _films()
+    views = stress_views("blur")
+    by_edges = stress_test(_Rule(_crisp_dark), images, labels, views=views)
+    by_grey = stress_test(_Rule(_brightness), images, labels, views=views)
+    assert by_grey.score == 1.0
+    assert by_edges.views[0].balanced_accuracy == 1.0 and by_edges.views[-1].balanced_accuracy < 0.75
+    assert by_edges.views[-1].recall["NORMAL"] < 0.5  # the softened NORMAL films now read as PNEUMONIA
+    assert stress_test(_Rule(_crisp_dark), images, labels, views=stress_views("tone")).score == 1.0
 
 
 def test_paired_comparison_separates_a_shape_reader_and_calls_a_model_even_with_itself():
@@ -207,12 +239,13 @@ def test_stress_cli_on_a_shipped_model(sample_dir, capsys):
     assert abs(out["score"] - np.mean([v["balanced_accuracy"] for v in out["views"]])) < 1e-9
 
 
-def test_stress_cli_exposure_and_tone_views_and_a_typo(sample_dir, capsys):
+def test_stress_cli_exposure_tone_and_blur_views_and_a_typo(sample_dir, capsys):
     rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--split", "test", "--views",
-               "geometry,exposure,tone", "--json", "--quiet"])
+               "geometry,exposure,tone,blur", "--json", "--quiet"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
-    assert [v["view"] for v in out["views"]] == [v.name for v in GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS]
+    assert [v["view"] for v in out["views"]] == [v.name for v in
+                                                GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS + BLUR_VIEWS]
     rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--views", "exposur"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "exposur" in err and "Traceback" not in err

@@ -739,20 +739,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("stress", help="stress test: do decisions survive a squeezed, stretched, re-cropped, "
-                       "washed-out or hazier film? (a shape or exposure shortcut shows here, not on validation)",
+                       "washed-out, hazier or softer film? (a shape or exposure shortcut shows here, not on "
+                       "validation)",
                        description="Scores the model on the same films warped as differently shaped or cropped "
                                    "originals would look after squashing to square, with --views exposure "
-                                   "washed out and with --views tone with the dark greys lifted "
-                                   "(docs/robustness.md); --against compares two models on the same films. Default: the validation split carved from DATA/train as the model's "
-                                   "recipe carved it.")
+                                   "washed out, with --views tone with the dark greys lifted and with --views blur "
+                                   "blurred (docs/robustness.md); --against compares two models on the same films. "
+                                   "Default: the validation split carved from DATA/train as the model's recipe "
+                                   "carved it.")
     s.add_argument("--model", help=model_help)
     s.add_argument("--data", required=True, help="labelled folder (ROOT/{train,test}/CLASS/* or ROOT/CLASS/*)")
     s.add_argument("--split", default="val", help="val (carved from train; default), or a split folder such as test")
     s.add_argument("--views", default="geometry",
                    help="geometry (default: as is, squeezed, stretched, zoomed in, zoomed out), exposure (as is and "
                         "washed out to contrast x0.8 and x0.65: does a flatter film move it?), tone (as is and the dark "
-                        "greys lifted by gamma 0.8 and 0.65: does a hazier film move it?) or several, comma-separated "
-                        "(geometry,exposure,tone); "
+                        "greys lifted by gamma 0.8 and 0.65: does a hazier film move it?), blur (as is and a "
+                        "Gaussian blur of sigma 1 and 2 px: does a softer film move it?) or several, "
+                        "comma-separated (geometry,exposure,tone,blur); "
                         "the score is the mean balanced accuracy over the views chosen")
     s.add_argument("--against", metavar="MODEL",
                    help="a second model scored on the same films: both scores, their difference and its 95%% paired "

@@ -32,6 +32,10 @@ class Augment:
     gamma: float = 0.0  # max |log gamma|: x ** gamma, gamma in [exp(-g), exp(g)]
     sharpness: float = 0.0  # max unsharp-mask amount either way (negative amounts blur)
     noise: float = 0.0  # max standard deviation of additive Gaussian noise (image in [0, 1])
+    # max Gaussian blur sigma in pixels, drawn per image from [0, blur]: a softer detector or a film scanned out of
+    # focus. `sharpness` blurs by one 3x3 kernel at most (sigma ~0.7); the default cxr_cnn calls a third of its
+    # validation NORMALs PNEUMONIA at sigma 2 (docs/robustness.md, session 26).
+    blur: float = 0.0
     # max |log| of the width:height stretch, area kept. Why: the Kermany films were squashed to square, so an
     # original's aspect ratio survives as a squeeze of the anatomy, and in the training pool the PNEUMONIA
     # originals are ~1.25x wider than the NORMAL ones (aspect ratio alone separates them at ROC-AUC 0.875);
@@ -41,7 +45,7 @@ class Augment:
     @property
     def enabled(self) -> bool:
         return any((self.rotation, self.zoom, self.shift, self.hflip, self.brightness, self.contrast,
-                    self.gamma, self.sharpness, self.noise, self.aspect))
+                    self.gamma, self.sharpness, self.noise, self.aspect, self.blur))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +88,8 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     if aug.sharpness:
         amount = uniform(aug.sharpness).view(b, 1, 1, 1).to(x.device)
         x = (x + amount * (x - _blur3(x))).clamp_(0.0, 1.0)
+    if aug.blur:  # before the noise, as a detector blurs and then adds its noise; drawn only when asked for
+        x = gaussian_blur_each(x, torch.rand(b, generator=generator) * aug.blur, aug.blur)
     if aug.noise:
         std = (torch.rand(b, generator=generator) * aug.noise).view(b, 1, 1, 1)
         x = (x + std.to(x.device) * torch.randn(x.shape, generator=generator).to(x.device)).clamp_(0.0, 1.0)
@@ -98,3 +104,24 @@ def _blur3(x: torch.Tensor) -> torch.Tensor:
     k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype) / 4
     kernel = (k[:, None] * k[None, :]).expand(x.shape[1], 1, 3, 3)
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=x.shape[1])
+
+
+def gaussian_blur_each(x: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """Each image of ``x`` ``(B, 1, H, W)`` blurred by its own Gaussian ``sigmas[i]`` (pixels), edges reflected.
+
+    Why not torchvision's ``gaussian_blur``: it takes one sigma per call, and a batch of per-image sigmas in one
+    grouped, separable convolution costs what one blur does. The kernel spans +-3 ``max_sigma`` (torchvision's
+    size for that sigma), so an image drawn at ``max_sigma`` is blurred exactly as torchvision blurs it."""
+    import torch
+    import torch.nn.functional as F
+
+    b, c, h, w = x.shape
+    half = int(3 * max_sigma + 0.5)
+    offsets = torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
+    s = sigmas.to(device=x.device, dtype=x.dtype).clamp(min=1e-3)[:, None]  # sigma ~0: every weight on the centre
+    k = torch.exp(-0.5 * (offsets[None, :] / s) ** 2)
+    k = (k / k.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B*C, 2*half+1)
+    y = F.pad(x.reshape(1, b * c, h, w), (half, half, half, half), mode="reflect")
+    y = F.conv2d(y, k[:, None, None, :], groups=b * c)
+    y = F.conv2d(y, k[:, None, :, None], groups=b * c)
+    return y.reshape(b, c, h, w)

@@ -1,4 +1,4 @@
-"""Stress test: does a decision survive a change of the film's shape, or of its exposure, alone?
+"""Stress test: does a decision survive a change of the film's shape, exposure, tone or sharpness alone?
 
 The Kermany films were squashed to square, so a wider original shows a
 narrower chest, and in the training pool the PNEUMONIA originals are wider and
@@ -14,7 +14,9 @@ views of its tone curve (dark greys lifted, as a veil over the lungs would):
 the test split's NORMAL films that the shipped models call PNEUMONIA look
 hazier than the training films, and both moved the binary network that does
 not equalise its input on validation films (docs/robustness.md, sessions 20
-and 26).
+and 26). The blur views ask it of sharpness: a Gaussian blur of sigma 2 pixels
+made the default cxr_cnn, which equalises and so ignores exposure and tone,
+call a third of its validation NORMAL films PNEUMONIA (session 26).
 """
 from __future__ import annotations
 
@@ -50,15 +52,25 @@ class Tone:
     gamma: float
 
 
+@dataclass(frozen=True)
+class Blur:
+    """A Gaussian blur of ``sigma`` pixels at the model's input size: a softer detector or a film out of focus."""
+
+    name: str
+    sigma: float
+
+
 EXPOSURE_VIEWS = (Exposure("washed out: contrast x0.8", 0.8), Exposure("washed out: contrast x0.65", 0.65))
 TONE_VIEWS = (Tone("darks lifted: gamma 0.8", 0.8), Tone("darks lifted: gamma 0.65", 0.65))
+BLUR_VIEWS = (Blur("softened: blur sigma 1 px", 1.0), Blur("softened: blur sigma 2 px", 2.0))
 STRESS_VIEW_SETS = {"geometry": GEOMETRY_VIEWS, "exposure": (GEOMETRY_VIEWS[0],) + EXPOSURE_VIEWS,
-                    "tone": (GEOMETRY_VIEWS[0],) + TONE_VIEWS}
+                    "tone": (GEOMETRY_VIEWS[0],) + TONE_VIEWS, "blur": (GEOMETRY_VIEWS[0],) + BLUR_VIEWS}
 
 
 def stress_views(spec: str) -> tuple:
     """``"geometry"`` (the default five views), ``"exposure"`` (as is and two washed-out ones), ``"tone"`` (as is
-    and two with the darks lifted) or several, comma-separated: the union, the unwarped view first."""
+    and two with the darks lifted), ``"blur"`` (as is and two blurred) or several, comma-separated: the union, the
+    unwarped view first."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRESS_VIEW_SETS]
     if not names or unknown:
@@ -81,12 +93,23 @@ def lifted_darks(images: torch.Tensor, gamma: float) -> torch.Tensor:
     return curve[images.long()]
 
 
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """uint8 ``(N, S, S)`` films through a Gaussian of ``sigma`` pixels (kernel +-3 sigma, edges reflected)."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    size = 2 * int(3 * sigma + 0.5) + 1
+    return gaussian_blur(images[:, None], [size, size], [sigma, sigma])[:, 0]
+
+
 def apply_view(images: torch.Tensor, view) -> torch.Tensor:
-    """``images`` as ``view`` (a geometric :class:`View`, an :class:`Exposure` or a :class:`Tone`) shows them."""
+    """``images`` as ``view`` (a geometric :class:`View`, an :class:`Exposure`, a :class:`Tone` or a :class:`Blur`)
+    shows them."""
     if isinstance(view, Exposure):
         return washed_out(images, view.contrast)
     if isinstance(view, Tone):
         return lifted_darks(images, view.gamma)
+    if isinstance(view, Blur):
+        return blurred(images, view.sigma)
     return warp(images, view)
 
 

@@ -276,6 +276,14 @@ _CXR_CNN_FAST = _CXR_CNN_INVARIANT.replace(
                 "session 11). Version 3: bf16 autocast where the CPU multiplies bf16 natively (34 s an "
                 "epoch instead of 57 on the AVX512-BF16 EPYC), so 14 epochs instead of 9 fit ~8.8 "
                 "minutes there; an AVX2-only CPU trains in fp32 and takes ~14 minutes.")
+_CXR_CNN_WIDE = _CXR_CNN_INVARIANT.replace(
+    name="cxr_cnn_wide", threshold_rule="youden-geometry", precision="auto", fused_optimizer=True,
+    model_kwargs={"widths": [24, 48, 96, 192, 288]},
+    description="The default cxr_cnn's recipe (cxr_cnn_invariant, youden-geometry cut-off) with every "
+                "stage 1.5x as wide (1.88 M parameters instead of 0.84 M; ~2.1x the compute, ~1 h on 2 "
+                "cores in bf16): every model here is ~0.99 on validation and loses on the test split's "
+                "acquisition, and across models accuracy under a shift tends to follow capacity "
+                "(docs/robustness.md, session 19).")
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
     lr=2e-3, schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
@@ -469,14 +477,17 @@ RECIPES: dict[str, Recipe] = {
                         "an epoch at 128, 96 s at 224). Resolution is the one lever that moved the fast path "
                         "(128 -> 160 px: median 0.907-0.910 -> 0.915; the 224-px recipe 0.921 in an hour); "
                         "this spends most epochs where they are cheap (docs/robustness.md, session 19)."),
-        _CXR_CNN_INVARIANT.replace(
-            name="cxr_cnn_wide", threshold_rule="youden-geometry", precision="auto", fused_optimizer=True,
-            model_kwargs={"widths": [24, 48, 96, 192, 288]},
-            description="The default cxr_cnn's recipe (cxr_cnn_invariant, youden-geometry cut-off) with every "
-                        "stage 1.5x as wide (1.88 M parameters instead of 0.84 M; ~2.1x the compute, ~1 h on 2 "
-                        "cores in bf16): every model here is ~0.99 on validation and loses on the test split's "
-                        "acquisition, and across models accuracy under a shift tends to follow capacity "
-                        "(docs/robustness.md, session 19)."),
+        _CXR_CNN_WIDE,
+        _CXR_CNN_WIDE.replace(
+            name="cxr_cnn_blur_warm", epochs=6, lr=7.5e-4, init_from="required",
+            augment=dataclasses.replace(_CXR_CNN_WIDE.augment, blur=2.5),
+            invariance_augment=dataclasses.replace(_CXR_CNN_WIDE.invariance_augment, blur=2.5),
+            description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with a Gaussian "
+                        "blur of sigma 0-2.5 px drawn per film in training and in the consistency penalty's "
+                        "second view: the default equalises its films, so exposure and tone leave it alone, but "
+                        "a blur of sigma 2 made it call a third of its validation NORMALs PNEUMONIA "
+                        "(docs/robustness.md, item 35). One-cycle peak 7.5e-4, a quarter of the first training's, "
+                        "as the binary network's restarts."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
