@@ -5,8 +5,10 @@ import json
 import subprocess
 import sys
 
+import dataclasses
+
 from cxrkit.evaluation.compare import run_key
-from cxrkit.recipes import load_recipe
+from cxrkit.recipes import Recipe, load_recipe
 
 
 def test_compare_trains_once_then_reuses(sample_dir, tmp_path, fast_recipe):
@@ -42,6 +44,21 @@ def test_run_key_changes_with_any_field(tmp_path):
     assert run_key(r, tmp_path) == run_key(r, tmp_path)
     assert run_key(r, tmp_path) != run_key(r.replace(lr=2e-3), tmp_path)
     assert run_key(r, tmp_path) != run_key(r, tmp_path / "other")
+    assert run_key(r, tmp_path) != run_key(r.replace(augment=dataclasses.replace(r.augment, blur=1.0)), tmp_path)
+
+
+def test_run_key_survives_a_field_added_later_at_its_default(tmp_path, monkeypatch):
+    """A cached run keeps its key when cxrkit gains a recipe or augmentation field that changes nothing."""
+    r = load_recipe("cxr_cnn")
+    before = run_key(r, tmp_path)
+    plain = Recipe.to_dict
+
+    def with_new_fields(self):
+        d = plain(self)
+        return {**d, "added_later": 0.5, "augment": {**d["augment"], "added_later": 0}}
+    monkeypatch.setattr(Recipe, "to_dict", with_new_fields)
+    assert run_key(r, tmp_path) == before
+    assert run_key(r.replace(epochs=3), tmp_path) != before
 
 
 def test_compare_bad_recipe_is_one_line(tmp_path, sample_dir):

@@ -30,9 +30,25 @@ COLUMNS = ("accuracy", "precision", "sensitivity", "f1", "roc_auc")
 
 
 def run_key(recipe: Recipe, data_dir: str | Path) -> str:
-    """Recipe name + a short hash of every recipe field and the data folder's resolved path."""
-    blob = json.dumps({"recipe": recipe.to_dict(), "data": str(Path(data_dir).resolve())}, sort_keys=True)
+    """Recipe name + a short hash of the recipe's fields that differ from their defaults and the data folder's
+    resolved path. Why only those: a field added to cxrkit later comes at a default that changes nothing, so a run
+    cached before it must keep its key (hashing every field made each new field retrain every cached run)."""
+    blob = json.dumps({"recipe": _changed_fields(recipe.to_dict(), Recipe(recipe.name, recipe.model).to_dict()),
+                       "data": str(Path(data_dir).resolve())}, sort_keys=True)
     return f"{recipe.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def _changed_fields(values: dict, defaults: dict) -> dict:
+    """``values`` without the entries equal to ``defaults``', nested dicts (the augmentations) entry by entry."""
+    changed = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            value = _changed_fields(value, defaults[key])
+            if value:
+                changed[key] = value
+        elif key not in defaults or value != defaults[key]:
+            changed[key] = value
+    return changed
 
 
 def batch1_latency_ms(bundle: ModelBundle, repeats: int = 20) -> float:

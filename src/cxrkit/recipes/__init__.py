@@ -53,6 +53,11 @@ class Recipe:
     # average; the penalty makes the output itself not move when only the cue does (docs/robustness.md).
     invariance_weight: float = 0.0
     invariance_augment: Augment = field(default_factory=Augment)
+    # A third view of each film for the same penalty, its squared logit difference from the film's own added with the
+    # same weight (a step then costs three forward passes). Why: putting a tone change into the geometric view
+    # made the binary network trade shape invariance for tone invariance (docs/robustness.md, items 33-34); in a
+    # view of its own, each term of the penalty asks for one invariance at a time. Off (no change) by default.
+    extra_invariance_augment: Augment = field(default_factory=Augment)
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -95,7 +100,7 @@ class Recipe:
         for name, (valid, why) in _RANGES.items():
             if not valid(getattr(self, name)):
                 raise RecipeError(f"{name} must be {why}, got {getattr(self, name)!r}")
-        for key in ("augment", "invariance_augment"):
+        for key in ("augment", "invariance_augment", "extra_invariance_augment"):
             _check_augment(key, getattr(self, key))
         if self.epochs + self.head_epochs < 1:
             raise RecipeError(f"recipe {self.name} trains nothing: epochs and head_epochs are both 0")
@@ -129,7 +134,7 @@ class Recipe:
                     data[f.name] = float(data[f.name])
                 except ValueError:
                     pass  # left for __post_init__ to name
-        for key in ("augment", "invariance_augment"):
+        for key in ("augment", "invariance_augment", "extra_invariance_augment"):
             if isinstance(data.get(key), dict):
                 try:
                     data[key] = Augment(**data[key])

@@ -157,6 +157,15 @@ def _decode_split(recipe: Recipe, data_dir: str | Path, train_s, val_s, progress
     return train, val
 
 
+def _penalty_views(recipe: Recipe) -> list:
+    """The consistency penalty's views of each film beside the film itself: ``invariance_augment``, then
+    ``extra_invariance_augment`` when it changes anything; none without a penalty weight."""
+    if not recipe.invariance_weight:
+        return []
+    return [recipe.invariance_augment] + ([recipe.extra_invariance_augment]
+                                          if recipe.extra_invariance_augment.enabled else [])
+
+
 def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
           progress: bool = True, max_steps: int | None = None, command: str | None = None,
           verbose: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
@@ -277,21 +286,20 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             if size != recipe.image_size:  # progressive resizing: antialiased, as Pillow resizes at decode
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp_(0.0, 1.0)
             x = augment_batch(x, recipe.augment, gen)
-            views = [x, augment_batch(x, recipe.invariance_augment, gen)] if recipe.invariance_weight else [x]
+            views = [x] + [augment_batch(x, a, gen) for a in _penalty_views(recipe)]
             # every process keeps its slice of each view, so the pairs stay together
             x = torch.cat([distributed.my_slice(to_model_input(v, pre), place) for v in views])
             y_all = train_set.labels[idx].to(place.device)
             y = distributed.my_slice(y_all, place)
             with torch.autocast(place.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = trained(x)
-            if recipe.invariance_weight:
-                logits, warped = logits.float().chunk(2)
+            logits, *warped = logits.float().chunk(len(views)) if len(views) > 1 else (logits,)
             soft = distributed.my_slice(teacher_probs[idx].to(place.device), place) if teacher_probs is not None \
                 else None
             loss = _loss(logits, y, weights, recipe.label_smoothing, weights[y_all].sum() / place.world, soft,
                          recipe.distill_weight)
-            if recipe.invariance_weight:
-                loss = loss + recipe.invariance_weight * (logits - warped).pow(2).sum(dim=1).mean()
+            for other in warped:
+                loss = loss + recipe.invariance_weight * (logits - other).pow(2).sum(dim=1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
