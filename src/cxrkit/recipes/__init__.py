@@ -438,6 +438,17 @@ RECIPES: dict[str, Recipe] = {
                         "PNEUMONIA). Refused twice by its rule: it cost geometric stress score (0.944 and 0.941 "
                         "after a second cycle, under the floor of 0.945; docs/robustness.md, items 33-34; ~65 min "
                         "on 2 CPU cores)."),
+        _CXR_BNN_DEEP224.replace(
+            name="cxr_bnn_deep224_tone_view_warm", epochs=8, lr=5e-4, init_from="required",
+            augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35, gamma=0.5),
+            invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35),
+            extra_invariance_augment=Augment(gamma=0.5),
+            description="cxr_bnn_deep224_tone_warm with the tone curve (gamma 0.61-1.65) in a penalty view of its "
+                        "own, the first view kept as the shipped cxr_bnn's (re-zoom, re-stretch, contrast): "
+                        "items 33-34 put tone into that view and lost geometric stress score, and here each "
+                        "penalty term asks for one invariance. A warm restart of the shipped cxr_bnn "
+                        "(`--init-from cxr_bnn --seed 1`), 8 epochs; three forward passes a step "
+                        "(docs/robustness.md, item 36)."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
