@@ -321,6 +321,15 @@ _CXR_BNN_DEEP224 = _CXR_BNN_INVARIANT224.replace(
                 "Net-18 has 16 binary convs) and 96 epochs: 1.57 M binary weights, 218 KB packed. Extra "
                 "blocks in the first three stages cost 4-64x fewer bits than in the last. ~1.75x the "
                 "compute of cxr_bnn: trained on a GPU (docs/bnn.md); about 7 h on 2 CPU cores.")
+_CXR_BNN_EXPOSURE_WARM = _CXR_BNN_DEEP224.replace(
+    name="cxr_bnn_deep224_exposure_warm", epochs=12, lr=5e-4, init_from="required",
+    augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35),
+    invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35),
+    description="cxr_bnn_deep224_warm with a film's global contrast drawn from x0.65-1.35 (was x0.8-1.2) in "
+                "training and in the consistency penalty's second view: a warm restart of the shipped "
+                "cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films "
+                "it reads as they are, where equalising them (cxr_bnn_deep224_eq_warm) removed that sensitivity but "
+                "cost geometric stress score (docs/robustness.md, item 32; ~65 min on 2 CPU cores).")
 _MOBILENETV2 = Recipe(
     name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
     head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
@@ -418,15 +427,7 @@ RECIPES: dict[str, Recipe] = {
                         "one-cycle at a quarter of the learning rate. cxr_bnn_deep224_eq's question (does taking "
                         "a film's global contrast away help the binary network?) at a CPU's budget "
                         "(docs/robustness.md, item 29)."),
-        _CXR_BNN_DEEP224.replace(
-            name="cxr_bnn_deep224_exposure_warm", epochs=12, lr=5e-4, init_from="required",
-            augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35),
-            invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35),
-            description="cxr_bnn_deep224_warm with a film's global contrast drawn from x0.65-1.35 (was x0.8-1.2) in "
-                        "training and in the consistency penalty's second view: a warm restart of the shipped "
-                        "cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films it reads as they "
-                        "are, where equalising them (cxr_bnn_deep224_eq_warm) removed that sensitivity but cost "
-                        "geometric stress score (docs/robustness.md, item 32; ~65 min on 2 CPU cores)."),
+        _CXR_BNN_EXPOSURE_WARM,
         _CXR_BNN_DEEP224.replace(
             name="cxr_bnn_deep224_tone_warm", epochs=12, lr=5e-4, init_from="required",
             augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35, gamma=0.5),
@@ -438,10 +439,9 @@ RECIPES: dict[str, Recipe] = {
                         "PNEUMONIA). Refused twice by its rule: it cost geometric stress score (0.944 and 0.941 "
                         "after a second cycle, under the floor of 0.945; docs/robustness.md, items 33-34; ~65 min "
                         "on 2 CPU cores)."),
-        _CXR_BNN_DEEP224.replace(
-            name="cxr_bnn_deep224_tone_view_warm", epochs=8, lr=5e-4, init_from="required",
-            augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35, gamma=0.5),
-            invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35),
+        _CXR_BNN_EXPOSURE_WARM.replace(
+            name="cxr_bnn_deep224_tone_view_warm", epochs=8,
+            augment=dataclasses.replace(_CXR_BNN_EXPOSURE_WARM.augment, gamma=0.5),
             extra_invariance_augment=Augment(gamma=0.5),
             description="cxr_bnn_deep224_tone_warm with the tone curve (gamma 0.61-1.65) in a penalty view of its "
                         "own, the first view kept as the shipped cxr_bnn's (re-zoom, re-stretch, contrast): "
