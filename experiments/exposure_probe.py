@@ -7,7 +7,9 @@ model's own validation NORMAL films (never the test split): every pixel pulled t
 cut-off. A model that equalises its input should barely move; one that reads global contrast will
 (docs/robustness.md, session 20 and item 29). Session 26 added the dark greys lifted by a tone curve (gamma 0.8,
 0.65), a haze that keeps black and white, and, with --blur, a Gaussian blur (sigma 1 and 2 pixels at the model's
-input size), a softer film. `cxrkit stress --views exposure,tone,blur` scores the same views by balanced accuracy.
+input size), a softer film; session 28 added, with --haze, a scatter veil halving the detail above 8 and 16 pixels
+(less lung-rib contrast, each region's mean kept). `cxrkit stress --views exposure,tone,blur,haze` scores the same
+views by balanced accuracy.
 Prints a Markdown table:
 
     python experiments/exposure_probe.py --data ../shared/data/kermany_224 --models cxr_cnn,cxr_bnn,RUN_DIR
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
-from cxrkit.evaluation.stress import blurred, lifted_darks, washed_out
+from cxrkit.evaluation.stress import HAZE_VIEWS, blurred, lifted_darks, veiled, washed_out
 from cxrkit.inference.bundle import resolve_model
 from cxrkit.inference.predictor import predict_resized
 
@@ -39,11 +41,14 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="data folder whose train/ the models' validation splits come from")
     ap.add_argument("--models", required=True, help="comma-separated names, run directories or model files")
     ap.add_argument("--blur", action="store_true", help="add the two blurred views")
+    ap.add_argument("--haze", action="store_true", help="add the two veiled views of `cxrkit stress --views haze`")
     args = ap.parse_args()
     blurs = BLURS if args.blur else ()
+    hazes = HAZE_VIEWS if args.haze else ()
     print("| model | validation NORMALs | " + " | ".join(f"contrast x{c:g}" for c in CONTRASTS) + " | "
-          + " | ".join([f"gamma {g:g}" for g in GAMMAS] + [f"blur sigma {b:g}" for b in blurs]) + " |")
-    print("|---|---:|" + "---:|" * (len(CONTRASTS) + len(GAMMAS) + len(blurs)))
+          + " | ".join([f"gamma {g:g}" for g in GAMMAS] + [f"blur sigma {b:g}" for b in blurs]
+                        + [f"veil {h.sigma:g} px x{h.keep:g}" for h in hazes]) + " |")
+    print("|---|---:|" + "---:|" * (len(CONTRASTS) + len(GAMMAS) + len(blurs) + len(hazes)))
     for name in args.models.split(","):
         model = resolve_model(name)
         fraction, seed = validation_split_of(model)
@@ -51,7 +56,8 @@ def main() -> None:
         normal = val.images[val.labels == list(model.classes).index("NORMAL")]
         shares = ([called_positive(model, washed_out(normal, c)) for c in CONTRASTS]
                   + [called_positive(model, lifted_darks(normal, g)) for g in GAMMAS]
-                  + [called_positive(model, blurred(normal, b)) for b in blurs])
+                  + [called_positive(model, blurred(normal, b)) for b in blurs]
+                  + [called_positive(model, veiled(normal, h.sigma, h.keep)) for h in hazes])
         print(f"| {name} | {len(normal)} | " + " | ".join(f"{s:.3f}" for s in shares) + " |")
 
 

@@ -402,6 +402,19 @@ def test_blur_augment_draws_a_sigma_per_film_and_matches_torchvision_at_the_top(
     assert torch.allclose(augment_batch(flat, Augment(blur=2.0), torch.Generator().manual_seed(0)), flat)
 
 
+def test_haze_augment_veils_each_film_by_its_own_amount():
+    x = _batch()
+    out = augment_batch(x, Augment(haze=0.6), torch.Generator().manual_seed(0))
+    assert torch.equal(out, augment_batch(x, Augment(haze=0.6), torch.Generator().manual_seed(0)))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    # the veil keeps each film's mean, takes coarse contrast by a different amount for each film, never all of it
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=0.02)
+    spread = out.std(dim=(1, 2, 3)) / x.std(dim=(1, 2, 3))
+    assert bool((spread < 1.0).all()) and bool((spread > 0.3).all()) and float(spread.max() - spread.min()) > 0.05
+    flat = torch.full((3, 1, 64, 64), 0.25)
+    assert torch.allclose(augment_batch(flat, Augment(haze=0.6), torch.Generator().manual_seed(0)), flat)
+
+
 def test_geometric_only_augment_stays_in_range():
     x = _batch()
     out = augment_batch(x, Augment(rotation=30, zoom=0.3, shift=0.2), torch.Generator().manual_seed(1))

@@ -12,9 +12,9 @@ from cxrkit.cli.main import main
 from cxrkit.data.preprocess import Preprocess
 from cxrkit.evaluation.geometry import geometry_threshold
 from cxrkit.evaluation.metrics import choose_threshold
-from cxrkit.evaluation.stress import (BLUR_VIEWS, EXPOSURE_VIEWS, GEOMETRY_VIEWS, View, blurred, compare_stress,
-                                     comparison_table, TONE_VIEWS, lifted_darks, stress_table, stress_test,
-                                     stress_views, warp, washed_out)
+from cxrkit.evaluation.stress import (BLUR_VIEWS, EXPOSURE_VIEWS, GEOMETRY_VIEWS, HAZE_VIEWS, View, blurred,
+                                     compare_stress, comparison_table, TONE_VIEWS, lifted_darks, stress_table,
+                                     stress_test, stress_views, veiled, warp, washed_out)
 
 SIZE = 64
 
@@ -76,6 +76,19 @@ def _crisp_dark(img: np.ndarray) -> float:  # NORMAL only with dark lungs and a 
     return float(img[img > 40].mean() > 145 or step < 60)
 
 
+def _rim_contrast(img: np.ndarray) -> float:  # NORMAL only with dark lungs standing clear of the film beside them
+    profile = img[16:48].astype(float).mean(axis=0)  # across the chest; the rim: 6 px either side of its edges
+    inside = np.nonzero(profile >= profile.max() / 2)[0]
+    left, right = inside[0], inside[-1]
+    rim = (profile[left:left + 6].mean() + profile[right - 5:right + 1].mean()) / 2
+    beside = (profile[max(left - 6, 0):left].mean() + profile[right + 1:right + 7].mean()) / 2
+    return float(img[img > 40].mean() > 145 or rim - beside < 62)
+
+
+def _centre_grey(img: np.ndarray) -> float:  # a bright centre of the chest -> PNEUMONIA: blind to its rim
+    return float(img[24:40, 28:36].mean() > 120)
+
+
 def test_warp_identity_and_directions():
     square = torch.zeros(1, SIZE, SIZE, dtype=torch.uint8)
     square[:, 16:48, 16:48] = 255
@@ -128,8 +141,9 @@ def test_stress_view_sets_are_a_union_with_the_film_as_is_once_and_first():
     both = stress_views("geometry, exposure")
     assert both == GEOMETRY_VIEWS + EXPOSURE_VIEWS
     assert stress_views("exposure,geometry")[0] == GEOMETRY_VIEWS[0] and len(stress_views("exposure,geometry")) == 7
-    every = stress_views("geometry,exposure,tone,blur")
-    assert every == GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS + BLUR_VIEWS and len(stress_views("tone")) == 3
+    every = stress_views("geometry,exposure,tone,blur,haze")
+    assert every == GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS + BLUR_VIEWS + HAZE_VIEWS
+    assert len(stress_views("tone")) == 3 and len(stress_views("haze")) == 3
     with pytest.raises(ValueError, match="unknown stress views colour"):
         stress_views("geometry,colour")
 
@@ -140,11 +154,14 @@ def test_stress_view_sets_are_a_union_with_the_film_as_is_once_and_first():
 # - tone: lifting the dark greys moves a reader of the lungs' grey, not one that ranks the greys (as histogram
 #   equalisation does: a tone curve keeps every pixel's rank);
 # - blur: softening moves a model that needs a crisp outline to call a film NORMAL, not a reader of the lungs' grey
-#   (a blur keeps the grey levels' mean over the lungs), and the tone views do not move it.
+#   (a blur keeps the grey levels' mean over the lungs), and the tone views do not move it;
+# - haze: a scatter veil moves a model that needs the chest to stand clear of the film beside it over a band of
+#   pixels, not a reader of the grey at the chest's centre, and a blur of 2 px, which softens only the edge itself, does not.
 @pytest.mark.parametrize("spec, sensitive, insensitive, drifts_from, unmoved_by", [
     ("exposure", _contrast, _width, "PNEUMONIA", "geometry"),  # the hazy bright lungs read as NORMAL
     ("tone", _lung_grey, _body_share, "NORMAL", "geometry"),  # the hazier dark lungs read as PNEUMONIA
     ("blur", _crisp_dark, _brightness, "NORMAL", "tone"),  # the softened NORMAL films read as PNEUMONIA
+    ("haze", _rim_contrast, _centre_grey, "NORMAL", "blur"),  # the veiled NORMAL films read as PNEUMONIA
 ])
 def test_each_view_set_catches_the_reader_of_its_cue_and_spares_another(spec, sensitive, insensitive, drifts_from,
                                                                         unmoved_by):
@@ -167,6 +184,21 @@ def test_blurred_keeps_a_flat_film_and_its_mean_and_softens_an_edge():
     def steepest(x):
         return int((x[:, :, 1:].int() - x[:, :, :-1].int()).abs().max())
     assert steepest(soft) < steepest(blurred(images, 1.0)) < steepest(images)
+
+
+def test_veiled_keeps_a_flat_film_and_its_mean_and_takes_coarse_contrast_more_than_a_blur():
+    images, _ = _films(6)
+    flat = torch.full((2, SIZE, SIZE), 120, dtype=torch.uint8)
+    assert torch.equal(veiled(flat, 8.0, 0.5), flat) and torch.equal(veiled(images, 8.0, 1.0), images)
+    hazy = veiled(images, 16.0, 0.5)
+    assert hazy.dtype == torch.uint8 and hazy.shape == images.shape
+    assert torch.allclose(hazy.float().mean(dim=(1, 2)), images.float().mean(dim=(1, 2)), atol=1.0)
+
+    def coarse(x):  # the mean distance of each pixel from its 15x15 neighbourhood's mean: lung against rib
+        x = x.float()[:, None]
+        local = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (7, 7, 7, 7), mode="reflect"), 15, 1)
+        return float((x - local).abs().mean())
+    assert coarse(hazy) < coarse(veiled(images, 8.0, 0.5)) < coarse(blurred(images, 2.0)) < coarse(images)
 
 
 def test_paired_comparison_separates_a_shape_reader_and_calls_a_model_even_with_itself():
@@ -223,13 +255,13 @@ def test_stress_cli_on_a_shipped_model(sample_dir, capsys):
     assert abs(out["score"] - np.mean([v["balanced_accuracy"] for v in out["views"]])) < 1e-9
 
 
-def test_stress_cli_exposure_tone_and_blur_views_and_a_typo(sample_dir, capsys):
+def test_stress_cli_exposure_tone_blur_and_haze_views_and_a_typo(sample_dir, capsys):
     rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--split", "test", "--views",
-               "geometry,exposure,tone,blur", "--json", "--quiet"])
+               "geometry,exposure,tone,blur,haze", "--json", "--quiet"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
-    assert [v["view"] for v in out["views"]] == [v.name for v in
-                                                GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS + BLUR_VIEWS]
+    assert [v["view"] for v in out["views"]] == [v.name for v in GEOMETRY_VIEWS + EXPOSURE_VIEWS + TONE_VIEWS
+                                                + BLUR_VIEWS + HAZE_VIEWS]
     rc = main(["stress", "--model", "cxr_bnn", "--data", str(sample_dir), "--views", "exposur"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "exposur" in err and "Traceback" not in err

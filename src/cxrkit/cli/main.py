@@ -743,8 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "validation)",
                        description="Scores the model on the same films warped as differently shaped or cropped "
                                    "originals would look after squashing to square, with --views exposure "
-                                   "washed out, with --views tone with the dark greys lifted and with --views blur "
-                                   "blurred (docs/robustness.md); --against compares two models on the same films. "
+                                   "washed out, with --views tone with the dark greys lifted, with --views blur "
+                                   "blurred and with --views haze under a scatter veil (docs/robustness.md); --against compares two models on the same films. "
                                    "Default: the validation split carved from DATA/train as the model's recipe "
                                    "carved it.")
     s.add_argument("--model", help=model_help)
@@ -754,8 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="geometry (default: as is, squeezed, stretched, zoomed in, zoomed out), exposure (as is and "
                         "washed out to contrast x0.8 and x0.65: does a flatter film move it?), tone (as is and the dark "
                         "greys lifted by gamma 0.8 and 0.65: does a hazier film move it?), blur (as is and a "
-                        "Gaussian blur of sigma 1 and 2 px: does a softer film move it?) or several, "
-                        "comma-separated (geometry,exposure,tone,blur); "
+                        "Gaussian blur of sigma 1 and 2 px: does a softer film move it?), haze (as is and a "
+                        "scatter veil halving the detail above 8 and 16 px: does less lung-rib contrast move it?) "
+                        "or several, comma-separated (geometry,exposure,tone,blur,haze); "
                         "the score is the mean balanced accuracy over the views chosen")
     s.add_argument("--against", metavar="MODEL",
                    help="a second model scored on the same films: both scores, their difference and its 95%% paired "

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import torch
 
 
+HAZE_SIGMAS = (4.0, 16.0)  # the scatter veil's Gaussian sigma in pixels, drawn per film from this range
+
+
 @dataclass(frozen=True)
 class Augment:
     rotation: float = 0.0  # max degrees either way
@@ -36,6 +39,11 @@ class Augment:
     # focus. `sharpness` blurs by one 3x3 kernel at most (sigma ~0.7); the default cxr_cnn calls a third of its
     # validation NORMALs PNEUMONIA at sigma 2 (docs/robustness.md, session 26).
     blur: float = 0.0
+    # max share of the film's detail taken away by a scatter veil: the film becomes veil + k * (film - veil), the
+    # veil a Gaussian blur of sigma 4-16 px (drawn per film) and k drawn from [1 - haze, 1]. Scatter (a grid left
+    # out, a thicker child) lowers the contrast between lung and rib without moving the film's local means; the
+    # default cxr_cnn calls half its validation NORMALs PNEUMONIA at k = 0.5, sigma 16 (docs/robustness.md, item 37).
+    haze: float = 0.0
     # max |log| of the width:height stretch, area kept. Why: the Kermany films were squashed to square, so an
     # original's aspect ratio survives as a squeeze of the anatomy, and in the training pool the PNEUMONIA
     # originals are ~1.25x wider than the NORMAL ones (aspect ratio alone separates them at ROC-AUC 0.875);
@@ -45,7 +53,7 @@ class Augment:
     @property
     def enabled(self) -> bool:
         return any((self.rotation, self.zoom, self.shift, self.hflip, self.brightness, self.contrast,
-                    self.gamma, self.sharpness, self.noise, self.aspect, self.blur))
+                    self.gamma, self.sharpness, self.noise, self.aspect, self.blur, self.haze))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +98,11 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         x = (x + amount * (x - _blur3(x))).clamp_(0.0, 1.0)
     if aug.blur:  # before the noise, as a detector blurs and then adds its noise; drawn only when asked for
         x = gaussian_blur_each(x, torch.rand(b, generator=generator) * aug.blur, aug.blur)
+    if aug.haze:  # after the blur (the veil is optical, the blur the detector's), before the noise
+        lo, hi = HAZE_SIGMAS
+        veil = gaussian_blur_each(x, lo + torch.rand(b, generator=generator) * (hi - lo), hi)
+        keep = (1.0 - torch.rand(b, generator=generator) * aug.haze).view(b, 1, 1, 1).to(x.device)
+        x = veil + keep * (x - veil)
     if aug.noise:
         std = (torch.rand(b, generator=generator) * aug.noise).view(b, 1, 1, 1)
         x = (x + std.to(x.device) * torch.randn(x.shape, generator=generator).to(x.device)).clamp_(0.0, 1.0)

@@ -16,7 +16,10 @@ hazier than the training films, and both moved the binary network that does
 not equalise its input on validation films (docs/robustness.md, sessions 20
 and 26). The blur views ask it of sharpness: a Gaussian blur of sigma 2 pixels
 made the default cxr_cnn, which equalises and so ignores exposure and tone,
-call a third of its validation NORMAL films PNEUMONIA (session 26).
+call a third of its validation NORMAL films PNEUMONIA (session 26). The haze
+views ask it of local contrast: a scatter veil that keeps every region's mean
+grey and halves the detail above a scale of 8 or 16 pixels (the ribs against
+the lungs) made it call a fifth and a half of them PNEUMONIA (item 37).
 """
 from __future__ import annotations
 
@@ -60,16 +63,29 @@ class Blur:
     sigma: float
 
 
+@dataclass(frozen=True)
+class Haze:
+    """A scatter veil: the film becomes ``veil + keep * (film - veil)``, ``veil`` its Gaussian blur of ``sigma``
+    pixels, so detail coarser than a few pixels loses ``1 - keep`` of its contrast and each region keeps its mean
+    grey; equalising the film afterwards cannot undo it, as it can a global contrast change."""
+
+    name: str
+    sigma: float
+    keep: float
+
+
 EXPOSURE_VIEWS = (Exposure("washed out: contrast x0.8", 0.8), Exposure("washed out: contrast x0.65", 0.65))
 TONE_VIEWS = (Tone("darks lifted: gamma 0.8", 0.8), Tone("darks lifted: gamma 0.65", 0.65))
 BLUR_VIEWS = (Blur("softened: blur sigma 1 px", 1.0), Blur("softened: blur sigma 2 px", 2.0))
+HAZE_VIEWS = (Haze("veiled: detail x0.5 above 8 px", 8.0, 0.5), Haze("veiled: detail x0.5 above 16 px", 16.0, 0.5))
 STRESS_VIEW_SETS = {"geometry": GEOMETRY_VIEWS, "exposure": (GEOMETRY_VIEWS[0],) + EXPOSURE_VIEWS,
-                    "tone": (GEOMETRY_VIEWS[0],) + TONE_VIEWS, "blur": (GEOMETRY_VIEWS[0],) + BLUR_VIEWS}
+                    "tone": (GEOMETRY_VIEWS[0],) + TONE_VIEWS, "blur": (GEOMETRY_VIEWS[0],) + BLUR_VIEWS,
+                    "haze": (GEOMETRY_VIEWS[0],) + HAZE_VIEWS}
 
 
 def stress_views(spec: str) -> tuple:
     """``"geometry"`` (the default five views), ``"exposure"`` (as is and two washed-out ones), ``"tone"`` (as is
-    and two with the darks lifted), ``"blur"`` (as is and two blurred) or several, comma-separated: the union, the
+    and two with the darks lifted), ``"blur"`` (as is and two blurred), ``"haze"`` (as is and two veiled) or several, comma-separated: the union, the
     unwarped view first."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRESS_VIEW_SETS]
@@ -101,15 +117,23 @@ def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(images[:, None], [size, size], [sigma, sigma])[:, 0]
 
 
+def veiled(images: torch.Tensor, sigma: float, keep: float) -> torch.Tensor:
+    """uint8 ``(N, S, S)`` films under a scatter veil (:class:`Haze`): ``keep`` = 1 leaves them unchanged."""
+    veil = blurred(images, sigma).float()
+    return (veil + keep * (images.float() - veil)).round().clamp(0, 255).to(torch.uint8)
+
+
 def apply_view(images: torch.Tensor, view) -> torch.Tensor:
-    """``images`` as ``view`` (a geometric :class:`View`, an :class:`Exposure`, a :class:`Tone` or a :class:`Blur`)
-    shows them."""
+    """``images`` as ``view`` (a geometric :class:`View`, an :class:`Exposure`, a :class:`Tone`, a :class:`Blur`
+    or a :class:`Haze`) shows them."""
     if isinstance(view, Exposure):
         return washed_out(images, view.contrast)
     if isinstance(view, Tone):
         return lifted_darks(images, view.gamma)
     if isinstance(view, Blur):
         return blurred(images, view.sigma)
+    if isinstance(view, Haze):
+        return veiled(images, view.sigma, view.keep)
     return warp(images, view)
 
 

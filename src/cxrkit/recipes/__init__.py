@@ -289,6 +289,17 @@ _CXR_CNN_WIDE = _CXR_CNN_INVARIANT.replace(
                 "cores in bf16): every model here is ~0.99 on validation and loses on the test split's "
                 "acquisition, and across models accuracy under a shift tends to follow capacity "
                 "(docs/robustness.md, session 19).")
+_CXR_CNN_BLUR_WARM = _CXR_CNN_WIDE.replace(
+    name="cxr_cnn_blur_warm", epochs=6, lr=7.5e-4, init_from="required",
+    augment=dataclasses.replace(_CXR_CNN_WIDE.augment, blur=2.5),
+    invariance_augment=dataclasses.replace(_CXR_CNN_WIDE.invariance_augment, blur=2.5),
+    description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with a Gaussian "
+                "blur of sigma 0-2.5 px drawn per film in training and in the consistency penalty's "
+                "second view: the default equalises its films, so exposure and tone leave it alone, but "
+                "a blur of sigma 2 made it call a third of its validation NORMALs PNEUMONIA "
+                "(docs/robustness.md, item 35). One-cycle peak 7.5e-4, a quarter of the first training's, "
+                "as the binary network's restarts. The shipped default since session 27 (~51 min on 2 "
+                "AVX2 cores in fp32).")
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
     lr=2e-3, schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
@@ -494,17 +505,18 @@ RECIPES: dict[str, Recipe] = {
                         "(128 -> 160 px: median 0.907-0.910 -> 0.915; the 224-px recipe 0.921 in an hour); "
                         "this spends most epochs where they are cheap (docs/robustness.md, session 19)."),
         _CXR_CNN_WIDE,
-        _CXR_CNN_WIDE.replace(
-            name="cxr_cnn_blur_warm", epochs=6, lr=7.5e-4, init_from="required",
-            augment=dataclasses.replace(_CXR_CNN_WIDE.augment, blur=2.5),
-            invariance_augment=dataclasses.replace(_CXR_CNN_WIDE.invariance_augment, blur=2.5),
-            description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with a Gaussian "
-                        "blur of sigma 0-2.5 px drawn per film in training and in the consistency penalty's "
-                        "second view: the default equalises its films, so exposure and tone leave it alone, but "
-                        "a blur of sigma 2 made it call a third of its validation NORMALs PNEUMONIA "
-                        "(docs/robustness.md, item 35). One-cycle peak 7.5e-4, a quarter of the first training's, "
-                        "as the binary network's restarts. The shipped default since session 27 (~51 min on 2 "
-                        "AVX2 cores in fp32)."),
+        _CXR_CNN_BLUR_WARM,
+        _CXR_CNN_BLUR_WARM.replace(
+            name="cxr_cnn_haze_warm", augment=dataclasses.replace(_CXR_CNN_BLUR_WARM.augment, haze=0.6),
+            invariance_augment=dataclasses.replace(_CXR_CNN_BLUR_WARM.invariance_augment, haze=0.6),
+            description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`, itself "
+                        "cxr_cnn_blur_warm's result) with a scatter veil added in training and in the consistency "
+                        "penalty's second view: the film becomes veil + k (film - veil), the veil its Gaussian "
+                        "blur of sigma 4-16 px and k 0.4-1, drawn per film. Halving the detail above 16 px (the "
+                        "lung against the ribs, every region's mean grey kept) made the default call half its "
+                        "validation NORMALs PNEUMONIA, and the test split's false positives look hazier in the "
+                        "lungs (docs/robustness.md, item 37). Otherwise cxr_cnn_blur_warm: 6 epochs, one-cycle "
+                        "peak 7.5e-4 (~52 min on 2 AVX2 cores in fp32)."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
