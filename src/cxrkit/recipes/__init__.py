@@ -516,7 +516,9 @@ RECIPES: dict[str, Recipe] = {
                         "lung against the ribs, every region's mean grey kept) made the default call half its "
                         "validation NORMALs PNEUMONIA, and the test split's false positives look hazier in the "
                         "lungs (docs/robustness.md, item 37). Otherwise cxr_cnn_blur_warm: 6 epochs, one-cycle "
-                        "peak 7.5e-4 (~52 min on 2 AVX2 cores in fp32)."),
+                        "peak 7.5e-4 (~52 min on 2 AVX2 cores in fp32). Refused by its rule in session 28 "
+                        "(geometric score 0.939 < 0.945); on test it cut the NORMAL2 false positives from 35 to "
+                        "14 and missed 28 pneumonias instead of 6."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
