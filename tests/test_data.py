@@ -413,6 +413,9 @@ def test_haze_augment_veils_each_film_by_its_own_amount():
     assert bool((spread < 1.0).all()) and bool((spread > 0.3).all()) and float(spread.max() - spread.min()) > 0.05
     flat = torch.full((3, 1, 64, 64), 0.25)
     assert torch.allclose(augment_batch(flat, Augment(haze=0.6), torch.Generator().manual_seed(0)), flat)
+    small = x[..., ::4, ::4]  # 16 px, under the veil's +-48 px kernel: the widest kernel the image can reflect
+    out = augment_batch(small, Augment(haze=0.6), torch.Generator().manual_seed(0))
+    assert out.shape == small.shape and float(out.std()) < float(small.std())
 
 
 def test_geometric_only_augment_stays_in_range():

@@ -199,6 +199,8 @@ def test_veiled_keeps_a_flat_film_and_its_mean_and_takes_coarse_contrast_more_th
         local = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (7, 7, 7, 7), mode="reflect"), 15, 1)
         return float((x - local).abs().mean())
     assert coarse(hazy) < coarse(veiled(images, 8.0, 0.5)) < coarse(blurred(images, 2.0)) < coarse(images)
+    small = images[:, ::2, ::2].contiguous()  # 32 px: a kernel of +-48 px cannot be reflected; the widest one that can
+    assert veiled(small, 16.0, 0.5).shape == small.shape and coarse(veiled(small, 16.0, 0.5)) < coarse(small)
 
 
 def test_paired_comparison_separates_a_shape_reader_and_calls_a_model_even_with_itself():

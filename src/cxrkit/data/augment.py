@@ -129,7 +129,7 @@ def gaussian_blur_each(x: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) 
     import torch.nn.functional as F
 
     b, c, h, w = x.shape
-    half = int(3 * max_sigma + 0.5)
+    half = min(int(3 * max_sigma + 0.5), h - 1, w - 1)  # reflect padding needs the kernel inside the image
     offsets = torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
     s = sigmas.to(device=x.device, dtype=x.dtype).clamp(min=1e-3)[:, None]  # sigma ~0: every weight on the centre
     k = torch.exp(-0.5 * (offsets[None, :] / s) ** 2)

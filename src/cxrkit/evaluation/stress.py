@@ -85,8 +85,8 @@ STRESS_VIEW_SETS = {"geometry": GEOMETRY_VIEWS, "exposure": (GEOMETRY_VIEWS[0],)
 
 def stress_views(spec: str) -> tuple:
     """``"geometry"`` (the default five views), ``"exposure"`` (as is and two washed-out ones), ``"tone"`` (as is
-    and two with the darks lifted), ``"blur"`` (as is and two blurred), ``"haze"`` (as is and two veiled) or several, comma-separated: the union, the
-    unwarped view first."""
+    and two with the darks lifted), ``"blur"`` (as is and two blurred), ``"haze"`` (as is and two veiled) or
+    several, comma-separated: the union, the unwarped view first."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in STRESS_VIEW_SETS]
     if not names or unknown:
@@ -110,10 +110,12 @@ def lifted_darks(images: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """uint8 ``(N, S, S)`` films through a Gaussian of ``sigma`` pixels (kernel +-3 sigma, edges reflected)."""
+    """uint8 ``(N, S, S)`` films through a Gaussian of ``sigma`` pixels (kernel +-3 sigma, edges reflected; on films
+    too small for that, the widest kernel they can reflect)."""
     from torchvision.transforms.v2.functional import gaussian_blur
 
-    size = 2 * int(3 * sigma + 0.5) + 1
+    half = min(int(3 * sigma + 0.5), min(images.shape[-2:]) - 1)  # reflection needs a kernel inside the film
+    size = 2 * half + 1
     return gaussian_blur(images[:, None], [size, size], [sigma, sigma])[:, 0]
 
 
