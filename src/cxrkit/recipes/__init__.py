@@ -483,7 +483,8 @@ RECIPES: dict[str, Recipe] = {
                         "weight doubled (2.0): halving that detail made the shipped network call 62-69 % of its "
                         "validation NORMALs PNEUMONIA, and three restarts that added a tone invariance each lost "
                         "geometric score, so the geometric pull is raised with the new one. 8 epochs, one-cycle "
-                        "peak 5e-4 (docs/robustness.md, item 39; ~45 min on 2 CPU cores)."),
+                        "peak 5e-4 (docs/robustness.md, item 39; ~45 min on 2 CPU cores). Refused by its rule in "
+                        "session 29 (geometric score 0.941 < 0.945); test 0.920 / ROC-AUC 0.963."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
