@@ -272,6 +272,14 @@ _CXR_CNN_INVARIANT = _CXR_CNN_GEOMETRY.replace(
                 "cxr_cnn_geometry's augmentation alone did not remove the shape shortcut (stress score 0.836 vs "
                 "0.855 without it); 20 epochs, as each step costs two forward passes.",
 )
+def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
+    """``base`` with the acquisition ``cue`` (``Augment`` fields, e.g. ``blur=2.5``) in training and in the
+    consistency penalty's view alike: a penalty only asks for invariance across what the training films also show."""
+    return base.replace(name=name, augment=dataclasses.replace(base.augment, **cue),
+                        invariance_augment=dataclasses.replace(base.invariance_augment, **cue),
+                        description=description)
+
+
 _CXR_CNN_FAST = _CXR_CNN_INVARIANT.replace(
     name="cxr_cnn_fast", version=3, image_size=128, epochs=14, threshold_rule="youden-geometry",
     precision="auto",
@@ -294,10 +302,8 @@ _CXR_CNN_WIDE = _CXR_CNN_INVARIANT.replace(
                 "cores in bf16): every model here is ~0.99 on validation and loses on the test split's "
                 "acquisition, and across models accuracy under a shift tends to follow capacity "
                 "(docs/robustness.md, session 19).")
-_CXR_CNN_BLUR_WARM = _CXR_CNN_WIDE.replace(
-    name="cxr_cnn_blur_warm", epochs=6, lr=7.5e-4, init_from="required",
-    augment=dataclasses.replace(_CXR_CNN_WIDE.augment, blur=2.5),
-    invariance_augment=dataclasses.replace(_CXR_CNN_WIDE.invariance_augment, blur=2.5),
+_CXR_CNN_BLUR_WARM = _with_cue(
+    _CXR_CNN_WIDE.replace(epochs=6, lr=7.5e-4, init_from="required"), "cxr_cnn_blur_warm", blur=2.5,
     description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with a Gaussian "
                 "blur of sigma 0-2.5 px drawn per film in training and in the consistency penalty's "
                 "second view: the default equalises its films, so exposure and tone leave it alone, but "
@@ -305,14 +311,6 @@ _CXR_CNN_BLUR_WARM = _CXR_CNN_WIDE.replace(
                 "(docs/robustness.md, item 35). One-cycle peak 7.5e-4, a quarter of the first training's, "
                 "as the binary network's restarts. The shipped default since session 27 (~51 min on 2 "
                 "AVX2 cores in fp32).")
-
-
-def _veiled(base: Recipe, name: str, haze: float, description: str) -> Recipe:
-    """``base`` with a scatter veil of strength ``haze`` in training and in the penalty's view alike: a penalty
-    only asks for invariance across what the training films also show."""
-    return base.replace(name=name, augment=dataclasses.replace(base.augment, haze=haze),
-                        invariance_augment=dataclasses.replace(base.invariance_augment, haze=haze),
-                        description=description)
 
 
 _CXR_BNN = Recipe(
@@ -347,10 +345,9 @@ _CXR_BNN_DEEP224 = _CXR_BNN_INVARIANT224.replace(
                 "Net-18 has 16 binary convs) and 96 epochs: 1.57 M binary weights, 218 KB packed. Extra "
                 "blocks in the first three stages cost 4-64x fewer bits than in the last. ~1.75x the "
                 "compute of cxr_bnn: trained on a GPU (docs/bnn.md); about 7 h on 2 CPU cores.")
-_CXR_BNN_EXPOSURE_WARM = _CXR_BNN_DEEP224.replace(
-    name="cxr_bnn_deep224_exposure_warm", epochs=12, lr=5e-4, init_from="required",
-    augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35),
-    invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35),
+_CXR_BNN_EXPOSURE_WARM = _with_cue(
+    _CXR_BNN_DEEP224.replace(epochs=12, lr=5e-4, init_from="required"), "cxr_bnn_deep224_exposure_warm",
+    contrast=0.35,
     description="cxr_bnn_deep224_warm with a film's global contrast drawn from x0.65-1.35 (was x0.8-1.2) in "
                 "training and in the consistency penalty's second view: a warm restart of the shipped "
                 "cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films "
@@ -454,10 +451,8 @@ RECIPES: dict[str, Recipe] = {
                         "a film's global contrast away help the binary network?) at a CPU's budget "
                         "(docs/robustness.md, item 29)."),
         _CXR_BNN_EXPOSURE_WARM,
-        _CXR_BNN_DEEP224.replace(
-            name="cxr_bnn_deep224_tone_warm", epochs=12, lr=5e-4, init_from="required",
-            augment=dataclasses.replace(_CXR_BNN_DEEP224.augment, contrast=0.35, gamma=0.5),
-            invariance_augment=dataclasses.replace(_PENALTY["invariance_augment"], contrast=0.35, gamma=0.5),
+        _with_cue(
+            _CXR_BNN_EXPOSURE_WARM, "cxr_bnn_deep224_tone_warm", gamma=0.5,
             description="cxr_bnn_deep224_exposure_warm with the tone curve drawn from gamma 0.61-1.65 (was "
                         "0.74-1.35) in training and in the consistency penalty's second view: a warm restart of "
                         "the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore lifted dark "
@@ -475,8 +470,8 @@ RECIPES: dict[str, Recipe] = {
                         "penalty term asks for one invariance. A warm restart of the shipped cxr_bnn "
                         "(`--init-from cxr_bnn --seed 1`), 8 epochs; three forward passes a step "
                         "(docs/robustness.md, item 36)."),
-        _veiled(
-            _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_haze_warm", 0.35,
+        _with_cue(
+            _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_haze_warm", haze=0.35,
             description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) with a scatter "
                         "veil taking at most 35 % of the detail above 4-16 px, in training and in the consistency "
                         "penalty's second view beside its re-zoom, re-stretch and contrast, and the penalty's "
@@ -527,8 +522,8 @@ RECIPES: dict[str, Recipe] = {
                         "this spends most epochs where they are cheap (docs/robustness.md, session 19)."),
         _CXR_CNN_WIDE,
         _CXR_CNN_BLUR_WARM,
-        _veiled(
-            _CXR_CNN_BLUR_WARM, "cxr_cnn_haze_warm", 0.6,
+        _with_cue(
+            _CXR_CNN_BLUR_WARM, "cxr_cnn_haze_warm", haze=0.6,
             description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`, itself "
                         "cxr_cnn_blur_warm's result) with a scatter veil added in training and in the consistency "
                         "penalty's second view: the film becomes veil + k (film - veil), the veil its Gaussian "
@@ -539,8 +534,8 @@ RECIPES: dict[str, Recipe] = {
                         "peak 7.5e-4 (~52 min on 2 AVX2 cores in fp32). Refused by its rule in session 28 "
                         "(geometric score 0.939 < 0.945); on test it cut the NORMAL2 false positives from 35 to "
                         "14 and missed 28 pneumonias instead of 6."),
-        _veiled(
-            _CXR_CNN_BLUR_WARM, "cxr_cnn_haze_mild_warm", 0.35,
+        _with_cue(
+            _CXR_CNN_BLUR_WARM, "cxr_cnn_haze_mild_warm", haze=0.35,
             description="cxr_cnn_haze_warm with a milder veil: at most 35 % of the detail above 4-16 px taken "
                         "(k 0.65-1, not 0.4-1). The strong veil cut the test split's NORMAL2 false positives from "
                         "35 to 14 but cost sensitivity and geometric score, as if the penalty reached what "
@@ -548,11 +543,8 @@ RECIPES: dict[str, Recipe] = {
                         "without it (docs/robustness.md, item 38; ~52 min on 2 AVX2 cores in fp32, ~22 in bf16 on "
                         "an AVX512-BF16 one). Refused by its rule in session 29 (geometric score 0.943 < 0.945); "
                         "on test 0.939 / ROC-AUC 0.987, 27 NORMAL2 false positives, 8 missed pneumonias."),
-        _veiled(
-            _CXR_CNN_FAST160.replace(
-                augment=dataclasses.replace(_CXR_CNN_FAST160.augment, blur=2.5),
-                invariance_augment=dataclasses.replace(_CXR_CNN_FAST160.invariance_augment, blur=2.5)),
-            "cxr_cnn_fast160_haze", 0.35,
+        _with_cue(
+            _CXR_CNN_FAST160, "cxr_cnn_fast160_haze", blur=2.5, haze=0.35,
             description="cxr_cnn_fast160 (the fast path's best median, 0.915) with the two acquisition cues the "
                         "hour-long default learned to ignore since: a Gaussian blur of sigma 0-2.5 px and a "
                         "scatter veil taking at most 35 % of the detail above 4-16 px, both in training and in "
