@@ -544,6 +544,14 @@ RECIPES: dict[str, Recipe] = {
                         "an AVX512-BF16 one). Refused by its rule in session 29 (geometric score 0.943 < 0.945); "
                         "on test 0.939 / ROC-AUC 0.987, 27 NORMAL2 false positives, 8 missed pneumonias."),
         _with_cue(
+            _CXR_CNN_WIDE, "cxr_cnn_wide_cues", blur=2.5, haze=0.35,
+            description="cxr_cnn_wide trained from scratch with the two acquisition cues the default learned in "
+                        "warm restarts (a Gaussian blur of sigma 0-2.5 px; a scatter veil taking at most 35 % of "
+                        "the detail above 4-16 px), in training and in the consistency penalty's second view from "
+                        "the first epoch: one command instead of a chain of restarts, and features that never "
+                        "leaned on the cues. ~75 min on 2 AVX512-BF16 cores (docs/robustness.md, item 41; train "
+                        "with --seed 2, the default's validation films)."),
+        _with_cue(
             _CXR_CNN_FAST160, "cxr_cnn_fast160_haze", blur=2.5, haze=0.35,
             description="cxr_cnn_fast160 (the fast path's best median, 0.915) with the two acquisition cues the "
                         "hour-long default learned to ignore since: a Gaussian blur of sigma 0-2.5 px and a "
