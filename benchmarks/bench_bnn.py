@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cxrkit.machine import FAST_MALLOC  # torch-free: this parent process never holds torch
 from peers import run_peer
 
 HERE = Path(__file__).resolve().parent
@@ -137,7 +138,7 @@ def _subprocess(args, mode: str, spec: dict | None = None, threads: int | None =
            "--train-steps", str(args.train_steps)]
     if spec is not None:
         cmd += ["--spec", json.dumps(spec)]
-    env = dict(os.environ)
+    env = dict(os.environ, GLIBC_TUNABLES=FAST_MALLOC)  # the path the cxrkit command takes, whoever calls this
     if threads:  # NumPy's BLAS (the engine's dense layers) gets the same thread count as the rest
         env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+from cxrkit.machine import FAST_MALLOC
 
 
 def film_1024() -> bytes:

@@ -31,9 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cxrkit.machine import FAST_MALLOC
 from peers import run_peer
 
-FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 HERE = Path(__file__).resolve().parent
 
 

@@ -15,11 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Measured on the 2-core reference machine: glibc's default malloc returns freed
-# tensor memory to the OS after every step and PyTorch pays page faults to get
-# it back; these settings keep it (see benchmarks/README.md). They must be set
-# before the process starts, so the entry point re-executes itself once.
-FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+from ..machine import FAST_MALLOC
+
 
 EPILOG = "Docs: README.md and docs/ in the cxrkit repository. Data layout: ROOT/{train,val,test}/CLASS/*.jpeg or ROOT/CLASS/*."
 
