@@ -145,6 +145,16 @@ def test_run_config_nesting_and_directory(tmp_path):
     assert load_recipe(tmp_path) == recipe
 
 
+def test_unknown_recipe_name_suggests_close_ones():
+    """A typo gets the nearest built-ins, not a wall of all of them."""
+    with pytest.raises(RecipeError, match="did you mean cxr_cnn_wide") as err:
+        load_recipe("cxr_cnn_wdie")
+    assert "seed001" not in str(err.value)
+    with pytest.raises(RecipeError) as err:
+        load_recipe("nope")
+    assert "did you mean" not in str(err.value) and "cxrkit recipes" in str(err.value)
+
+
 def test_recipe_unknown_key(tmp_path):
     data = load_recipe("seed001").to_dict() | {"learning_rate": 0.1}
     path = tmp_path / "bad.yaml"

@@ -7,6 +7,7 @@ RUN_DIR/config.yaml`` reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -639,7 +640,10 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if path.is_dir() and (path / "config.yaml").is_file():
         path = path / "config.yaml"
     if not path.is_file():
-        raise RecipeError(f"unknown recipe {key!r}: not a built-in ({', '.join(list_recipes())}) nor a file")
+        close = difflib.get_close_matches(key, list_recipes(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise RecipeError(f"unknown recipe {key!r}: not one of the {len(RECIPES)} built-ins (`cxrkit recipes` lists "
+                          f"them) nor a file{hint}")
     try:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
