@@ -15,9 +15,10 @@ import platform
 from importlib import metadata
 
 # glibc's default malloc returns freed tensor memory to the OS after every step and PyTorch pays page faults to get it
-# back; these settings keep it (1.2-1.3x for training and predict on the 2-core machines, benchmarks/README.md). They
-# must be set before a process starts: the cxrkit command re-executes itself once with them, and the benchmarks give
-# them to every cxrkit process they start, so a table measures the path a user gets.
+# back; these settings keep it (1.2-1.3x for `cxrkit predict` and binary-network training on the 2-core machines:
+# benchmarks/README.md, docs/bnn.md). They must be set before a process starts: the cxrkit command re-executes itself
+# once with them, and the benchmarks give them to every cxrkit process they start, so a table measures the path a
+# user gets.
 FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 
 # The features that change a path or a speed in cxrkit, in the names Linux gives them in /proc/cpuinfo.
