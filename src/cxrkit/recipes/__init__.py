@@ -555,6 +555,14 @@ RECIPES: dict[str, Recipe] = {
                         "(geometric score 0.930 < 0.935); on test 0.910 / ROC-AUC 0.971: 11 NORMAL2 false "
                         "positives, the fewest of any model, and 39 missed pneumonias."),
         _with_cue(
+            _CXR_CNN_WIDE.replace(model_kwargs={"widths": [32, 64, 128, 256, 384]}), "cxr_cnn_xwide_cues",
+            blur=2.5, haze=0.35,
+            description="cxr_cnn_wide_cues with every stage twice the compact CNN's width instead of 1.5x (3.3 M "
+                        "parameters, 1.8x cxr_cnn_wide's compute): item 41 learned to ignore the veil from the first epoch and "
+                        "lost pneumonia recall with it; with more capacity the network may hold both the veil "
+                        "invariance and a faint opacity (docs/robustness.md, item 42; a GPU run, ~2.5 h on 2 CPU "
+                        "cores; train with --seed 2)."),
+        _with_cue(
             _CXR_CNN_FAST160, "cxr_cnn_fast160_haze", blur=2.5, haze=0.35,
             description="cxr_cnn_fast160 (the fast path's best median, 0.915) with the two acquisition cues the "
                         "hour-long default learned to ignore since: a Gaussian blur of sigma 0-2.5 px and a "
