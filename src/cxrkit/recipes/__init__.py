@@ -314,6 +314,17 @@ _CXR_CNN_BLUR_WARM = _with_cue(
                 "AVX2 cores in fp32).")
 
 
+_CXR_CNN_WIDE_CUES = _with_cue(
+    _CXR_CNN_WIDE, "cxr_cnn_wide_cues", blur=2.5, haze=0.35,
+    description="cxr_cnn_wide trained from scratch with the two acquisition cues the default learned in warm "
+                "restarts (a Gaussian blur of sigma 0-2.5 px; a scatter veil taking at most 35 % of the detail "
+                "above 4-16 px), in training and in the consistency penalty's second view from the first epoch: "
+                "one command instead of a chain of restarts, and features that never leaned on the cues. ~78 min "
+                "on 2 AVX512-BF16 cores (docs/robustness.md, item 41; train with --seed 2, the default's "
+                "validation films). Refused by its rule in session 30 (geometric score 0.930 < 0.935); on test "
+                "0.910 / ROC-AUC 0.971: 11 NORMAL2 false positives, the fewest of any model, and 39 missed "
+                "pneumonias.")
+
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
     lr=2e-3, schedule="onecycle", augment=_CXR_AUGMENT, class_weighting="balanced", label_smoothing=0.05,
@@ -544,24 +555,14 @@ RECIPES: dict[str, Recipe] = {
                         "without it (docs/robustness.md, item 38; ~52 min on 2 AVX2 cores in fp32, ~22 in bf16 on "
                         "an AVX512-BF16 one). Refused by its rule in session 29 (geometric score 0.943 < 0.945); "
                         "on test 0.939 / ROC-AUC 0.987, 27 NORMAL2 false positives, 8 missed pneumonias."),
-        _with_cue(
-            _CXR_CNN_WIDE, "cxr_cnn_wide_cues", blur=2.5, haze=0.35,
-            description="cxr_cnn_wide trained from scratch with the two acquisition cues the default learned in "
-                        "warm restarts (a Gaussian blur of sigma 0-2.5 px; a scatter veil taking at most 35 % of "
-                        "the detail above 4-16 px), in training and in the consistency penalty's second view from "
-                        "the first epoch: one command instead of a chain of restarts, and features that never "
-                        "leaned on the cues. ~78 min on 2 AVX512-BF16 cores (docs/robustness.md, item 41; train "
-                        "with --seed 2, the default's validation films). Refused by its rule in session 30 "
-                        "(geometric score 0.930 < 0.935); on test 0.910 / ROC-AUC 0.971: 11 NORMAL2 false "
-                        "positives, the fewest of any model, and 39 missed pneumonias."),
-        _with_cue(
-            _CXR_CNN_WIDE.replace(model_kwargs={"widths": [32, 64, 128, 256, 384]}), "cxr_cnn_xwide_cues",
-            blur=2.5, haze=0.35,
+        _CXR_CNN_WIDE_CUES,
+        _CXR_CNN_WIDE_CUES.replace(
+            name="cxr_cnn_xwide_cues", model_kwargs={"widths": [32, 64, 128, 256, 384]},
             description="cxr_cnn_wide_cues with every stage twice the compact CNN's width instead of 1.5x (3.3 M "
-                        "parameters, 1.8x cxr_cnn_wide's compute): item 41 learned to ignore the veil from the first epoch and "
-                        "lost pneumonia recall with it; with more capacity the network may hold both the veil "
-                        "invariance and a faint opacity (docs/robustness.md, item 42; a GPU run, ~2.5 h on 2 CPU "
-                        "cores; train with --seed 2)."),
+                        "parameters, 1.8x cxr_cnn_wide's compute): item 41 learned to ignore the veil from the "
+                        "first epoch and lost pneumonia recall with it; with more capacity the network may hold "
+                        "both the veil invariance and a faint opacity (docs/robustness.md, item 42; a GPU run, "
+                        "~2.5 h on 2 CPU cores; train with --seed 2)."),
         _with_cue(
             _CXR_CNN_FAST160, "cxr_cnn_fast160_haze", blur=2.5, haze=0.35,
             description="cxr_cnn_fast160 (the fast path's best median, 0.915) with the two acquisition cues the "
