@@ -5,10 +5,15 @@ Both come from ``cxrkit.inference.predictor.frozen_for_inference``, as ``cxrkit 
 are random (speed does not depend on them). Peak RSS is reported for building and running each engine, in the
 order given, within this one process:
 
-    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
-        python benchmarks/bench_inference_backends.py --rounds 2
+    python benchmarks/bench_inference_backends.py --rounds 2
 """
 from __future__ import annotations
+
+import sys
+
+from cxrkit.machine import reexec_with_fast_malloc
+
+reexec_with_fast_malloc([sys.executable, *sys.argv])  # measure with the allocator the cxrkit command uses
 
 import argparse
 import resource

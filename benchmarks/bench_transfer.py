@@ -5,10 +5,15 @@ AdamW, batch 32) and for inference (batch 32), each in fp32 and under bf16
 autocast, with the bf16/fp32 ratio. This is what chose each recipe's
 ``precision`` (docs/transfer.md). Random inputs: speed does not depend on pixels.
 
-    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
-        python benchmarks/bench_transfer.py [--models resnet50,...] [--rounds 2]
+    python benchmarks/bench_transfer.py [--models resnet50,...] [--rounds 2]
 """
 from __future__ import annotations
+
+import sys
+
+from cxrkit.machine import reexec_with_fast_malloc
+
+reexec_with_fast_malloc([sys.executable, *sys.argv])  # measure with the allocator the cxrkit command uses
 
 import argparse
 import os

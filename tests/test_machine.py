@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +69,22 @@ def test_cli_info_prints_this_machine(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "BNN engine" in text and info["bnn_kernel"] in text and info["cpu"] in text
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's tunables exist on Linux only")
+@pytest.mark.parametrize("given, expected", [
+    ({}, machine.FAST_MALLOC),  # nothing set: the process starts again with the fast settings
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc.malloc.arena_max=2"),  # the caller's own choice is kept
+    ({"CXRKIT_NO_REEXEC": "1"}, None),  # opted out: runs as it is
+])
+def test_reexec_gives_the_fast_allocator_once(given, expected, tmp_path):
+    """The benchmarks and the CLI measure what a user gets only if the settings are in place before the process
+    starts; the child reports the environment it ended up in (and would loop forever if the guard failed)."""
+    script = tmp_path / "child.py"
+    script.write_text("import os, sys\nfrom cxrkit.machine import reexec_with_fast_malloc\n"
+                      "reexec_with_fast_malloc([sys.executable, *sys.argv])\nprint(os.environ.get('GLIBC_TUNABLES'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "CXRKIT_NO_REEXEC")}
+    out = subprocess.run([sys.executable, str(script)], env={**env, **given}, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expected)

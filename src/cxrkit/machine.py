@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import sys
 from importlib import metadata
 
 # glibc's default malloc returns freed tensor memory to the OS after every step and PyTorch pays page faults to get it
@@ -20,6 +21,21 @@ from importlib import metadata
 # once with them, and the benchmarks give them to every cxrkit process they start, so a table measures the path a
 # user gets.
 FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+
+
+def reexec_with_fast_malloc(argv: list[str]) -> None:
+    """Replace this process with ``argv`` under FAST_MALLOC, once; return only where that does not apply.
+
+    The settings are read when a process starts, so a command or a benchmark that measures in its own process can
+    only get them by starting again. A caller's own GLIBC_TUNABLES (any value) is respected, CXRKIT_NO_REEXEC=1 opts
+    out, and where exec fails (or off Linux) the caller simply goes on with the default allocator.
+    """
+    if "GLIBC_TUNABLES" in os.environ or os.environ.get("CXRKIT_NO_REEXEC") == "1" or not sys.platform.startswith("linux"):
+        return
+    try:
+        os.execve(argv[0], argv, dict(os.environ, GLIBC_TUNABLES=FAST_MALLOC, CXRKIT_NO_REEXEC="1"))
+    except OSError:
+        pass
 
 # The features that change a path or a speed in cxrkit, in the names Linux gives them in /proc/cpuinfo.
 FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "avx512_vpopcntdq")

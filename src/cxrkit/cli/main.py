@@ -15,19 +15,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..machine import FAST_MALLOC
+from ..machine import reexec_with_fast_malloc
 
 
 EPILOG = "Docs: README.md and docs/ in the cxrkit repository. Data layout: ROOT/{train,val,test}/CLASS/*.jpeg or ROOT/CLASS/*."
 
 
 def entry() -> None:
-    if "GLIBC_TUNABLES" not in os.environ and os.environ.get("CXRKIT_NO_REEXEC") != "1" and sys.platform == "linux":
-        env = dict(os.environ, GLIBC_TUNABLES=FAST_MALLOC, CXRKIT_NO_REEXEC="1")
-        try:
-            os.execve(sys.executable, [sys.executable, "-m", "cxrkit", *sys.argv[1:]], env)
-        except OSError:
-            pass  # fall through: run in this process with default malloc
+    reexec_with_fast_malloc([sys.executable, "-m", "cxrkit", *sys.argv[1:]])
     sys.exit(main())
 
 
