@@ -561,8 +561,10 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_cnn_wide_cues with every stage twice the compact CNN's width instead of 1.5x (3.3 M "
                         "parameters, 1.8x cxr_cnn_wide's compute): item 41 learned to ignore the veil from the "
                         "first epoch and lost pneumonia recall with it; with more capacity the network may hold "
-                        "both the veil invariance and a faint opacity (docs/robustness.md, item 42; a GPU run, "
-                        "~2.5 h on 2 CPU cores; train with --seed 2)."),
+                        "both the veil invariance and a faint opacity (docs/robustness.md, item 42; train with --seed 2: "
+                        "1 h 51 min in bf16 on the AVX512-BF16 EPYC). Refused by its rule in session 31 (geometric "
+                        "score 0.9344 < 0.935); on test 0.920 / ROC-AUC 0.982, 16 NORMAL2 false positives, 28 "
+                        "missed pneumonias (item 41: 11 and 39)."),
         _with_cue(
             _CXR_CNN_FAST160, "cxr_cnn_fast160_haze", blur=2.5, haze=0.35,
             description="cxr_cnn_fast160 (the fast path's best median, 0.915) with the two acquisition cues the "
