@@ -14,6 +14,7 @@ from cxrkit.data.io import read_image
 from cxrkit.data.preprocess import resize_gray
 from cxrkit.inference.bundle import load_bundle, probabilities, resolve_model, save_bundle
 from cxrkit.inference.ensemble import EnsembleError, build_ensemble
+from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
 from cxrkit.inference.predictor import predict_arrays
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,31 @@ def test_output_is_the_mean_of_the_members_calibrated_probabilities(ensemble_fil
     info = bundle.info
     assert info["members"] == members and "val carved from train" in info["calibration"]["split"]
     assert 0.0 <= bundle.threshold <= 1.0 and bundle.temperature > 0
+
+
+def test_youden_geometry_reads_the_cut_off_across_the_reframed_films(members, monkeypatch):
+    """Plain Youden on validation put every ensemble here below its members on test (docs/robustness.md, item 43);
+    the members' own rule must be available: the cut-off is the ensemble's Youden over its validation films warped
+    as ``cxrkit stress`` warps them, at the temperature it ships with. (The bundled films separate perfectly, so
+    both rules land on the same number here: the spy shows which one ran.)"""
+    import cxrkit.evaluation.geometry as geometry
+
+    warped_films, real = [], geometry.geometry_threshold
+
+    def spy(model, images, labels, views=geometry.GEOMETRY_VIEWS):
+        warped_films.append(len(images))
+        return real(model, images, labels, views)
+    monkeypatch.setattr(geometry, "geometry_threshold", spy)
+
+    bundle = build_ensemble(members, SAMPLE, threshold_rule="youden-geometry")
+    fraction, seed = validation_split_of(resolve_model(members[0]))
+    val = carve_validation(SAMPLE, bundle.classes, bundle.preprocess, fraction, seed, False)
+    assert warped_films == [len(val.images)]  # read once, off the validation films
+    assert bundle.threshold == pytest.approx(real(bundle, val.images, val.labels.numpy()), abs=1e-6)
+    assert bundle.info["threshold_rule"] == "youden-geometry"
+    warped_films.clear()
+    build_ensemble(members, SAMPLE, threshold_rule="youden")
+    assert warped_films == []  # plain Youden stays plain
 
 
 def test_predict_and_evaluate_take_the_file(ensemble_file, capsys, tmp_path):

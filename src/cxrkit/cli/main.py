@@ -934,7 +934,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(the 4 re-framings of `cxrkit stress`), or geometry,flip (all 10); one "
                                    "model is enough with --views")
     s.add_argument("--threshold-rule", default="youden",
-                   help="youden | sensitivity:S | fixed:T, on validation (default: %(default)s)")
+                   help="youden | youden-geometry (Youden across the validation films re-framed as `cxrkit stress` "
+                        "does, the cut-off the shipped cxr_cnn uses; plain Youden on validation has put every "
+                        "ensemble here below its members on test, docs/robustness.md item 43) | sensitivity:S | "
+                        "fixed:T, on validation (default: %(default)s)")
     s.add_argument("--uncertain-rule", default="coverage:0.95",
                    help="coverage:C | error:E | none (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..data.preprocess import Preprocess
 from ..data.views import parse_views
 from ..evaluation.calibration import calibrate
+from ..evaluation.geometry import GEOMETRY_RULE, calibrate_across_views
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
 from ..evaluation.recalibrate import carve_validation, validation_split_of
 from ..models import create_model
@@ -81,8 +82,11 @@ def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: 
                                "validation_split": {"fraction": val_fraction, "seed": seed}}, source="ensemble")
     val = carve_validation(data_dir, first.classes, pre, val_fraction, seed, progress)
     probs, labels = predict_resized(bundle, val.images), val.labels.numpy()
-    threshold = choose_threshold(labels, probs[:, 1], threshold_rule) if bundle.is_binary else 0.5
-    cal = calibrate(probs, labels, threshold, uncertain_rule, fit=True)
+    if bundle.is_binary and threshold_rule == GEOMETRY_RULE:  # the cut-off the shape-penalised members ship with
+        cal = calibrate_across_views(bundle, probs, labels, val.images, uncertain_rule)
+    else:
+        threshold = choose_threshold(labels, probs[:, 1], threshold_rule) if bundle.is_binary else 0.5
+        cal = calibrate(probs, labels, threshold, uncertain_rule, fit=True)
     split = f"val carved from train (patient-grouped, fraction {val_fraction}, seed {seed})"
     val_metrics = evaluate_probabilities(labels, cal.probs, list(first.classes), cal.threshold, n_boot=0)
     info = {**bundle.info, "val_metrics": {k: val_metrics[k] for k in ("n", "accuracy", "roc_auc")},
