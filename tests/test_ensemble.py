@@ -62,7 +62,7 @@ def test_output_is_the_mean_of_the_members_calibrated_probabilities(ensemble_fil
 
 
 def test_youden_geometry_reads_the_cut_off_across_the_reframed_films(members, monkeypatch):
-    """Plain Youden on validation put every ensemble here below its members on test (docs/robustness.md, item 43);
+    """Plain Youden on validation gave every ensemble here a lower cut-off than its members' (item 43: 0.245);
     the members' own rule must be available: the cut-off is the ensemble's Youden over its validation films warped
     as ``cxrkit stress`` warps them, at the temperature it ships with. (The bundled films separate perfectly, so
     both rules land on the same number here: the spy shows which one ran.)"""

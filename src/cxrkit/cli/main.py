@@ -935,8 +935,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model is enough with --views")
     s.add_argument("--threshold-rule", default="youden",
                    help="youden | youden-geometry (Youden across the validation films re-framed as `cxrkit stress` "
-                        "does, the cut-off the shipped cxr_cnn uses; plain Youden on validation has put every "
-                        "ensemble here below its members on test, docs/robustness.md item 43) | sensitivity:S | "
+                        "does, the cut-off the shipped cxr_cnn uses; plain Youden on validation gave every ensemble "
+                        "here a lower cut-off than its members', docs/robustness.md item 43) | sensitivity:S | "
                         "fixed:T, on validation (default: %(default)s)")
     s.add_argument("--uncertain-rule", default="coverage:0.95",
                    help="coverage:C | error:E | none (default: %(default)s)")
