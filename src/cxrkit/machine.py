@@ -17,9 +17,9 @@ from importlib import metadata
 
 # glibc's default malloc returns freed tensor memory to the OS after every step and PyTorch pays page faults to get it
 # back; these settings keep it (1.2-1.3x for `cxrkit predict` and binary-network training on the 2-core machines:
-# benchmarks/README.md, docs/bnn.md). They must be set before a process starts: the cxrkit command re-executes itself
-# once with them, and the benchmarks give them to every cxrkit process they start, so a table measures the path a
-# user gets.
+# benchmarks/README.md, docs/bnn.md). They must be set before a process starts: the cxrkit command and the benchmarks
+# that measure in their own process re-execute themselves once with them (reexec_with_fast_malloc), and the others give
+# them to every cxrkit process they start, so a table measures the path a user gets.
 FAST_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 
 
@@ -30,7 +30,8 @@ def reexec_with_fast_malloc(argv: list[str]) -> None:
     only get them by starting again. A caller's own GLIBC_TUNABLES (any value) is respected, CXRKIT_NO_REEXEC=1 opts
     out, and where exec fails (or off Linux) the caller simply goes on with the default allocator.
     """
-    if "GLIBC_TUNABLES" in os.environ or os.environ.get("CXRKIT_NO_REEXEC") == "1" or not sys.platform.startswith("linux"):
+    opted_out = "GLIBC_TUNABLES" in os.environ or os.environ.get("CXRKIT_NO_REEXEC") == "1"
+    if opted_out or not sys.platform.startswith("linux"):
         return
     try:
         os.execve(argv[0], argv, dict(os.environ, GLIBC_TUNABLES=FAST_MALLOC, CXRKIT_NO_REEXEC="1"))
