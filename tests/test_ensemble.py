@@ -224,3 +224,87 @@ def test_tta_exports_to_onnx_with_its_views(tta_file, tmp_path):
 
     result = export_model(load_bundle(tta_file), "onnx", tmp_path / "tta.onnx")
     assert result.check["decision_agreement"] == 1.0 and result.check["max_abs_prob_diff"] < 1e-4
+
+
+# --- weight averages ("model soups"): one network whose parameters are the members' mean ---
+
+def _restart_of(name: str, tmp_path_factory, scale: float = 0.05) -> str:
+    """The shipped ``name`` with every weight nudged by seeded noise: a stand-in for a warm restart of it (same
+    architecture, input and validation split, weights near the parent's)."""
+    parent = resolve_model(name)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in parent.model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale * (p.std() if p.numel() > 1 else 1.0))
+    path = tmp_path_factory.mktemp("restart") / f"{name}_restart.safetensors"
+    save_bundle(parent, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cnn_restart(tmp_path_factory):
+    return _restart_of("cxr_cnn", tmp_path_factory)
+
+
+def test_weight_average_is_one_network_with_the_members_mean_weights(cnn_restart, tmp_path):
+    soup = build_ensemble(["cxr_cnn", cnn_restart], SAMPLE, threshold_rule="youden-geometry", average="weights")
+    parent, restart = resolve_model("cxr_cnn"), resolve_model(cnn_restart)
+    assert (soup.arch, soup.model_kwargs, soup.preprocess) == (parent.arch, parent.model_kwargs, parent.preprocess)
+    ours, a, b = soup.model.state_dict(), parent.model.state_dict(), restart.model.state_dict()
+    assert ours.keys() == a.keys()
+    for key, value in ours.items():
+        if value.is_floating_point():  # weights and BatchNorm statistics alike
+            torch.testing.assert_close(value, (a[key] + b[key]) / 2)
+        else:  # BatchNorm's step counters are counts, not values: the first member's
+            assert torch.equal(value, a[key])
+    assert any(not torch.equal(ours[k], a[k]) for k in ours if ours[k].is_floating_point())  # not the parent
+    assert soup.info["average"] == "weights" and soup.info["members"] == ["cxr_cnn", cnn_restart]
+    assert soup.info["validation_split"] == parent.info["validation_split"] and 0 < soup.threshold < 1
+    path = save_bundle(soup, tmp_path / "soup.safetensors")  # a plain model file: no ensemble wrapper inside
+    arrays = _arrays()
+    assert load_bundle(path).arch == "cxr_cnn"
+    np.testing.assert_allclose(predict_arrays(load_bundle(path), arrays), predict_arrays(soup, arrays), atol=1e-6)
+
+
+def test_weight_average_refuses_networks_that_are_not_one_family(members, tmp_path):
+    with pytest.raises(EnsembleError, match="one architecture"):
+        build_ensemble(members, SAMPLE, average="weights")  # cxr_cnn and a MobileNetV2 on the same split
+    cnn = resolve_model("cxr_cnn")
+    raw = tmp_path / "raw.safetensors"  # the same network fed un-equalised films
+    save_bundle(dataclasses.replace(cnn, preprocess=dataclasses.replace(cnn.preprocess, equalize=False)), raw)
+    with pytest.raises(EnsembleError, match="fed alike"):
+        build_ensemble(["cxr_cnn", str(raw)], SAMPLE, average="weights")
+    with pytest.raises(EnsembleError, match="one network"):
+        build_ensemble(["cxr_cnn", str(raw)], SAMPLE, average="weights", views="flip")
+    with pytest.raises(EnsembleError, match="at least two"):
+        build_ensemble(["cxr_cnn"], SAMPLE, average="weights")
+    with pytest.raises(EnsembleError, match="average must be"):
+        build_ensemble(["cxr_cnn", str(raw)], SAMPLE, average="logits")
+
+
+def test_cli_weight_average(cnn_restart, members, tmp_path, capsys):
+    out = tmp_path / "soup.safetensors"
+    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_restart}", "--average", "weights", "--data", str(SAMPLE),
+                 "--out", str(out), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["average"] == "weights" and result["views"] == [] and load_bundle(out).arch == "cxr_cnn"
+    assert main(["ensemble", "--models", ",".join(members), "--average", "weights", "--data", str(SAMPLE),
+                 "--out", str(tmp_path / "x.safetensors")]) != 0
+    err = capsys.readouterr().err
+    assert "one architecture" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_binary_network_average_packs_and_the_engine_agrees(tmp_path_factory, tmp_path):
+    """A binary network's latent weights are averaged, then binarised: the result is an ordinary cxr_bnn that the
+    bit-packed engine runs with PyTorch's decisions."""
+    from cxrkit.export import export_model
+
+    restart = _restart_of("cxr_bnn", tmp_path_factory, scale=0.3)
+    soup = build_ensemble(["cxr_bnn", restart], SAMPLE, average="weights")
+    assert soup.arch == "cxr_bnn"
+    packed = resolve_model(str(export_model(soup, "bnn-packed", tmp_path / "soup.bnn.npz").path))
+    arrays = _arrays(24)
+    ours, engine = predict_arrays(soup, arrays)[:, 1], predict_arrays(packed, arrays)[:, 1]
+    assert packed.threshold == pytest.approx(soup.threshold)
+    assert np.array_equal(ours >= soup.threshold, engine >= packed.threshold)
+    np.testing.assert_allclose(engine, ours, atol=0.02)

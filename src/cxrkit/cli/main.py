@@ -473,18 +473,21 @@ def cmd_ensemble(args) -> int:
         raise FileExistsError(f"{out}: exists; choose a new --out")
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     bundle = build_ensemble(names, args.data, args.threshold_rule, args.uncertain_rule, progress=_progress(args),
-                            views=args.views)
+                            views=args.views, average=args.average)
     save_bundle(bundle, out)
     v = bundle.info["val_metrics"]
     _warn_few_films(v["n"])
+    views = [v.name for v in bundle.model.views] if args.average == "probabilities" else []
     if args.json:
-        _print_json({"out": str(out), "members": names, "views": [v.name for v in bundle.model.views],
+        _print_json({"out": str(out), "members": names, "average": args.average, "views": views,
                      "threshold": bundle.threshold,
                      "temperature": bundle.temperature, "confidence_threshold": bundle.confidence_threshold,
                      "val_metrics": v})
         return 0
-    over = f" over {len(bundle.model.views)} views of each film" if args.views else ""
-    print(f"wrote {out}: mean of {len(names)} model(s)' calibrated probabilities{over}; threshold {bundle.threshold:.3f} "
+    over = f" over {len(views)} views of each film" if args.views else ""
+    what = (f"one {bundle.arch} with the mean weights of {len(names)} models" if args.average == "weights" else
+            f"mean of {len(names)} model(s)' calibrated probabilities{over}")
+    print(f"wrote {out}: {what}; threshold {bundle.threshold:.3f} "
           f"({args.threshold_rule}), temperature {bundle.temperature:.3f}\n"
           f"validation ({v['n']} images, {bundle.info['calibration']['split']}): accuracy {v['accuracy']:.3f}, "
           f"ROC-AUC {v['roc_auc']:.4f}\nnext: cxrkit evaluate --model {shlex.quote(str(out))} --data "
@@ -933,6 +936,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and the probabilities are averaged over them too: flip (mirrored), geometry "
                                    "(the 4 re-framings of `cxrkit stress`), or geometry,flip (all 10); one "
                                    "model is enough with --views")
+    s.add_argument("--average", choices=("probabilities", "weights"), default="probabilities",
+                   help="probabilities: every member runs and their calibrated probabilities are averaged; weights: "
+                        "one network whose parameters are the members' mean (a model soup, at one model's cost; "
+                        "only for networks fine-tuned from the same weights, e.g. warm restarts of one model) "
+                        "(default: %(default)s)")
     s.add_argument("--threshold-rule", default="youden",
                    help="youden | youden-geometry (Youden across the validation films re-framed as `cxrkit stress` "
                         "does, the cut-off the shipped cxr_cnn uses; plain Youden on validation gave every ensemble "

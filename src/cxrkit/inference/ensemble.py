@@ -4,6 +4,12 @@ With ``views`` every member also sees the film mirrored or re-framed and the
 probabilities are averaged over views too: test-time augmentation, for one
 model or several.
 
+With ``average="weights"`` the members' parameters are averaged instead of
+their outputs (a "model soup"): one network at one network's cost. That only
+works for networks fine-tuned from the same start, which stay in one basin
+of the loss where the midpoint is itself a good network; two networks
+trained from different initialisations average to noise.
+
 The members must have been trained on the same data folder with the same
 validation split (cxrkit's recipes all carve 10 % of train by patient with
 seed 0): the ensemble's threshold, temperature and UNCERTAIN cut-off are then
@@ -15,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from ..data.preprocess import Preprocess
 from ..data.views import parse_views
@@ -56,12 +64,45 @@ def _check(members: Sequence[ModelBundle], names: Sequence[str], n_views: int) -
                                 f"{validation_split_of(b)} than {names[0]} {validation_split_of(first)}")
 
 
+AVERAGES = ("probabilities", "weights")
+
+
+def average_weights(members: Sequence[ModelBundle], names: Sequence[str]) -> torch.nn.Module:
+    """A fresh network of the members' architecture whose parameters and BatchNorm statistics are their mean.
+
+    Integer buffers (BatchNorm's batch counters) are the first member's: they count steps, not values. A binary
+    network's latent weights are averaged before its sign is taken, so where two members disagree the one further
+    from zero wins."""
+    first = members[0]
+    for name, b in zip(names, members):
+        if (b.arch, b.model_kwargs) != (first.arch, first.model_kwargs):
+            raise EnsembleError(f"{name} is a {b.arch} {b.model_kwargs or ''}, {names[0]} a {first.arch} "
+                                f"{first.model_kwargs or ''}: weights average only within one architecture")
+        if b.preprocess != first.preprocess:
+            raise EnsembleError(f"{name} reads its films differently ({b.preprocess}) from {names[0]} "
+                                f"({first.preprocess}): weights average only between networks fed alike")
+    states = [b.model.state_dict() for b in members]
+    mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone()
+            for k, v in states[0].items()}
+    model = create_model(first.arch, num_classes=len(first.classes), **first.model_kwargs)
+    model.load_state_dict(mean)
+    return model.eval()
+
+
 def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: str = "youden",
                    uncertain_rule: str = "coverage:0.95", progress: bool = False,
-                   views: str | None = None) -> ModelBundle:
+                   views: str | None = None, average: str = "probabilities") -> ModelBundle:
     """One bundle averaging ``models``' calibrated probabilities (over ``views`` of each film, e.g. ``"flip"``,
-    ``"geometry"`` or ``"geometry,flip"``: :func:`cxrkit.data.views.parse_views`); threshold (binary tasks),
-    temperature and UNCERTAIN cut-off fitted on ``data_dir``'s validation split."""
+    ``"geometry"`` or ``"geometry,flip"``: :func:`cxrkit.data.views.parse_views`), or with ``average="weights"``
+    one network with their mean weights; threshold (binary tasks), temperature and UNCERTAIN cut-off fitted on
+    ``data_dir``'s validation split."""
+    if average not in AVERAGES:
+        raise EnsembleError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}")
+    if average == "weights" and views:
+        raise EnsembleError("--views averages over views of each film at prediction time; a weight average is one "
+                            "network: build it first, then its test-time ensemble from the file")
+    if average == "weights" and len(models) < 2:
+        raise EnsembleError("a weight average needs at least two models")
     try:
         view_list = [v.to_dict() for v in parse_views(views)] if views else None
     except ValueError as exc:
@@ -69,18 +110,22 @@ def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: 
     members = [resolve_model(m) for m in models]
     _check(members, list(models), len(view_list or ()))
     first = members[0]
-    specs = [_member_spec(b) for b in members]
-    kwargs = {"members": specs, **({"views": view_list} if view_list else {})}
-    model = create_model("ensemble", num_classes=len(first.classes), **kwargs)
-    for net, b in zip(model.members, members):
-        net.load_state_dict(b.model.state_dict())
-    model.eval()
-    pre = Preprocess(size=first.preprocess.size, resize=first.preprocess.resize, channels=1, mean=0.0, std=1.0)
     val_fraction, seed = validation_split_of(first)
-    bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs=kwargs,
-                         info={"members": list(models), "views": views or "none", "threshold_rule": threshold_rule,
-                               "validation_split": {"fraction": val_fraction, "seed": seed}}, source="ensemble")
-    val = carve_validation(data_dir, first.classes, pre, val_fraction, seed, progress)
+    info = {"members": list(models), "average": average, "views": views or "none", "threshold_rule": threshold_rule,
+            "validation_split": {"fraction": val_fraction, "seed": seed}}
+    if average == "weights":
+        bundle = ModelBundle(average_weights(members, list(models)), first.arch, first.classes, first.preprocess,
+                             model_kwargs=dict(first.model_kwargs), info=info, source="weight average")
+    else:
+        specs = [_member_spec(b) for b in members]
+        kwargs = {"members": specs, **({"views": view_list} if view_list else {})}
+        model = create_model("ensemble", num_classes=len(first.classes), **kwargs)
+        for net, b in zip(model.members, members):
+            net.load_state_dict(b.model.state_dict())
+        model.eval()
+        pre = Preprocess(size=first.preprocess.size, resize=first.preprocess.resize, channels=1, mean=0.0, std=1.0)
+        bundle = ModelBundle(model, "ensemble", first.classes, pre, model_kwargs=kwargs, info=info, source="ensemble")
+    val = carve_validation(data_dir, first.classes, bundle.preprocess, val_fraction, seed, progress)
     probs, labels = predict_resized(bundle, val.images), val.labels.numpy()
     if bundle.is_binary and threshold_rule == GEOMETRY_RULE:  # the cut-off the shape-penalised members ship with
         cal = calibrate_across_views(bundle, probs, labels, val.images, uncertain_rule)
