@@ -100,6 +100,14 @@ def _card_text(source: str, pytorch: bool) -> str | None:
     return path.read_text(encoding="utf-8") if path and path.is_file() else None
 
 
+def _recipe_of(info: dict) -> str | None:
+    """The training recipe, or for a model built from others (``cxrkit ensemble``) what it was built from."""
+    if info.get("recipe") or not info.get("members"):
+        return info.get("recipe")
+    how = "weight average" if info.get("average") == "weights" else "ensemble"
+    return f"{how} of {'; '.join(map(str, info['members']))}"
+
+
 def model_card(model_id: str, source: str, bundle, heatmap_note: str | None) -> dict:
     """What ``GET /api/models`` and the page show about a model; ``heatmap_note``: why it has no heatmaps."""
     pre = bundle.preprocess
@@ -111,7 +119,7 @@ def model_card(model_id: str, source: str, bundle, heatmap_note: str | None) -> 
             "input": f"{pre.size}x{pre.size} {'grayscale' if pre.channels == 1 else 'RGB'}",
             "format": "pytorch" if is_pytorch(bundle) else type(bundle).__name__,
             "heatmap": heatmap_note is None, "heatmap_note": heatmap_note,
-            "recipe": info.get("recipe"), "validation_metrics": info.get("val_metrics"),
+            "recipe": _recipe_of(info), "validation_metrics": info.get("val_metrics"),
             "intended_use": INTENDED_USE, "disclaimer": NOT_A_DEVICE, "card_markdown": _card_text(source, is_pytorch(bundle))}
 
 
