@@ -260,6 +260,8 @@ def test_weight_average_is_one_network_with_the_members_mean_weights(cnn_restart
     assert any(not torch.equal(ours[k], a[k]) for k in ours if ours[k].is_floating_point())  # not the parent
     assert soup.info["average"] == "weights" and soup.info["members"] == ["cxr_cnn", cnn_restart]
     assert soup.info["validation_split"] == parent.info["validation_split"] and 0 < soup.threshold < 1
+    # the members' one training mix, which `calibrate --unlabeled` resamples a site's films to
+    assert soup.info["train_class_shares"] == parent.info["train_class_shares"]
     path = save_bundle(soup, tmp_path / "soup.safetensors")  # a plain model file: no ensemble wrapper inside
     arrays = _arrays()
     assert load_bundle(path).arch == "cxr_cnn"

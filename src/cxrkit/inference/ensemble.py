@@ -113,6 +113,9 @@ def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: 
     val_fraction, seed = validation_split_of(first)
     info = {"members": list(models), "average": average, "views": views or "none", "threshold_rule": threshold_rule,
             "validation_split": {"fraction": val_fraction, "seed": seed}}
+    shares = [b.info.get("train_class_shares") for b in members]
+    if shares[0] and all(s == shares[0] for s in shares):  # one training set: `calibrate --unlabeled` resamples to it
+        info["train_class_shares"] = shares[0]
     if average == "weights":
         bundle = ModelBundle(average_weights(members, list(models)), first.arch, first.classes, first.preprocess,
                              model_kwargs=dict(first.model_kwargs), info=info, source="weight average")
