@@ -290,6 +290,15 @@ def test_cli_weight_average(cnn_restart, members, tmp_path, capsys):
                  "--out", str(out), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["average"] == "weights" and result["views"] == [] and load_bundle(out).arch == "cxr_cnn"
+    assert "batchnorm" not in load_bundle(out).info
+    fresh = tmp_path / "fresh.safetensors"
+    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_restart}", "--average", "weights", "--refresh-batchnorm",
+                 "--data", str(SAMPLE), "--out", str(fresh), "--quiet"]) == 0
+    assert "re-measured on the training films" in capsys.readouterr().out
+    assert "training films" in load_bundle(fresh).info["batchnorm"]
+    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_restart}", "--refresh-batchnorm", "--data", str(SAMPLE),
+                 "--out", str(tmp_path / "y.safetensors")]) != 0
+    assert "--average weights" in capsys.readouterr().err
     assert main(["ensemble", "--models", ",".join(members), "--average", "weights", "--data", str(SAMPLE),
                  "--out", str(tmp_path / "x.safetensors")]) != 0
     err = capsys.readouterr().err
@@ -310,3 +319,35 @@ def test_binary_network_average_packs_and_the_engine_agrees(tmp_path_factory, tm
     assert packed.threshold == pytest.approx(soup.threshold)
     assert np.array_equal(ours >= soup.threshold, engine >= packed.threshold)
     np.testing.assert_allclose(engine, ours, atol=0.02)
+
+
+def test_refreshed_weight_average_measures_its_batchnorm_statistics_on_the_training_films(cnn_restart):
+    """The members' mean statistics need not describe the averaged network: refreshed, the first BatchNorm layer's
+    running mean is the mean of its input over the training films (its input comes from a convolution, so it does
+    not depend on the statistics being measured), and every weight is still the members' mean."""
+    from cxrkit.data.preprocess import to_model_input
+    from cxrkit.evaluation.batchnorm_adaptation import batchnorm_layers
+    from cxrkit.evaluation.recalibrate import carve_training
+
+    plain = build_ensemble(["cxr_cnn", cnn_restart], SAMPLE, average="weights")
+    fresh = build_ensemble(["cxr_cnn", cnn_restart], SAMPLE, average="weights", refresh_batchnorm=True)
+    train = carve_training(SAMPLE, plain.classes, plain.preprocess, *validation_split_of(plain))
+    val = carve_validation(SAMPLE, plain.classes, plain.preprocess, *validation_split_of(plain))
+    assert 0 < len(train.images) <= 64  # one batch: the running mean is the plain mean over the films
+    assert not set(train.samples) & set(val.samples)
+    seen = []
+    first = batchnorm_layers(plain.model)[0]
+    hook = first.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach()))
+    with torch.no_grad():
+        plain.model(to_model_input(train.images, plain.preprocess))
+    hook.remove()
+    expected = seen[0].float().mean(dim=(0, 2, 3))
+    refreshed = batchnorm_layers(fresh.model)[0]
+    torch.testing.assert_close(refreshed.running_mean, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(first.running_mean, expected, atol=1e-3)  # the members' mean was something else
+    mean = plain.model.state_dict()
+    for key, value in fresh.model.named_parameters():
+        torch.testing.assert_close(value, mean[key])
+    assert f"{len(train.images)} training films" in fresh.info["batchnorm"] and "batchnorm" not in plain.info
+    with pytest.raises(EnsembleError, match="--average weights"):
+        build_ensemble(["cxr_cnn", cnn_restart], SAMPLE, refresh_batchnorm=True)

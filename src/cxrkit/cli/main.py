@@ -473,7 +473,7 @@ def cmd_ensemble(args) -> int:
         raise FileExistsError(f"{out}: exists; choose a new --out")
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     bundle = build_ensemble(names, args.data, args.threshold_rule, args.uncertain_rule, progress=_progress(args),
-                            views=args.views, average=args.average)
+                            views=args.views, average=args.average, refresh_batchnorm=args.refresh_batchnorm)
     save_bundle(bundle, out)
     v = bundle.info["val_metrics"]
     _warn_few_films(v["n"])
@@ -485,7 +485,8 @@ def cmd_ensemble(args) -> int:
                      "val_metrics": v})
         return 0
     over = f" over {len(views)} views of each film" if args.views else ""
-    what = (f"one {bundle.arch} with the mean weights of {len(names)} models" if args.average == "weights" else
+    refreshed = " (BatchNorm statistics re-measured on the training films)" if args.refresh_batchnorm else ""
+    what = (f"one {bundle.arch} with the mean weights of {len(names)} models{refreshed}" if args.average == "weights" else
             f"mean of {len(names)} model(s)' calibrated probabilities{over}")
     print(f"wrote {out}: {what}; threshold {bundle.threshold:.3f} "
           f"({args.threshold_rule}), temperature {bundle.temperature:.3f}\n"
@@ -941,6 +942,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "one network whose parameters are the members' mean (a model soup, at one model's cost; "
                         "only for networks fine-tuned from the same weights, e.g. warm restarts of one model) "
                         "(default: %(default)s)")
+    s.add_argument("--refresh-batchnorm", action="store_true",
+                   help="with --average weights: measure the average's BatchNorm statistics again on --data's "
+                        "training films (validation split excluded) instead of keeping the members' mean, which "
+                        "need not fit the averaged weights (docs/transfer.md)")
     s.add_argument("--threshold-rule", default="youden",
                    help="youden | youden-geometry (Youden across the validation films re-framed as `cxrkit stress` "
                         "does, the cut-off the shipped cxr_cnn uses; plain Youden on validation gave every ensemble "

@@ -86,7 +86,7 @@ def adapt_batchnorm(bundle: ModelBundle, images: torch.Tensor, class_mix: dict[s
     if len(images) < min_films:
         raise ValueError(f"{len(images)} readable films: at least {min_films} are needed to re-estimate the "
                          "BatchNorm statistics (128 or more is better)")
-    adapted = _reestimated(bundle, images, batch_size)
+    adapted = reestimate_batchnorm(bundle, images, batch_size)
     if class_mix is None:
         return adapted
     target = np.array([class_mix[c] for c in bundle.classes], dtype=np.float64)
@@ -96,7 +96,7 @@ def adapt_batchnorm(bundle: ModelBundle, images: torch.Tensor, class_mix: dict[s
         share = np.clip(np.bincount(decided, minlength=len(target)) / len(decided), 0.02, None)
         weights = (target / share)[decided]
         chosen = rng.choice(len(images), size=max(len(images), MIN_RESAMPLED), p=weights / weights.sum())
-        adapted = _reestimated(bundle, images[torch.from_numpy(np.sort(chosen))], batch_size)
+        adapted = reestimate_batchnorm(bundle, images[torch.from_numpy(np.sort(chosen))], batch_size)
     return adapted
 
 
@@ -109,9 +109,10 @@ def _pseudo_labels(bundle: ModelBundle, probs: np.ndarray, positive_share: float
     return labels
 
 
-def _reestimated(bundle: ModelBundle, images: torch.Tensor, batch_size: int) -> ModelBundle:
-    """Only BatchNorm layers run in training mode (dropout stays off); their running statistics become the
-    average over ``images``' batches; nothing else changes."""
+def reestimate_batchnorm(bundle: ModelBundle, images: torch.Tensor, batch_size: int = 64) -> ModelBundle:
+    """A copy of ``bundle`` whose BatchNorm running statistics are the average over ``images``' batches (uint8
+    ``(N, S, S)`` at the model's input size). Only BatchNorm layers run in training mode (dropout stays off);
+    nothing else changes."""
     model = copy.deepcopy(bundle.model).eval()
     layers = batchnorm_layers(model)
     device = next(model.parameters()).device

@@ -52,14 +52,27 @@ def validation_split_of(bundle) -> tuple[float, int]:
 def carve_validation(data_dir: str | Path, classes, pre: Preprocess, val_fraction: float, seed: int,
                      progress: bool = False) -> DecodedSet:
     """``data_dir``'s validation split, carved from its ``train/`` as training carves it, decoded for ``pre``."""
+    return _carve(data_dir, classes, pre, val_fraction, seed, "val", progress)
+
+
+def carve_training(data_dir: str | Path, classes, pre: Preprocess, val_fraction: float, seed: int,
+                   progress: bool = False) -> DecodedSet:
+    """The films training learnt from: ``data_dir``'s ``train/`` less the validation split, decoded for ``pre``."""
+    return _carve(data_dir, classes, pre, val_fraction, seed, "train", progress)
+
+
+def _carve(data_dir, classes, pre: Preprocess, val_fraction: float, seed: int, part: str,
+           progress: bool) -> DecodedSet:
     index = index_folder(data_dir, classes=classes)
     pool = index.split("train") if index.has_splits else list(index.samples)
     if not pool:
         raise DatasetError(f"{data_dir}: no training images to carve the validation split from")
-    _, val = grouped_split(pool, val_fraction, seed)
-    data = decode_samples(val, pre.size, pre.resize, Path(data_dir), "decode val", progress)
+    train, val = grouped_split(pool, val_fraction, seed)
+    chosen = val if part == "val" else train
+    data = decode_samples(chosen, pre.size, pre.resize, Path(data_dir), f"decode {part}", progress)
     if len(data.images) == 0:
-        raise DatasetError(f"{data_dir}: none of the {len(val)} validation images could be read")
+        name = "validation" if part == "val" else "training"
+        raise DatasetError(f"{data_dir}: none of the {len(chosen)} {name} images could be read")
     return data
 
 

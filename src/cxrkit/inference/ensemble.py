@@ -8,7 +8,11 @@ With ``average="weights"`` the members' parameters are averaged instead of
 their outputs (a "model soup"): one network at one network's cost. That only
 works for networks fine-tuned from the same start, which stay in one basin
 of the loss where the midpoint is itself a good network; two networks
-trained from different initialisations average to noise.
+trained from different initialisations average to noise. The averaged
+BatchNorm statistics are only the mean of the members' and need not describe
+the averaged network's own features: ``refresh_batchnorm`` measures them
+again on the training films (the validation split excluded, so the cut-off
+fitted afterwards is still fitted on unseen films).
 
 The members must have been trained on the same data folder with the same
 validation split (cxrkit's recipes all carve 10 % of train by patient with
@@ -26,10 +30,11 @@ import torch
 
 from ..data.preprocess import Preprocess
 from ..data.views import parse_views
+from ..evaluation.batchnorm_adaptation import batchnorm_layers, reestimate_batchnorm
 from ..evaluation.calibration import calibrate
 from ..evaluation.geometry import GEOMETRY_RULE, calibrate_across_views
 from ..evaluation.metrics import choose_threshold, evaluate_probabilities
-from ..evaluation.recalibrate import carve_validation, validation_split_of
+from ..evaluation.recalibrate import carve_training, carve_validation, validation_split_of
 from ..models import create_model
 from .bundle import ModelBundle, resolve_model
 from .predictor import predict_resized
@@ -89,12 +94,25 @@ def average_weights(members: Sequence[ModelBundle], names: Sequence[str]) -> tor
     return model.eval()
 
 
+def _refreshed(bundle: ModelBundle, data_dir, val_fraction: float, seed: int, progress: bool) -> ModelBundle:
+    """``bundle`` with BatchNorm statistics measured on the training films its members learnt from (as they are,
+    not augmented: the films it will be shown are not augmented either)."""
+    if not batchnorm_layers(bundle.model):
+        raise EnsembleError(f"{bundle.arch} has no BatchNorm layers: there are no statistics to refresh")
+    train = carve_training(data_dir, bundle.classes, bundle.preprocess, val_fraction, seed, progress)
+    refreshed = reestimate_batchnorm(bundle, train.images)
+    note = f"re-estimated on {len(train.images)} training films (the validation split excluded), not augmented"
+    return dataclasses.replace(refreshed, info={**bundle.info, "batchnorm": note})
+
+
 def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: str = "youden",
                    uncertain_rule: str = "coverage:0.95", progress: bool = False,
-                   views: str | None = None, average: str = "probabilities") -> ModelBundle:
+                   views: str | None = None, average: str = "probabilities",
+                   refresh_batchnorm: bool = False) -> ModelBundle:
     """One bundle averaging ``models``' calibrated probabilities (over ``views`` of each film, e.g. ``"flip"``,
     ``"geometry"`` or ``"geometry,flip"``: :func:`cxrkit.data.views.parse_views`), or with ``average="weights"``
-    one network with their mean weights; threshold (binary tasks), temperature and UNCERTAIN cut-off fitted on
+    one network with their mean weights (its BatchNorm statistics measured again on ``data_dir``'s training films
+    with ``refresh_batchnorm``); threshold (binary tasks), temperature and UNCERTAIN cut-off fitted on
     ``data_dir``'s validation split."""
     if average not in AVERAGES:
         raise EnsembleError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}")
@@ -103,6 +121,9 @@ def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: 
                             "network: build it first, then its test-time ensemble from the file")
     if average == "weights" and len(models) < 2:
         raise EnsembleError("a weight average needs at least two models")
+    if refresh_batchnorm and average != "weights":
+        raise EnsembleError("--refresh-batchnorm measures a weight average's BatchNorm statistics again; an average "
+                            "of probabilities runs every member with its own (add --average weights)")
     try:
         view_list = [v.to_dict() for v in parse_views(views)] if views else None
     except ValueError as exc:
@@ -111,14 +132,16 @@ def build_ensemble(models: Sequence[str], data_dir: str | Path, threshold_rule: 
     _check(members, list(models), len(view_list or ()))
     first = members[0]
     val_fraction, seed = validation_split_of(first)
-    info = {"members": list(models), "average": average, "views": views or "none", "threshold_rule": threshold_rule,
-            "validation_split": {"fraction": val_fraction, "seed": seed}}
+    info = {"members": list(models), "average": average, "threshold_rule": threshold_rule,
+            "validation_split": {"fraction": val_fraction, "seed": seed}, **({"views": views} if views else {})}
     shares = [b.info.get("train_class_shares") for b in members]
     if shares[0] and all(s == shares[0] for s in shares):  # one training set: `calibrate --unlabeled` resamples to it
         info["train_class_shares"] = shares[0]
     if average == "weights":
         bundle = ModelBundle(average_weights(members, list(models)), first.arch, first.classes, first.preprocess,
                              model_kwargs=dict(first.model_kwargs), info=info, source="weight average")
+        if refresh_batchnorm:
+            bundle = _refreshed(bundle, data_dir, val_fraction, seed, progress)
     else:
         specs = [_member_spec(b) for b in members]
         kwargs = {"members": specs, **({"views": view_list} if view_list else {})}
