@@ -351,3 +351,18 @@ def test_refreshed_weight_average_measures_its_batchnorm_statistics_on_the_train
     assert f"{len(train.images)} training films" in fresh.info["batchnorm"] and "batchnorm" not in plain.info
     with pytest.raises(EnsembleError, match="--average weights"):
         build_ensemble(["cxr_cnn", cnn_restart], SAMPLE, refresh_batchnorm=True)
+
+
+def test_refresh_refuses_networks_without_batchnorm(tmp_path):
+    from cxrkit.data.preprocess import Preprocess
+    from cxrkit.inference.bundle import ModelBundle
+    from cxrkit.models import create_model
+
+    paths = []
+    for seed in (0, 1):  # seed 001's small CNN has no BatchNorm layers
+        torch.manual_seed(seed)
+        bundle = ModelBundle(create_model("seed_cnn", num_classes=2), "seed_cnn", ("NORMAL", "PNEUMONIA"),
+                             Preprocess(size=128), info={"validation_split": {"fraction": 0.1, "seed": 0}})
+        paths.append(str(save_bundle(bundle, tmp_path / f"cnn{seed}.safetensors")))
+    with pytest.raises(EnsembleError, match="no BatchNorm layers"):
+        build_ensemble(paths, SAMPLE, average="weights", refresh_batchnorm=True)
