@@ -12,7 +12,9 @@ trained from different initialisations average to noise. The averaged
 BatchNorm statistics are only the mean of the members' and need not describe
 the averaged network's own features: ``refresh_batchnorm`` measures them
 again on the training films (the validation split excluded, so the cut-off
-fitted afterwards is still fitted on unseen films).
+fitted afterwards is still fitted on unseen films). On the two pairs measured
+here it lowered the clean validation score, so it is an option, off by default
+(docs/transfer.md).
 
 The members must have been trained on the same data folder with the same
 validation split (cxrkit's recipes all carve 10 % of train by patient with
