@@ -310,8 +310,9 @@ _CXR_CNN_BLUR_WARM = _with_cue(
                 "second view: the default equalises its films, so exposure and tone leave it alone, but "
                 "a blur of sigma 2 made it call a third of its validation NORMALs PNEUMONIA "
                 "(docs/robustness.md, item 35). One-cycle peak 7.5e-4, a quarter of the first training's, "
-                "as the binary network's restarts. The shipped default since session 27 (~51 min on 2 "
-                "AVX2 cores in fp32).")
+                "as the binary network's restarts. The shipped default in sessions 27-32, since then one of "
+                "the three members of its weight average (~51 min on 2 AVX2 cores in fp32, ~19 in bf16 on "
+                "an AVX512-BF16 one).")
 
 
 _CXR_CNN_WIDE_CUES = _with_cue(
