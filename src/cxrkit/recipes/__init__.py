@@ -493,6 +493,15 @@ RECIPES: dict[str, Recipe] = {
                         "geometric score, so the geometric pull is raised with the new one. 8 epochs, one-cycle "
                         "peak 5e-4 (docs/robustness.md, item 39; ~45 min on 2 CPU cores). Refused by its rule in "
                         "session 29 (geometric score 0.941 < 0.945); test 0.920 / ROC-AUC 0.963."),
+        _CXR_BNN_EXPOSURE_WARM.replace(
+            name="cxr_bnn_deep224_cnn_taught_warm", epochs=8, teacher="cxr_cnn",
+            description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) taught by the shipped "
+                        "float default cxr_cnn instead of cxr_mobilenetv2: every binary network since session 9 "
+                        "learned half its targets from cxr_mobilenetv2 (test 0.904 / ROC-AUC 0.973), and the float "
+                        "default now ranks and calls the test films better (0.936 / 0.985, fewer NORMAL2 false "
+                        "positives); ReActNet's distillation asks for the best real-valued network. Otherwise "
+                        "cxr_bnn_deep224_exposure_warm for 8 epochs (docs/robustness.md, item 55; ~40 min on 2 "
+                        "CPU cores)."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
