@@ -500,8 +500,10 @@ RECIPES: dict[str, Recipe] = {
                         "learned half its targets from cxr_mobilenetv2 (test 0.904 / ROC-AUC 0.973), and the float "
                         "default now ranks and calls the test films better (0.936 / 0.985, fewer NORMAL2 false "
                         "positives); ReActNet's distillation asks for the best real-valued network. Otherwise "
-                        "cxr_bnn_deep224_exposure_warm for 8 epochs (docs/robustness.md, item 55; ~40 min on 2 "
-                        "CPU cores)."),
+                        "cxr_bnn_deep224_exposure_warm for 8 epochs (docs/robustness.md, item 55; ~30 min on 2 "
+                        "AVX512-BF16 cores). Measured in session 34: the teacher did not move the test split's "
+                        "NORMAL2 false positives (47 against 46 in a four-way average, item 56, refused by its "
+                        "rule: the restart lost the veiled views)."),
         _CXR_BNN_INVARIANT224.replace(
             name="cxr_bnn_long224", epochs=96,
             description="cxr_bnn_invariant224 for 96 epochs instead of 48 (24 -> 48 epochs lifted the binary "
