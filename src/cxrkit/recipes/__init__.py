@@ -501,7 +501,7 @@ RECIPES: dict[str, Recipe] = {
                         "positives on test from 51 to 40, the strong one the float network's from 35 to 14. A "
                         "warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`), 8 epochs, an "
                         "ingredient of a weight average (docs/robustness.md, item 59; ~30 min on 2 AVX512-BF16 "
-                        "cores)."),
+                        "cores). Since session 34 one of the four members of the shipped cxr_bnn (item 60)."),
         _CXR_BNN_EXPOSURE_WARM.replace(
             name="cxr_bnn_deep224_cnn_taught_warm", epochs=8, teacher="cxr_cnn",
             description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) taught by the shipped "
