@@ -499,7 +499,8 @@ RECIPES: dict[str, Recipe] = {
             description="cxr_bnn_deep224_haze_warm with the float default's strong veil (at most 60 % of the detail "
                         "above 4-16 px taken, k 0.4-1): the mild veil cut the binary network's NORMAL2 false "
                         "positives on test from 51 to 40, the strong one the float network's from 35 to 14. A "
-                        "warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`), 8 epochs, an "
+                        "warm restart of session 33's cxr_bnn (`--init-from ITEM52 --seed 1`, the weights its "
+                        "model card names), 8 epochs, an "
                         "ingredient of a weight average (docs/robustness.md, item 59; ~30 min on 2 AVX512-BF16 "
                         "cores). Since session 34 one of the four members of the shipped cxr_bnn (item 60)."),
         _CXR_BNN_EXPOSURE_WARM.replace(
