@@ -17,7 +17,7 @@ from conftest import CLASSES, sample_images
 from cxrkit.cli.main import main
 from cxrkit.inference.bundle import load_bundle, read_metadata, resolve_model
 from cxrkit.models import list_models, model_info, shipped_models
-from cxrkit.recipes import load_recipe
+from cxrkit.recipes import RECIPES, load_recipe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -165,9 +165,15 @@ def test_models_table(capsys):
     assert all(name in out for name in list_models())
 
 
-def test_recipes(capsys):
+def test_recipes(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "110")
     rc, out, _ = call(["recipes"], capsys)
     assert rc == 0 and "seed001" in out and "cxr_cnn" in out
+    rows = [line for line in out.splitlines() if line and not line.startswith("#")][:-1]
+    assert len(rows) == len(RECIPES) and out.index("seed000") < out.index("cxr_bnn ") < out.index("cxr_bnn_long ")
+    assert max(map(len, rows)) <= 110  # one line each, shortened to the terminal's width
+    rc, long_out, _ = call(["recipes", "--long"], capsys)
+    assert rc == 0 and RECIPES["cxr_bnn_deep224_haze_warm"].description in long_out
     rc, out, _ = call(["recipes", "seed001", "--json"], capsys)
     assert rc == 0
     assert json.loads(out) == json.loads(json.dumps(load_recipe("seed001").to_dict()))

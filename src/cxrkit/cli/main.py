@@ -149,11 +149,34 @@ def cmd_recipes(args) -> int:
     if args.json:
         _print_json([r.to_dict() for r in RECIPES.values()])
         return 0
+    import shutil
+    import textwrap
+
+    from importlib import resources
+
+    # the shipped weights' names, read without importing torch (models/_registry.py does), as `recipes` must stay quick
+    shipped = {p.name[:-len(".safetensors")] for p in (resources.files("cxrkit") / "weights").iterdir()
+               if p.name.endswith(".safetensors")}
+    groups = {  # why a reader would pick a recipe: reproduce a paper, get a shipped model, or follow an experiment
+        "seed papers, reproduced": [r for r in RECIPES.values() if r.name.startswith("seed")],
+        "base recipes of the shipped models' names (each model card names the recipes that made its weights)":
+            [r for r in RECIPES.values() if r.name in shipped],
+        "experiments (results in docs/robustness.md, bnn.md, transfer.md)":
+            [r for r in RECIPES.values() if not r.name.startswith("seed") and r.name not in shipped],
+    }
     name_w = max(len(r.name) for r in RECIPES.values())
     model_w = max(len(r.model) for r in RECIPES.values())
-    for r in RECIPES.values():
-        epochs = f"{r.head_epochs} head + {r.epochs}" if r.head_epochs else f"{r.epochs}"
-        print(f"{r.name:<{name_w}}  {r.model:<{model_w}}  {r.image_size:>3}px  {epochs:>10} epochs  {r.description}")
+    width = shutil.get_terminal_size((120, 24)).columns
+    for title, recipes in groups.items():
+        print(f"# {title}")
+        for r in recipes:
+            epochs = f"{r.head_epochs} head + {r.epochs}" if r.head_epochs else f"{r.epochs}"
+            row = f"{r.name:<{name_w}}  {r.model:<{model_w}}  {r.image_size:>3}px  {epochs:>10} epochs  "
+            text = r.description if args.long else textwrap.shorten(r.description, max(30, width - len(row) - 1),
+                                                                     placeholder=" ...")
+            print(row + text)
+        print()
+    print("cxrkit recipes NAME shows one whole (YAML); --long prints every description in full.")
     return 0
 
 
@@ -974,6 +997,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("recipes", help="list built-in recipes, or show one")
     s.add_argument("name", nargs="?", help="recipe to print as YAML")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--long", action="store_true", help="whole descriptions instead of one line per recipe")
     s.set_defaults(func=cmd_recipes)
 
     s = sub.add_parser("data", help="data folder tools")
