@@ -418,6 +418,28 @@ def test_haze_augment_veils_each_film_by_its_own_amount():
     assert out.shape == small.shape and float(out.std()) < float(small.std())
 
 
+def test_spectrum_mix_trades_each_films_texture_with_another_films():
+    sharp = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2  # fine detail
+    soft = torch.nn.functional.avg_pool2d(sharp, 9, stride=1, padding=4, count_include_pad=False)  # the same, hazy
+    x = torch.cat([sharp, soft])
+    out = augment_batch(x, Augment(spectrum_mix=1.0), torch.Generator().manual_seed(3))
+    assert torch.equal(out, augment_batch(x, Augment(spectrum_mix=1.0), torch.Generator().manual_seed(3)))
+    assert out.shape == x.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+    def detail(t):
+        return (t[..., 1:] - t[..., :-1]).abs().mean(dim=(1, 2, 3))
+
+    # the sharp films lend texture to the hazy ones they were paired with, and take haze in return
+    assert float(detail(out[:4]).mean()) < float(detail(sharp).mean())
+    assert float(detail(out[4:]).mean()) > float(detail(soft).mean())
+    # the phase is kept: a film stays closer to itself than to any other film of the batch
+    distance = torch.cdist(out.flatten(1), x.flatten(1))
+    assert torch.equal(distance[:4, :4].argmin(dim=1), torch.arange(4))
+    same = sharp[:1].expand(3, -1, -1, -1)  # films of one amplitude spectrum are left as they are
+    assert torch.allclose(augment_batch(same, Augment(spectrum_mix=0.8), torch.Generator().manual_seed(0)), same,
+                          atol=1e-5)
+
+
 def test_geometric_only_augment_stays_in_range():
     x = _batch()
     out = augment_batch(x, Augment(rotation=30, zoom=0.3, shift=0.2), torch.Generator().manual_seed(1))

@@ -44,6 +44,13 @@ class Augment:
     # out, a thicker child) lowers the contrast between lung and rib without moving the film's local means; the
     # default cxr_cnn calls half its validation NORMALs PNEUMONIA at k = 0.5, sigma 16 (docs/robustness.md, item 37).
     haze: float = 0.0
+    # max share of a film's Fourier amplitude replaced by another film's of the same batch, its phase kept (Xu et
+    # al. 2021, "A Fourier-based framework for domain generalization"): the phase holds where edges and opacities
+    # are, the amplitude how sharp, hazy and contrasty the whole film is. Drawing that profile from the real
+    # training films of either class, instead of one parametric change (blur, veil), spans acquisition differences
+    # the parametric ones miss and takes the film's global texture away as a class cue (docs/robustness.md,
+    # item 61). The partner is a random film of the batch, whatever its class.
+    spectrum_mix: float = 0.0
     # max |log| of the width:height stretch, area kept. Why: the Kermany films were squashed to square, so an
     # original's aspect ratio survives as a squeeze of the anatomy, and in the training pool the PNEUMONIA
     # originals are ~1.25x wider than the NORMAL ones (aspect ratio alone separates them at ROC-AUC 0.875);
@@ -53,7 +60,8 @@ class Augment:
     @property
     def enabled(self) -> bool:
         return any((self.rotation, self.zoom, self.shift, self.hflip, self.brightness, self.contrast,
-                    self.gamma, self.sharpness, self.noise, self.aspect, self.blur, self.haze))
+                    self.gamma, self.sharpness, self.noise, self.aspect, self.blur, self.haze,
+                    self.spectrum_mix))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +111,13 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         veil = gaussian_blur_each(x, lo + torch.rand(b, generator=generator) * (hi - lo), hi)
         keep = (1.0 - torch.rand(b, generator=generator) * aug.haze).view(b, 1, 1, 1).to(x.device)
         x = veil + keep * (x - veil)
+    if aug.spectrum_mix:  # after the optical and detector changes, before the noise, as the veil
+        share = (torch.rand(b, generator=generator) * aug.spectrum_mix).view(b, 1, 1, 1).to(x.device)
+        partner = torch.randperm(b, generator=generator).to(x.device)
+        spectrum = torch.fft.rfft2(x.float())
+        amplitude = (1.0 - share) * spectrum.abs() + share * spectrum.abs()[partner]
+        mixed = torch.fft.irfft2(torch.polar(amplitude, spectrum.angle()), s=x.shape[-2:])
+        x = mixed.to(x.dtype).clamp_(0.0, 1.0)
     if aug.noise:
         std = (torch.rand(b, generator=generator) * aug.noise).view(b, 1, 1, 1)
         x = (x + std.to(x.device) * torch.randn(x.shape, generator=generator).to(x.device)).clamp_(0.0, 1.0)

