@@ -503,6 +503,15 @@ RECIPES: dict[str, Recipe] = {
                         "model card names), 8 epochs, an "
                         "ingredient of a weight average (docs/robustness.md, item 59; ~30 min on 2 AVX512-BF16 "
                         "cores). Since session 34 one of the four members of the shipped cxr_bnn (item 60)."),
+        _with_cue(
+            _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
+            haze=0.6, spectrum_mix=0.5,
+            description="cxr_bnn_deep224_haze_strong_warm with up to half of each film's Fourier amplitude taken from "
+                        "another training film of the batch, its phase kept, in training and in the consistency "
+                        "penalty's second view (cxr_cnn_spectrum_warm's cue; the strong veil kept, as a restart "
+                        "without it lost the veiled views in an average, item 56). A warm restart of the shipped "
+                        "cxr_bnn (`--init-from cxr_bnn --seed 1`, item 60), 8 epochs (docs/robustness.md, item 63; "
+                        "~30 min on 2 AVX512-BF16 cores)."),
         _CXR_BNN_EXPOSURE_WARM.replace(
             name="cxr_bnn_deep224_cnn_taught_warm", epochs=8, teacher="cxr_cnn",
             description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) taught by the shipped "
