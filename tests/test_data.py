@@ -92,8 +92,13 @@ def test_index_folder_fixed_class_order_and_foreign_class(tmp_path):
     assert index.classes == ("PNEUMONIA", "NORMAL")
     for s in index.samples:
         assert index.classes[s.label] == s.path.parent.name
-    with pytest.raises(DatasetError, match="not among the expected classes"):
+    with pytest.raises(DatasetError, match="folders PNEUMONIA are not among the expected classes"):
         index_folder(root, classes=("NORMAL",))
+    for i in range(7):  # a wrong folder (a home directory, say) is named by its first few entries, not all of them
+        (root / f"other{i}" / "x.png").parent.mkdir()
+    with pytest.raises(DatasetError, match=r"folders PNEUMONIA, other0, other1, other2, other3 and 3 more are") as err:
+        index_folder(root, classes=("NORMAL",))
+    assert "other6" not in str(err.value)
 
 
 def test_patient_falls_back_to_file_stem(tmp_path):

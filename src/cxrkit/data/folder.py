@@ -81,7 +81,9 @@ def index_folder(root: str | Path, classes: list[str] | tuple[str, ...] | None =
         classes = tuple(classes)
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise DatasetError(f"{root}: class folders {unknown} are not among the expected classes {list(classes)}")
+            named = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise DatasetError(f"{root}: class folders {named} are not among the expected classes {list(classes)} "
+                               "(expected ROOT/CLASS/*.jpeg or ROOT/SPLIT/CLASS/*.jpeg)")
     samples, skipped = [], []
     for split, folder in parts:
         for cdir in _class_dirs(folder):
