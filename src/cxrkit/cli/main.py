@@ -589,11 +589,12 @@ def cmd_bench(args) -> int:
         threads = ()
     if not threads or min(threads) < 1:
         raise ValueError(f"--threads must be comma-separated whole numbers of 1 or more, got {args.threads!r}")
+    model = resolve_model(args.model)  # a wrong model is the first thing to say, before what else is missing
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     if any(f.startswith("int8") for f in formats) and not (args.data or args.calib):
         raise ValueError("int8 needs calibration images: pass --data DIR (its train/ split calibrates) or --calib "
                          "DIR, or --formats float32")
-    result = bench_model(resolve_model(args.model), formats,
+    result = bench_model(model, formats,
                          args.out, data_dir=args.data, calib_dir=args.calib, calib_method=args.calib_method,
                          n_calib=args.n_calib, threads=threads, runs=args.runs, batch=args.batch,
                          progress=_progress(args))
