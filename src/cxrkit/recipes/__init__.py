@@ -616,6 +616,14 @@ RECIPES: dict[str, Recipe] = {
                         "(docs/robustness.md, item 40; ~9 minutes on the AVX512-BF16 EPYC). Pre-registered in "
                         "session 29: median test accuracy 0.891 over seeds 16-18 in 8.9 minutes, below "
                         "cxr_cnn_fast160's 0.915; it missed 22-37 pneumonias."),
+        _with_cue(
+            _CXR_CNN_FAST160, "cxr_cnn_fast160_spectrum", spectrum_mix=0.5,
+            description="cxr_cnn_fast160 (the fast path's best median, 0.915) with up to half of each film's Fourier "
+                        "amplitude taken from another film of the batch, its phase kept, in training and in the "
+                        "consistency penalty's second view (cxr_cnn_spectrum_warm's cue). The fast path's misses "
+                        "are NORMAL films called PNEUMONIA; the veil cut them and cost as many missed pneumonias "
+                        "(item 40), while a texture drawn from real films of both classes names no direction "
+                        "(docs/robustness.md, item 65; ~9 minutes on the AVX512-BF16 EPYC)."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
