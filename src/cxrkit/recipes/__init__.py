@@ -595,7 +595,10 @@ RECIPES: dict[str, Recipe] = {
                         "NORMALs, and each parametric cue tried (blur, veil) covers one direction of that; the "
                         "amplitude of real films spans the acquisitions' texture without a chosen shape. Otherwise "
                         "cxr_cnn_blur_warm: 6 epochs, one-cycle peak 7.5e-4 (docs/robustness.md, item 61; ~20 min "
-                        "in bf16 on 2 AVX512-BF16 cores)."),
+                        "in bf16 on 2 AVX512-BF16 cores). Refused alone in session 35 (geometric score 0.932 < "
+                        "0.945); test 0.928 / ROC-AUC 0.981, 23 NORMAL2 false positives, 20 missed pneumonias. As a "
+                        "fourth ingredient of the default's average: validation nine-view 0.93169, not above the "
+                        "shipped 0.93174 (refused); test 0.941 / 0.986 (item 62)."),
         _CXR_CNN_WIDE_CUES,
         _CXR_CNN_WIDE_CUES.replace(
             name="cxr_cnn_xwide_cues", model_kwargs={"widths": [32, 64, 128, 256, 384]},
