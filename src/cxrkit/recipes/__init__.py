@@ -511,7 +511,9 @@ RECIPES: dict[str, Recipe] = {
                         "penalty's second view (cxr_cnn_spectrum_warm's cue; the strong veil kept, as a restart "
                         "without it lost the veiled views in an average, item 56). A warm restart of the shipped "
                         "cxr_bnn (`--init-from cxr_bnn --seed 1`, item 60), 8 epochs (docs/robustness.md, item 63; "
-                        "~30 min on 2 AVX512-BF16 cores)."),
+                        "~30 min on 2 AVX512-BF16 cores). Refused alone in session 35 (geometric score 0.925 < "
+                        "0.945; test 0.918 / ROC-AUC 0.964); as a fifth ingredient of the shipped average, geometric "
+                        "0.94454 < 0.945 (refused; test 0.917 / 0.967, item 64)."),
         _CXR_BNN_EXPOSURE_WARM.replace(
             name="cxr_bnn_deep224_cnn_taught_warm", epochs=8, teacher="cxr_cnn",
             description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) taught by the shipped "
