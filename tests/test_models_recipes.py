@@ -186,6 +186,7 @@ def test_recipe_unknown_key(tmp_path):
     ({"threshold_rule": "sensitivity:1.5"}, "unknown threshold rule"),
     ({"threshold_rule": "fixed:half"}, "unknown threshold rule"),
     ({"augment": {"zoom": 1.5}}, "augment.zoom must be a number, 0 or more and below 1"),
+    ({"augment": {"spectrum_mix": 1.5}}, "augment.spectrum_mix must be a number, from 0 to 1"),
     ({"augment": {"hflip": "yes"}}, "augment.hflip must be true or false"),
     ({"invariance_augment": {"rotation": -10}}, "invariance_augment.rotation must be a number, 0 or more"),
 ])

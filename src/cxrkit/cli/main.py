@@ -151,7 +151,6 @@ def cmd_recipes(args) -> int:
         return 0
     import shutil
     import textwrap
-
     from importlib import resources
 
     # the shipped weights' names, read without importing torch (models/_registry.py does), as `recipes` must stay quick

@@ -199,8 +199,13 @@ def _check_types(recipe: Recipe) -> None:
             raise RecipeError(f"{f.name} must be {words}, got {value!r}")
 
 
+_AUGMENT_LIMITS = {"zoom": (lambda v: 0 <= v < 1, "0 or more and below 1"),
+                   "spectrum_mix": (lambda v: 0 <= v <= 1, "from 0 to 1")}
+
+
 def _check_augment(key: str, aug: Augment) -> None:
-    """Magnitudes are 0 or more (a zoom of 1 or more would scale a film to nothing); flips are true or false."""
+    """Magnitudes are 0 or more (a zoom of 1 or more would scale a film to nothing, a spectrum share above 1 would
+    invert a film's texture); flips are true or false."""
     if not isinstance(aug, Augment):
         raise RecipeError(f"{key} must be a mapping of augmentation settings, got {aug!r}")
     for f in dataclasses.fields(aug):
@@ -209,8 +214,8 @@ def _check_augment(key: str, aug: Augment) -> None:
             if not isinstance(value, bool):
                 raise RecipeError(f"{key}.{f.name} must be true or false, got {value!r}")
             continue
-        top, words = (1, "0 or more and below 1") if f.name == "zoom" else (float("inf"), "0 or more")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
+        within, words = _AUGMENT_LIMITS.get(f.name, (lambda v: 0 <= v < float("inf"), "0 or more"))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not within(value):
             raise RecipeError(f"{key}.{f.name} must be a number, {words}, got {value!r}")
 
 
