@@ -151,11 +151,10 @@ def cmd_recipes(args) -> int:
         return 0
     import shutil
     import textwrap
-    from importlib import resources
 
-    # the shipped weights' names, read without importing torch (models/_registry.py does), as `recipes` must stay quick
-    shipped = {p.name[:-len(".safetensors")] for p in (resources.files("cxrkit") / "weights").iterdir()
-               if p.name.endswith(".safetensors")}
+    from ..shipped import shipped_models
+
+    shipped = set(shipped_models())
     groups = {  # why a reader would pick a recipe: reproduce a paper, get a shipped model, or follow an experiment
         "seed papers, reproduced": [r for r in RECIPES.values() if r.name.startswith("seed")],
         "base recipes of the shipped models' names (each model card names the recipes that made its weights)":

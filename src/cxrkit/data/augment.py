@@ -115,7 +115,8 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         share = (torch.rand(b, generator=generator) * aug.spectrum_mix).view(b, 1, 1, 1).to(x.device)
         partner = torch.randperm(b, generator=generator).to(x.device)
         spectrum = torch.fft.rfft2(x.float())
-        amplitude = (1.0 - share) * spectrum.abs() + share * spectrum.abs()[partner]
+        amplitude = spectrum.abs()
+        amplitude = (1.0 - share) * amplitude + share * amplitude[partner]
         mixed = torch.fft.irfft2(torch.polar(amplitude, spectrum.angle()), s=x.shape[-2:])
         x = mixed.to(x.dtype).clamp_(0.0, 1.0)
     if aug.noise:

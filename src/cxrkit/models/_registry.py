@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import torch.nn as nn
 
 from ..data.preprocess import Preprocess
+from ..shipped import shipped_models
 
 DEFAULT_CLASSES = ("NORMAL", "PNEUMONIA")
 
@@ -33,18 +33,6 @@ class ModelInfo:
     def shipped_weights(self) -> Path | None:
         """The weights file inside the package, if this architecture ships trained under its own name."""
         return shipped_models().get(self.name)
-
-
-def shipped_models() -> dict[str, Path]:
-    """Trained models inside the package, by name: ``weights/NAME.safetensors``.
-
-    A name is an architecture's (``cxr_cnn``: the default) or a trained
-    model's own (``cxr_mobilenetv2``: MobileNetV2 fine-tuned by that recipe;
-    ``kermany3``: a 3-class model), since one architecture can ship trained for
-    several tasks; the file's metadata names its architecture and classes.
-    """
-    root = Path(str(resources.files("cxrkit") / "weights"))
-    return {p.name[:-len(".safetensors")]: p for p in sorted(root.glob("*.safetensors"))}
 
 
 _MODELS: dict[str, ModelInfo] = {}
