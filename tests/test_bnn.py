@@ -332,6 +332,7 @@ def test_float16_reals_stay_close(tmp_path):
     ("cxr_bnn", SMALL_PRE, SMALL),
     ("cxr_bnn", SMALL_PRE, {**SMALL, "binary": False}),  # the float twin: real convs, zero padding
     ("cxr_bnn", dataclasses.replace(SMALL_PRE, equalize=True), SMALL),  # films equalised in NumPy as in PyTorch
+    ("cxr_bnn", dataclasses.replace(SMALL_PRE, clahe=2.0), SMALL),  # and locally equalised (CLAHE)
     ("cxr_bnn", Preprocess(size=96, channels=1, mean=0.5, std=0.25), {}),
     ("cxr_bnn", SMALL_PRE, {**SMALL, "depth": [2, 1, 3, 1]}),  # a block count per stage (cxr_bnn_deep224)
     ("seed_bnn", model_info("seed_bnn").preprocess, {"binarize_inputs": False}),

@@ -18,7 +18,7 @@ from cxrkit.data.cache import decode_samples
 from cxrkit.data.folder import DatasetError, Sample, index_folder
 from cxrkit.data.io import ImageReadError, read_image
 from cxrkit.data.patients import patient_id, pneumonia_subtype
-from cxrkit.data.preprocess import Preprocess, equalized_levels, resize_gray, to_model_input
+from cxrkit.data.preprocess import Preprocess, clahe_levels, equalized_levels, resize_gray, to_model_input
 from cxrkit.data.splits import grouped_split
 
 # ------------------------------------------------------------------ patient ids
@@ -498,3 +498,33 @@ def test_equalization_removes_monotone_exposure_differences():
     assert torch.equal(to_model_input(as_float, pre), plain)
     levels = equalized_levels(film[None])
     assert levels.max() == 1.0 and levels.min() > 0 and levels.dtype == np.float32
+
+
+def test_clahe_evens_out_local_contrast_that_global_equalisation_keeps():
+    """One film, one grey ramp, its left half's texture at a third of the right's: global equalisation is one
+    monotone map for both halves and keeps the left flat; CLAHE equalises each tile on its own and lifts it."""
+    from scipy.ndimage import gaussian_filter
+
+    rows, cols = np.mgrid[0:160, 0:160]
+    texture = gaussian_filter(np.random.default_rng(0).normal(size=(160, 160)), 1.5)
+    film = (60 + 120 * rows / 160 + np.where(cols < 80, 6.0, 18.0) * texture / texture.std())
+    film = film.clip(0, 255).astype(np.uint8)[None]
+
+    def left_over_right(x):  # fine detail of the left half over the right half's
+        detail = x[0] - gaussian_filter(x[0].astype(np.float32), 4)
+        return detail[:, 10:70].std() / detail[:, 90:150].std()
+
+    assert left_over_right(clahe_levels(film, 4.0)) > left_over_right(equalized_levels(film)) + 0.05
+    out = clahe_levels(film, 2.0)
+    assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    # the float path of augmented films quantises to the same 256 levels first
+    pre = Preprocess(size=160, mean=0.5, std=0.25, clahe=2.0)
+    as_float = torch.from_numpy(film[:, None]).float() / 255.0
+    assert torch.equal(to_model_input(as_float, pre), to_model_input(torch.from_numpy(film), pre))
+
+
+@pytest.mark.parametrize("kwargs, words", [({"clahe": 2.0, "equalize": True}, "choose one"),
+                                           ({"clahe": -1.0}, "clip limit"), ({"clahe": True}, "clip limit")])
+def test_clahe_settings_are_checked(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        Preprocess(size=64, **kwargs)

@@ -260,6 +260,13 @@ def test_equalize_recipe_option_reaches_the_saved_model(fast_recipe, sample_dir,
     assert load_bundle(tmp_path / "eq" / "model.safetensors").preprocess.equalize
 
 
+def test_clahe_recipe_option_reaches_the_saved_model(fast_recipe, sample_dir, tmp_path):
+    recipe = fast_recipe.replace(epochs=1, image_size=32, clahe=2.0)
+    train(recipe, sample_dir, tmp_path / "clahe", progress=False, verbose=False, max_steps=2)
+    assert yaml.safe_load((tmp_path / "clahe" / "config.yaml").read_text())["clahe"] == 2.0
+    assert load_bundle(tmp_path / "clahe" / "model.safetensors").preprocess.clahe == 2.0
+
+
 # ------------------------------------------------------------------ weight average (recipe.ema_decay)
 
 

@@ -74,7 +74,8 @@ def _sample_arrays(size: int) -> np.ndarray:
 
 @pytest.mark.parametrize("pre", [Preprocess(size=64, mean=0.5, std=0.25),
                                  Preprocess(size=64, channels=3, mean=0.449, std=0.226),
-                                 Preprocess(size=64, mean=0.5, std=0.25, equalize=True)])
+                                 Preprocess(size=64, mean=0.5, std=0.25, equalize=True),
+                                 Preprocess(size=64, mean=0.5, std=0.25, clahe=2.0)])
 def test_numpy_preprocessing_is_bit_identical_to_torch(pre):
     images = _sample_arrays(pre.size)
     np.testing.assert_array_equal(to_model_array(images, pre), to_model_input(torch.from_numpy(images), pre).numpy())

@@ -31,6 +31,10 @@ class Preprocess:
     # Histogram equalisation of every film before normalisation (see equalized_levels): the model then sees each
     # pixel's rank within its film, so any monotone difference in exposure, gamma or contrast between sites is gone
     equalize: bool = False
+    # Contrast-limited adaptive histogram equalisation (CLAHE, OpenCV) instead: this clip limit, 8 x 8 tiles; 0 = off.
+    # Global equalisation ranks a pixel within the whole film, so a film whose lungs are hazier overall still looks
+    # hazier; CLAHE ranks it within its neighbourhood, so local contrast is evened out as well (docs/robustness.md)
+    clahe: float = 0.0
 
     def __post_init__(self):
         # a model file's metadata sets this: a crafted 100,000 would make every film a 40 GB array
@@ -40,6 +44,10 @@ class Preprocess:
             raise ValueError(f"resize must be 'squash' or 'pad', got {self.resize!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if isinstance(self.clahe, bool) or not isinstance(self.clahe, (int, float)) or not 0 <= self.clahe <= 40:
+            raise ValueError(f"clahe must be a clip limit from 0 (off) to 40, got {self.clahe!r}")
+        if self.clahe and self.equalize:
+            raise ValueError("equalize and clahe are two ways to equalise a film; choose one")
         for name in ("mean", "std"):  # JSON metadata gives lists back; keep the dataclass hashable
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
@@ -95,6 +103,19 @@ def equalized_levels(levels: np.ndarray) -> np.ndarray:
     return (np.take_along_axis(cdf, flat, axis=1).astype(np.float32) / np.float32(n)).reshape(levels.shape)
 
 
+CLAHE_TILES = 8  # tiles per side: OpenCV's default grid, 28 px tiles on a 224 px film
+
+
+def clahe_levels(levels: np.ndarray, clip: float) -> np.ndarray:
+    """Integer grey levels ``(B, H, W)`` in 0..255 → float32 in [0, 1] after OpenCV's CLAHE with clip limit
+    ``clip``. PyTorch's path calls this too, on the CPU, so training and the torch-free runtime see one function."""
+    import cv2  # opencv-python-headless: a dependency of grad-cam, so of every full install
+
+    op = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(CLAHE_TILES, CLAHE_TILES))
+    out = np.stack([op.apply(np.ascontiguousarray(film, dtype=np.uint8)) for film in levels])
+    return out.astype(np.float32) / np.float32(255.0)
+
+
 def _equalized_levels_torch(levels: torch.Tensor) -> torch.Tensor:
     """PyTorch twin of :func:`equalized_levels` (int64 in, float32 out; bit-identical, tests/test_export.py)."""
     b, n = levels.shape[0], levels[0].numel()
@@ -107,10 +128,13 @@ def to_model_input(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """uint8 ``(B, H, W)`` or float ``(B, 1, H, W)`` in [0, 1] → normalised float ``(B, C, H, W)``."""
     import torch
 
-    if pre.equalize:  # augmented float films are equalised on their nearest of the 256 grey levels
+    if pre.equalize or pre.clahe:  # augmented float films are equalised on their nearest of the 256 grey levels
         levels = (batch.long() if batch.dtype == torch.uint8
                   else batch.squeeze(1).mul(255.0).round_().clamp_(0, 255).long())
-        x = _equalized_levels_torch(levels).unsqueeze(1)
+        if pre.clahe:
+            x = torch.from_numpy(clahe_levels(levels.cpu().numpy(), pre.clahe)).to(batch.device).unsqueeze(1)
+        else:
+            x = _equalized_levels_torch(levels).unsqueeze(1)
     else:
         x = batch.unsqueeze(1).float().div_(255.0) if batch.dtype == torch.uint8 else batch
     if pre.per_channel:  # grey film repeated to RGB, then each channel normalised with its own ImageNet stats
@@ -129,7 +153,10 @@ def to_model_array(batch: np.ndarray, pre: Preprocess) -> np.ndarray:
     Same float32 operations in the same order, so the result is bit-identical
     (checked in tests/test_export.py); ONNX models are fed through this.
     """
-    x = (equalized_levels(batch) if pre.equalize else batch.astype(np.float32) / np.float32(255.0))[:, None]
+    if pre.clahe:
+        x = clahe_levels(batch, pre.clahe)[:, None]
+    else:
+        x = (equalized_levels(batch) if pre.equalize else batch.astype(np.float32) / np.float32(255.0))[:, None]
     if pre.per_channel:
         mean, std = pre.channel_stats()
         x = (np.repeat(x, pre.channels, axis=1) - mean) / std

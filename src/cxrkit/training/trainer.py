@@ -51,7 +51,8 @@ class TrainResult:
 def _preprocess_for(recipe: Recipe) -> Preprocess:
     base = model_info(recipe.model).preprocess
     return Preprocess(size=recipe.image_size, resize=recipe.resize, channels=base.channels,
-                      mean=base.mean, std=base.std, equalize=recipe.equalize)
+                      mean=base.mean, std=base.std, equalize=recipe.equalize,
+                      clahe=recipe.clahe)
 
 
 def resolve_precision(precision: str) -> str:
