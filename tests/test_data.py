@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -528,3 +529,11 @@ def test_clahe_evens_out_local_contrast_that_global_equalisation_keeps():
 def test_clahe_settings_are_checked(kwargs, words):
     with pytest.raises(ValueError, match=words):
         Preprocess(size=64, **kwargs)
+
+
+def test_a_clahe_model_without_opencv_fails_when_opened(monkeypatch):
+    """The torch-free runtime does not install OpenCV: a CLAHE model says so once, not at every film."""
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    with pytest.raises(ValueError, match="pip install opencv-python-headless"):
+        Preprocess(size=64, clahe=2.0)
+    assert Preprocess(size=64, equalize=True).equalize  # other models do not need it

@@ -48,6 +48,12 @@ class Preprocess:
             raise ValueError(f"clahe must be a clip limit from 0 (off) to 40, got {self.clahe!r}")
         if self.clahe and self.equalize:
             raise ValueError("equalize and clahe are two ways to equalise a film; choose one")
+        if self.clahe:  # checked when a model is opened, not at its first film: every film would fail alike
+            try:
+                import cv2  # noqa: F401
+            except ImportError:
+                raise ValueError("this model equalises films with CLAHE, which needs OpenCV "
+                                 "(pip install opencv-python-headless)") from None
         for name in ("mean", "std"):  # JSON metadata gives lists back; keep the dataclass hashable
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
