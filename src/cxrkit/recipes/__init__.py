@@ -518,7 +518,9 @@ RECIPES: dict[str, Recipe] = {
                         "locally (CLAHE, clip limit 2, 8 x 8 tiles): the binary network reads films as they are, "
                         "and global equalisation (items 29-31) gave its best test figures while costing geometric "
                         "score; CLAHE also evens out the local contrast the test NORMAL2 films lack. Otherwise "
-                        "cxr_bnn_deep224_exposure_warm, 8 epochs (docs/robustness.md, item 68)."),
+                        "cxr_bnn_deep224_exposure_warm, 8 epochs (docs/robustness.md, item 68; ~32 min on 2 "
+                        "AVX512-BF16 cores). Refused in session 36: geometric 0.948 held, eleven-view 0.904 < "
+                        "0.925 (the veiled views fell to 0.672 / 0.744); test 0.915 / ROC-AUC 0.967."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
@@ -611,7 +613,9 @@ RECIPES: dict[str, Recipe] = {
                         "cxr_cnn_blur_warm (6 epochs, one-cycle peak 7.5e-4). The test split's NORMAL2 false "
                         "positives look hazier in the lungs, with less local contrast; CLAHE evens out local "
                         "contrast at the input instead of asking the network to ignore it (docs/robustness.md, "
-                        "item 67)."),
+                        "item 67; ~22 min in bf16 on 2 AVX512-BF16 cores). Refused in session 36: geometric 0.953 "
+                        "held, nine-view 0.912 < 0.932 (the veiled views fell to 0.808 / 0.719); test 0.915 / "
+                        "ROC-AUC 0.976, 45 NORMAL2 false positives."),
         _with_cue(
             _CXR_CNN_BLUR_WARM, "cxr_cnn_spectrum_warm", spectrum_mix=0.5,
             description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with up to half of "
