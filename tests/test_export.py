@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -274,6 +275,29 @@ def test_runtime_never_imports_torch(shipped, shipped_exports, sample_dir):
     assert [o["label"] for o in out] == [p.label for p in ref]
     for o, p in zip(out, ref):
         assert o["probabilities"] == pytest.approx(p.probabilities, abs=1e-5)
+
+
+def test_runtime_names_opencv_once_for_a_clahe_model_without_it(small_bundle, tmp_path, sample_dir):
+    """The torch-free install has no OpenCV: a CLAHE model stops when opened, with the package to install, not
+    with 'bad metadata' and not at every film."""
+    bundle = dataclasses.replace(small_bundle, preprocess=dataclasses.replace(SMALL, clahe=2.0), frozen=None)
+    path = export_model(bundle, "onnx", tmp_path / "clahe.onnx").path
+    no_cv2 = TORCH_FREE.replace("sys.modules['torch'] = None;", "sys.modules['torch'] = None; sys.modules['cv2'] = None;")
+    proc = subprocess.run([sys.executable, "-c", no_cv2, "--model", str(path), str(sample_dir)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"cxrkit: error: {path}: this model equalises films with CLAHE, which needs "
+                                   "OpenCV (pip install opencv-python-headless)")
+
+
+def test_runtime_output_into_a_closed_pipe_is_not_an_error(sample_dir):
+    """`python -m cxrkit.runtime DIR | head -1`: the reader leaving early is the user's choice, not a traceback."""
+    folder = shlex.quote(str(sample_dir))  # 48 films 16 times: ~80 KB of lines, more than a pipe holds, so the
+    proc = subprocess.run(f"{shlex.quote(sys.executable)} -m cxrkit.runtime --threads 1 {(folder + ' ') * 16}"
+                          "| head -1", shell=True, capture_output=True, text=True,  # writer meets the closed end
+                          timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("name", ["cxr_cnn", "cxr_bnn"])

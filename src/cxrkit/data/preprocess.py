@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 MAX_SIZE = 4096  # pixels a side (the largest input any built-in recipe uses is 299)
 
 
+class MissingPreprocessError(ValueError):
+    """A model whose preprocessing needs a package this install lacks (OpenCV for CLAHE): not a fault of the model
+    file, so loaders report it as it is instead of as bad metadata."""
+
+
 @dataclass(frozen=True)
 class Preprocess:
     size: int = 128
@@ -52,8 +57,8 @@ class Preprocess:
             try:
                 import cv2  # noqa: F401
             except ImportError:
-                raise ValueError("this model equalises films with CLAHE, which needs OpenCV "
-                                 "(pip install opencv-python-headless)") from None
+                raise MissingPreprocessError("this model equalises films with CLAHE, which needs OpenCV "
+                                             "(pip install opencv-python-headless)") from None
         for name in ("mean", "std"):  # JSON metadata gives lists back; keep the dataclass hashable
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..data.folder import expand_paths
@@ -44,12 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         print("cxrkit: error: no readable images in " + " ".join(args.inputs), file=sys.stderr)
         return 2
     rows = [p.to_dict() for p in preds]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            probs_text = "  ".join(f"{c} {v:.3f}" for c, v in r["probabilities"].items())
-            print(f"{r['label']:<10} {'UNCERTAIN ' if r['uncertain'] else ''}{probs_text}  {r['path']}")
+    try:
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                probs_text = "  ".join(f"{c} {v:.3f}" for c, v in r["probabilities"].items())
+                print(f"{r['label']:<10} {'UNCERTAIN ' if r['uncertain'] else ''}{probs_text}  {r['path']}")
+            sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+    except BrokenPipeError:  # `python -m cxrkit.runtime ... | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 1 if errors else 0
 
 
