@@ -617,6 +617,14 @@ RECIPES: dict[str, Recipe] = {
                         "held, nine-view 0.912 < 0.932 (the veiled views fell to 0.808 / 0.719); test 0.915 / "
                         "ROC-AUC 0.976, 45 NORMAL2 false positives."),
         _with_cue(
+            _CXR_CNN_BLUR_WARM.replace(equalize=False, clahe=2.0), "cxr_cnn_clahe_haze_warm", haze=0.35,
+            description="A warm restart of cxr_cnn_clahe_warm's network (`--init-from RUN --seed 2`) on the same CLAHE "
+                        "films with cxr_cnn_haze_mild_warm's veil (at most 35 % of the detail above 4-16 px taken) in "
+                        "training and in the consistency penalty's second view: the CLAHE restart held the geometric "
+                        "floor every veil restart of the globally equalised default lost, and lost the veiled views "
+                        "the veil restarts gained (docs/robustness.md, item 69; ~22 min in bf16 on 2 AVX512-BF16 "
+                        "cores)."),
+        _with_cue(
             _CXR_CNN_BLUR_WARM, "cxr_cnn_spectrum_warm", spectrum_mix=0.5,
             description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with up to half of "
                         "each film's Fourier amplitude taken from another training film of the batch, its phase "
