@@ -282,6 +282,11 @@ _CXR_CNN_INVARIANT = _CXR_CNN_GEOMETRY.replace(
                 "cxr_cnn_geometry's augmentation alone did not remove the shape shortcut (stress score 0.836 vs "
                 "0.855 without it); 20 epochs, as each step costs two forward passes.",
 )
+# Local equalisation instead of global (Preprocess.clahe): OpenCV's example clip limit, fixed before any CLAHE model
+# trained (docs/robustness.md, session 36)
+_CLAHE = {"equalize": False, "clahe": 2.0}
+
+
 def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
     """``base`` with the acquisition ``cue`` (``Augment`` fields, e.g. ``blur=2.5``) in training and in the
     consistency penalty's view alike: a penalty only asks for invariance across what the training films also show."""
@@ -513,7 +518,7 @@ RECIPES: dict[str, Recipe] = {
                         "ingredient of a weight average (docs/robustness.md, item 59; ~30 min on 2 AVX512-BF16 "
                         "cores). Since session 34 one of the four members of the shipped cxr_bnn (item 60)."),
         _CXR_BNN_EXPOSURE_WARM.replace(
-            name="cxr_bnn_deep224_clahe_warm", epochs=8, clahe=2.0,
+            name="cxr_bnn_deep224_clahe_warm", epochs=8, **_CLAHE,
             description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) on films equalised "
                         "locally (CLAHE, clip limit 2, 8 x 8 tiles): the binary network reads films as they are, "
                         "and global equalisation (items 29-31) gave its best test figures while costing geometric "
@@ -607,7 +612,7 @@ RECIPES: dict[str, Recipe] = {
                         "an AVX512-BF16 one). Refused by its rule in session 29 (geometric score 0.943 < 0.945); "
                         "on test 0.939 / ROC-AUC 0.987, 27 NORMAL2 false positives, 8 missed pneumonias."),
         _CXR_CNN_BLUR_WARM.replace(
-            name="cxr_cnn_clahe_warm", equalize=False, clahe=2.0,
+            name="cxr_cnn_clahe_warm", **_CLAHE,
             description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) on films equalised "
                         "locally (CLAHE, clip limit 2, 8 x 8 tiles) instead of globally; otherwise "
                         "cxr_cnn_blur_warm (6 epochs, one-cycle peak 7.5e-4). The test split's NORMAL2 false "
@@ -617,7 +622,7 @@ RECIPES: dict[str, Recipe] = {
                         "held, nine-view 0.912 < 0.932 (the veiled views fell to 0.808 / 0.719); test 0.915 / "
                         "ROC-AUC 0.976, 45 NORMAL2 false positives."),
         _with_cue(
-            _CXR_CNN_BLUR_WARM.replace(equalize=False, clahe=2.0), "cxr_cnn_clahe_haze_warm", haze=0.35,
+            _CXR_CNN_BLUR_WARM.replace(**_CLAHE), "cxr_cnn_clahe_haze_warm", haze=0.35,
             description="A warm restart of cxr_cnn_clahe_warm's network (`--init-from RUN --seed 2`) on the same CLAHE "
                         "films with cxr_cnn_haze_mild_warm's veil (at most 35 % of the detail above 4-16 px taken) in "
                         "training and in the consistency penalty's second view: the CLAHE restart held the geometric "
@@ -669,7 +674,7 @@ RECIPES: dict[str, Recipe] = {
                         "session 35: median test accuracy 0.912 over seeds 19-21 in 9.5 minutes (ROC-AUC 0.976), "
                         "below cxr_cnn_fast160's 0.915."),
         _CXR_CNN_FAST160.replace(
-            name="cxr_cnn_fast160_clahe", equalize=False, clahe=2.0,
+            name="cxr_cnn_fast160_clahe", **_CLAHE,
             description="cxr_cnn_fast160 (the fast path's best median, 0.915) on films equalised locally instead of "
                         "globally: CLAHE, clip limit 2, 8 x 8 tiles (Preprocess.clahe). The fast path's misses are "
                         "test NORMAL films called PNEUMONIA, and the default's look hazier in the lungs than the "
