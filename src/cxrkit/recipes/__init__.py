@@ -527,6 +527,15 @@ RECIPES: dict[str, Recipe] = {
                         "AVX512-BF16 cores). Refused in session 36: geometric 0.948 held, eleven-view 0.904 < "
                         "0.925 (the veiled views fell to 0.672 / 0.744); test 0.915 / ROC-AUC 0.967."),
         _with_cue(
+            _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0, **_CLAHE),
+            "cxr_bnn_deep224_clahe_haze_warm", haze=0.35,
+            description="A warm restart of cxr_bnn_deep224_clahe_warm's network (`--init-from RUN --seed 1`) on the "
+                        "same CLAHE films with cxr_bnn_deep224_haze_warm's mild veil (at most 35 % of the detail "
+                        "above 4-16 px taken) in training and in the consistency penalty's second view, the "
+                        "penalty's weight doubled (2.0) as there: cxr_cnn_clahe_haze_warm's step, which passed its "
+                        "rule for the float default (docs/robustness.md, item 70; ~32 min on 2 AVX512-BF16 "
+                        "cores)."),
+        _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
             description="cxr_bnn_deep224_haze_strong_warm with up to half of each film's Fourier amplitude taken from "
