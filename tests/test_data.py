@@ -531,9 +531,35 @@ def test_clahe_settings_are_checked(kwargs, words):
         Preprocess(size=64, **kwargs)
 
 
-def test_a_clahe_model_without_opencv_fails_when_opened(monkeypatch):
-    """The torch-free runtime does not install OpenCV: a CLAHE model says so once, not at every film."""
-    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
-    with pytest.raises(ValueError, match="pip install opencv-python-headless"):
-        Preprocess(size=64, clahe=2.0)
-    assert Preprocess(size=64, equalize=True).equalize  # other models do not need it
+@pytest.mark.parametrize("clip", [0.0, 0.5, 2.0, 4.0, 40.0])
+def test_numpy_clahe_is_opencvs_to_the_bit(clip, monkeypatch):
+    """The torch-free runtime has no OpenCV and equalises with _clahe_numpy: every grey level must be OpenCV's, on
+    real films at each recipe size, on noise, on flat and on few-level films (where the clip's remainder is spread),
+    and on non-square ones."""
+    import cv2
+
+    from cxrkit.data.preprocess import _clahe_numpy
+
+    rng = np.random.default_rng(int(clip * 10))
+    paths = sample_images("test", "NORMAL")[:3] + sample_images("test", "PNEUMONIA")[:3]
+    cases = [np.stack([resize_gray(read_image(p), size) for p in paths]) for size in (224, 160, 128, 32)]
+    cases += [rng.integers(0, 256, (3, 64, 64), dtype=np.uint8), np.full((1, 64, 64), 77, np.uint8),
+              (cases[0] // 40) * 40, np.ascontiguousarray(cases[0][:, :96, :])]
+    op = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8))
+    for levels in cases:
+        reference = np.stack([op.apply(np.ascontiguousarray(f)) for f in levels])
+        assert np.array_equal(_clahe_numpy(levels, clip), reference), levels.shape
+        with monkeypatch.context() as m:  # clahe_levels falls back to it where `import cv2` fails
+            m.setitem(sys.modules, "cv2", None)
+            assert np.array_equal(clahe_levels(levels, clip), reference.astype(np.float32) / np.float32(255))
+
+
+def test_clahe_needs_a_size_its_tiles_divide():
+    """OpenCV pads other sizes, the NumPy twin does not: such a model is refused when made, not at its first film."""
+    from cxrkit.recipes import RecipeError, load_recipe
+
+    assert Preprocess(size=224, clahe=2.0).clahe == 2.0
+    with pytest.raises(ValueError, match="divisible by 8"):
+        Preprocess(size=299, clahe=2.0)
+    with pytest.raises(RecipeError, match="divisible by 8.*got 100"):
+        load_recipe("cxr_cnn_fast160_clahe").replace(size_schedule=[[2, 100]])

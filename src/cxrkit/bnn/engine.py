@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.preprocess import MissingPreprocessError, Preprocess, resize_gray, to_model_array
+from ..data.preprocess import Preprocess, resize_gray, to_model_array
 from ..inference.decision import decide
 from . import _native
 from .packing import FORMAT, VERSION, PackedFormatError, read_packed, unpack_signs
@@ -377,7 +377,7 @@ class PackedModel:
             self.info = header.get("info", {})
             self._ops = [self._build(spec, arrays) for spec in header["ops"]]
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, (PackedFormatError, MissingPreprocessError)):
+            if isinstance(exc, PackedFormatError):
                 raise PackedFormatError(f"{source}: {exc}") from None
             raise PackedFormatError(f"{source}: malformed header ({exc.__class__.__name__}: {exc})") from None
         self.source = source

@@ -19,11 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 MAX_SIZE = 4096  # pixels a side (the largest input any built-in recipe uses is 299)
-
-
-class MissingPreprocessError(ValueError):
-    """A model whose preprocessing needs a package this install lacks (OpenCV for CLAHE): not a fault of the model
-    file, so loaders report it as it is instead of as bad metadata."""
+CLAHE_TILES = 8  # CLAHE tiles per side: OpenCV's default grid, 28 px tiles on a 224 px film
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,8 @@ class Preprocess:
     # Histogram equalisation of every film before normalisation (see equalized_levels): the model then sees each
     # pixel's rank within its film, so any monotone difference in exposure, gamma or contrast between sites is gone
     equalize: bool = False
-    # Contrast-limited adaptive histogram equalisation (CLAHE, OpenCV) instead: this clip limit, 8 x 8 tiles; 0 = off.
+    # Contrast-limited adaptive histogram equalisation (CLAHE, see clahe_levels) instead: this clip limit, 8 x 8 tiles;
+    # 0 = off.
     # Global equalisation ranks a pixel within the whole film, so a film whose lungs are hazier overall still looks
     # hazier; CLAHE ranks it within its neighbourhood, so local contrast is evened out as well (docs/robustness.md)
     clahe: float = 0.0
@@ -53,12 +50,9 @@ class Preprocess:
             raise ValueError(f"clahe must be a clip limit from 0 (off) to 40, got {self.clahe!r}")
         if self.clahe and self.equalize:
             raise ValueError("equalize and clahe are two ways to equalise a film; choose one")
-        if self.clahe:  # checked when a model is opened, not at its first film: every film would fail alike
-            try:
-                import cv2  # noqa: F401
-            except ImportError:
-                raise MissingPreprocessError("this model equalises films with CLAHE, which needs OpenCV "
-                                             "(pip install opencv-python-headless)") from None
+        if self.clahe and self.size % CLAHE_TILES:
+            raise ValueError(f"clahe needs a film size divisible by {CLAHE_TILES} (its {CLAHE_TILES} x {CLAHE_TILES} "
+                             f"tiles), got {self.size}")
         for name in ("mean", "std"):  # JSON metadata gives lists back; keep the dataclass hashable
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
@@ -114,17 +108,62 @@ def equalized_levels(levels: np.ndarray) -> np.ndarray:
     return (np.take_along_axis(cdf, flat, axis=1).astype(np.float32) / np.float32(n)).reshape(levels.shape)
 
 
-CLAHE_TILES = 8  # tiles per side: OpenCV's default grid, 28 px tiles on a 224 px film
-
-
 def clahe_levels(levels: np.ndarray, clip: float) -> np.ndarray:
-    """Integer grey levels ``(B, H, W)`` in 0..255 → float32 in [0, 1] after OpenCV's CLAHE with clip limit
-    ``clip``. PyTorch's path calls this too, on the CPU, so training and the torch-free runtime see one function."""
-    import cv2  # opencv-python-headless: a dependency of grad-cam, so of every full install
+    """Integer grey levels ``(B, H, W)`` in 0..255 (H, W multiples of 8) → float32 in [0, 1] after CLAHE with clip
+    limit ``clip``. PyTorch's path calls this too, on the CPU, so training and the runtimes see one function.
 
-    op = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(CLAHE_TILES, CLAHE_TILES))
-    out = np.stack([op.apply(np.ascontiguousarray(film, dtype=np.uint8)) for film in levels])
+    OpenCV's ``createCLAHE`` does it where OpenCV is installed (every full install: grad-cam depends on it); the
+    torch-free runtime gets :func:`_clahe_numpy`, the same result to the bit (tests/test_data.py) at ~5x the time,
+    because OpenCV would add 173 MiB to an install that is ~176 MiB without it (docs/edge.md)."""
+    levels = np.ascontiguousarray(levels, dtype=np.uint8)
+    try:
+        import cv2
+    except ImportError:
+        out = _clahe_numpy(levels, clip)
+    else:
+        op = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(CLAHE_TILES, CLAHE_TILES))
+        out = np.stack([op.apply(film) for film in levels])
     return out.astype(np.float32) / np.float32(255.0)
+
+
+def _clahe_numpy(levels: np.ndarray, clip: float) -> np.ndarray:
+    """OpenCV's CLAHE on uint8 ``(B, H, W)`` films whose sides are multiples of ``CLAHE_TILES`` (OpenCV pads other
+    sizes, which Preprocess refuses): per tile a histogram whose bins are capped at ``clip`` x the mean bin, the
+    excess spread evenly (the remainder one count at a time from bin 0 in steps), its cumulative sum the tile's
+    grey-level map; each pixel blends the maps of its four nearest tile centres bilinearly. The float32 operations
+    and their order are OpenCV's, so that both round alike."""
+    b, h, w = levels.shape
+    t, th, tw = CLAHE_TILES, h // CLAHE_TILES, w // CLAHE_TILES
+    area = th * tw
+    tiles = levels.reshape(b, t, th, t, tw).transpose(0, 1, 3, 2, 4).reshape(b, t * t, area).astype(np.int64)
+    offsets = 256 * np.arange(b * t * t).reshape(b, t * t, 1)
+    hist = np.bincount((tiles + offsets).ravel(), minlength=256 * b * t * t).reshape(b, t * t, 256)
+    if clip > 0:
+        limit = max(int(clip * area / 256), 1)
+        excess = np.maximum(hist - limit, 0).sum(-1, keepdims=True)
+        residual = excess % 256
+        step = np.maximum(256 // np.maximum(residual, 1), 1)
+        bins = np.arange(256)
+        hist = np.minimum(hist, limit) + excess // 256 + ((bins % step == 0) & (bins // step < residual))
+    maps = np.rint(np.cumsum(hist, -1).astype(np.float32) * (np.float32(255) / np.float32(area)))
+    maps = maps.clip(0, 255)  # float32 (B, tiles, 256)
+
+    def neighbours(n: int, tile: int):  # per row (column): the two nearest tile centres and their weights
+        pos = np.arange(n, dtype=np.float32) * (np.float32(1) / np.float32(tile)) - np.float32(0.5)
+        first = np.floor(pos).astype(np.int64)
+        far = pos - first.astype(np.float32)
+        return np.maximum(first, 0), np.minimum(first + 1, t - 1), far, np.float32(1) - far
+
+    y1, y2, ya, ya1 = neighbours(h, th)
+    x1, x2, xa, xa1 = neighbours(w, tw)
+    film, grey = np.arange(b)[:, None, None], levels.astype(np.int64)
+
+    def mapped(ty: np.ndarray, tx: np.ndarray) -> np.ndarray:
+        return maps[film, ty[None, :, None] * t + tx[None, None, :], grey]
+
+    top = mapped(y1, x1) * xa1 + mapped(y1, x2) * xa
+    bottom = mapped(y2, x1) * xa1 + mapped(y2, x2) * xa
+    return np.rint(top * ya1[:, None] + bottom * ya[:, None]).clip(0, 255).astype(np.uint8)
 
 
 def _equalized_levels_torch(levels: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..data.augment import Augment
-from ..data.preprocess import MAX_SIZE
+from ..data.preprocess import CLAHE_TILES, MAX_SIZE
 
 
 class RecipeError(ValueError):
@@ -114,6 +114,10 @@ class Recipe:
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
         _check_size_schedule(self.size_schedule, self.image_size)
+        odd = [s for s in [self.image_size] + [s for _, s in self.size_schedule] if s % CLAHE_TILES]
+        if self.clahe and odd:
+            raise RecipeError(f"clahe needs film sizes divisible by {CLAHE_TILES} (its {CLAHE_TILES} x {CLAHE_TILES} "
+                              f"tiles), got {odd[0]}")
 
     def epoch_size(self, epoch: int) -> int:
         """The film side epoch ``epoch`` (1-based) trains at (``size_schedule``, else ``image_size``)."""

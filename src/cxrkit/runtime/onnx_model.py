@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.preprocess import MissingPreprocessError, Preprocess, to_model_array
+from ..data.preprocess import Preprocess, to_model_array
 
 METADATA_KEY = "cxrkit"
 INPUT_NAME = "image"
@@ -123,8 +123,6 @@ def load_onnx(path: str | Path, threads: int | None = None) -> OnnxModel:
                                 f"found {names[0]} → {names[1]}")
     try:
         pre = Preprocess(**meta["preprocess"])
-    except MissingPreprocessError as exc:
-        raise RuntimeModelError(f"{path}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise RuntimeModelError(f"{path}: bad preprocessing in cxrkit metadata ({exc})") from None
     return OnnxModel(session, str(meta.get("arch", "onnx")), tuple(meta["classes"]), pre,
