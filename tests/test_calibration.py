@@ -39,6 +39,19 @@ def test_fit_temperature_recovers_known_temperature_and_lowers_nll(k, true_t):
     assert nll(logits / t, y) < nll(logits, y) - 1e-3
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_fit_temperature_leaves_an_all_right_validation_set_alone(k):
+    """Four validation films, all right: the NLL falls all the way to T -> 0, and the bounded search used to return
+    T = 0.05, probabilities of exactly 0 and 1 and a cut-off of 1.0. No minimum, no evidence: T stays 1. One wrong
+    case gives the NLL a minimum again."""
+    y = np.array([0, 1, 0, 1]) if k == 1 else np.array([0, 1, 2, 1])
+    logits = np.array([[-3.0], [2.5], [-0.4], [4.0]]) if k == 1 else 3.0 * np.eye(3)[y] + 0.1
+    assert fit_temperature(logits, y) == 1.0
+    wrong = logits.copy()
+    wrong[0] = -wrong[0] if k == 1 else wrong[0][::-1]
+    assert fit_temperature(wrong, y) > 1.0  # the wrong case pulls towards softer probabilities
+
+
 def test_calibrate_from_probabilities_keeps_binary_decisions():
     rng = np.random.default_rng(1)
     z = rng.normal(0, 4, (5000, 1))

@@ -532,13 +532,13 @@ def test_clahe_settings_are_checked(kwargs, words):
 
 
 @pytest.mark.parametrize("clip", [0.0, 0.5, 2.0, 4.0, 40.0])
-def test_numpy_clahe_is_opencvs_to_the_bit(clip, monkeypatch):
-    """The torch-free runtime has no OpenCV and equalises with _clahe_numpy: every grey level must be OpenCV's, on
-    real films at each recipe size, on noise, on flat and on few-level films (where the clip's remainder is spread),
+def test_clahe_twins_are_opencvs_to_the_bit(clip):
+    """cxrkit's CLAHE (NumPy for the runtimes, PyTorch for training and ONNX graphs) must give OpenCV's grey levels:
+    on real films at each recipe size, on noise, on flat and few-level films (where the clip's remainder is spread)
     and on non-square ones."""
     import cv2
 
-    from cxrkit.data.preprocess import _clahe_numpy
+    from cxrkit.data.preprocess import _clahe_levels_torch
 
     rng = np.random.default_rng(int(clip * 10))
     paths = sample_images("test", "NORMAL")[:3] + sample_images("test", "PNEUMONIA")[:3]
@@ -547,11 +547,9 @@ def test_numpy_clahe_is_opencvs_to_the_bit(clip, monkeypatch):
               (cases[0] // 40) * 40, np.ascontiguousarray(cases[0][:, :96, :])]
     op = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8))
     for levels in cases:
-        reference = np.stack([op.apply(np.ascontiguousarray(f)) for f in levels])
-        assert np.array_equal(_clahe_numpy(levels, clip), reference), levels.shape
-        with monkeypatch.context() as m:  # clahe_levels falls back to it where `import cv2` fails
-            m.setitem(sys.modules, "cv2", None)
-            assert np.array_equal(clahe_levels(levels, clip), reference.astype(np.float32) / np.float32(255))
+        reference = np.stack([op.apply(np.ascontiguousarray(f)) for f in levels]).astype(np.float32) / np.float32(255)
+        assert np.array_equal(clahe_levels(levels, clip), reference), levels.shape
+        assert np.array_equal(_clahe_levels_torch(torch.from_numpy(levels).long(), clip).numpy(), reference)
 
 
 def test_clahe_needs_a_size_its_tiles_divide():

@@ -140,11 +140,11 @@ def test_gradcam_averages_every_members_map(ensemble_file):
 
 
 def test_onnx_export_matches_pytorch(ensemble_file, tmp_path):
-    """The members' own preprocessing, the shipped cxr_cnn's histogram equalisation included, is in the graph."""
+    """The members' own preprocessing, the shipped cxr_cnn's local equalisation (CLAHE) included, is in the graph."""
     from cxrkit.export import export_model
 
     bundle = load_bundle(ensemble_file)
-    assert any(p.equalize for p in bundle.model.preprocess)  # the case this test is about
+    assert any(p.clahe for p in bundle.model.preprocess)  # the case this test is about
     result = export_model(bundle, "onnx", tmp_path / "ens.onnx")
     assert result.check["decision_agreement"] == 1.0 and result.check["max_abs_prob_diff"] < 1e-4
 
@@ -273,7 +273,8 @@ def test_weight_average_refuses_networks_that_are_not_one_family(members, tmp_pa
         build_ensemble(members, SAMPLE, average="weights")  # cxr_cnn and a MobileNetV2 on the same split
     cnn = resolve_model("cxr_cnn")
     raw = tmp_path / "raw.safetensors"  # the same network fed un-equalised films
-    save_bundle(dataclasses.replace(cnn, preprocess=dataclasses.replace(cnn.preprocess, equalize=False)), raw)
+    save_bundle(dataclasses.replace(cnn, preprocess=dataclasses.replace(cnn.preprocess, equalize=False, clahe=0.0)),
+                raw)
     with pytest.raises(EnsembleError, match="fed alike"):
         build_ensemble(["cxr_cnn", str(raw)], SAMPLE, average="weights")
     with pytest.raises(EnsembleError, match="one network"):

@@ -9,6 +9,7 @@ exported model sees exactly the pixels the PyTorch model saw.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -109,35 +110,22 @@ def equalized_levels(levels: np.ndarray) -> np.ndarray:
 
 
 def clahe_levels(levels: np.ndarray, clip: float) -> np.ndarray:
-    """Integer grey levels ``(B, H, W)`` in 0..255 (H, W multiples of 8) → float32 in [0, 1] after CLAHE with clip
-    limit ``clip``. PyTorch's path calls this too, on the CPU, so training and the runtimes see one function.
+    """Integer grey levels ``(B, H, W)`` in 0..255 (H, W multiples of 8) → float32 in [0, 1] after OpenCV's CLAHE
+    (``createCLAHE(clip, (8, 8))``), to the bit (tests/test_data.py compares them): per tile a histogram whose bins
+    are capped at ``clip`` x the mean bin, the excess spread evenly (its remainder one count at a time from bin 0, in
+    steps), its cumulative sum the tile's grey-level map; each pixel blends the maps of its four nearest tile centres
+    bilinearly, in OpenCV's float32 operations and order, so that both round alike.
 
-    OpenCV's ``createCLAHE`` does it where OpenCV is installed (every full install: grad-cam depends on it); the
-    torch-free runtime gets :func:`_clahe_numpy`, the same result to the bit (tests/test_data.py) at ~5x the time,
-    because OpenCV would add 173 MiB to an install that is ~176 MiB without it (docs/edge.md)."""
+    Written out instead of calling OpenCV for two reasons: the torch-free runtime would need OpenCV, 173 MiB on an
+    install of ~176 MiB (docs/edge.md), and the PyTorch twin (``_clahe_levels_torch``) must trace into an ONNX graph
+    for ensembles, whose members normalise inside the forward pass."""
     levels = np.ascontiguousarray(levels, dtype=np.uint8)
-    try:
-        import cv2
-    except ImportError:
-        out = _clahe_numpy(levels, clip)
-    else:
-        op = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(CLAHE_TILES, CLAHE_TILES))
-        out = np.stack([op.apply(film) for film in levels])
-    return out.astype(np.float32) / np.float32(255.0)
-
-
-def _clahe_numpy(levels: np.ndarray, clip: float) -> np.ndarray:
-    """OpenCV's CLAHE on uint8 ``(B, H, W)`` films whose sides are multiples of ``CLAHE_TILES`` (OpenCV pads other
-    sizes, which Preprocess refuses): per tile a histogram whose bins are capped at ``clip`` x the mean bin, the
-    excess spread evenly (the remainder one count at a time from bin 0 in steps), its cumulative sum the tile's
-    grey-level map; each pixel blends the maps of its four nearest tile centres bilinearly. The float32 operations
-    and their order are OpenCV's, so that both round alike."""
     b, h, w = levels.shape
-    t, th, tw = CLAHE_TILES, h // CLAHE_TILES, w // CLAHE_TILES
-    area = th * tw
-    tiles = levels.reshape(b, t, th, t, tw).transpose(0, 1, 3, 2, 4).reshape(b, t * t, area).astype(np.int64)
-    offsets = 256 * np.arange(b * t * t).reshape(b, t * t, 1)
-    hist = np.bincount((tiles + offsets).ravel(), minlength=256 * b * t * t).reshape(b, t * t, 256)
+    own, corners, (xa1, xa, ya1, ya), area = _clahe_grid(h, w)
+    flat = levels.reshape(b, -1).astype(np.int32)
+    rows = (256 * CLAHE_TILES ** 2 * np.arange(b, dtype=np.int32))[:, None]  # each film's maps, looked up flat
+    hist = np.bincount((flat + own + rows).ravel(), minlength=256 * CLAHE_TILES ** 2 * b)
+    hist = hist.reshape(b, CLAHE_TILES ** 2, 256)
     if clip > 0:
         limit = max(int(clip * area / 256), 1)
         excess = np.maximum(hist - limit, 0).sum(-1, keepdims=True)
@@ -145,25 +133,69 @@ def _clahe_numpy(levels: np.ndarray, clip: float) -> np.ndarray:
         step = np.maximum(256 // np.maximum(residual, 1), 1)
         bins = np.arange(256)
         hist = np.minimum(hist, limit) + excess // 256 + ((bins % step == 0) & (bins // step < residual))
-    maps = np.rint(np.cumsum(hist, -1).astype(np.float32) * (np.float32(255) / np.float32(area)))
-    maps = maps.clip(0, 255)  # float32 (B, tiles, 256)
+    maps = np.rint(np.cumsum(hist, -1).astype(np.float32) * (np.float32(255) / np.float32(area))).clip(0, 255).ravel()
+    m11, m12, m21, m22 = (maps[flat + corner + rows] for corner in corners)
+    out = np.rint((m11 * xa1 + m12 * xa) * ya1 + (m21 * xa1 + m22 * xa) * ya).clip(0, 255)
+    return (out / np.float32(255.0)).reshape(b, h, w)
+
+
+@functools.lru_cache(maxsize=8)
+def _clahe_grid(h: int, w: int):
+    """What CLAHE's 8 x 8 tiles make of an ``h`` x ``w`` film, whatever its grey levels, per pixel (flattened): the
+    offset (tile x 256) of its own tile's grey-level map, those of the maps of its four nearest tile centres, and
+    their bilinear weights along x and y, in OpenCV's float32 arithmetic (both twins share them, so they agree)."""
+    t, th, tw = CLAHE_TILES, h // CLAHE_TILES, w // CLAHE_TILES
 
     def neighbours(n: int, tile: int):  # per row (column): the two nearest tile centres and their weights
         pos = np.arange(n, dtype=np.float32) * (np.float32(1) / np.float32(tile)) - np.float32(0.5)
-        first = np.floor(pos).astype(np.int64)
+        first = np.floor(pos).astype(np.int32)
         far = pos - first.astype(np.float32)
         return np.maximum(first, 0), np.minimum(first + 1, t - 1), far, np.float32(1) - far
 
     y1, y2, ya, ya1 = neighbours(h, th)
     x1, x2, xa, xa1 = neighbours(w, tw)
-    film, grey = np.arange(b)[:, None, None], levels.astype(np.int64)
+    own = (256 * ((np.arange(h, dtype=np.int32) // th)[:, None] * t + np.arange(w, dtype=np.int32) // tw)).ravel()
+    corners = tuple((256 * (ty[:, None] * t + tx[None, :])).ravel() for ty, tx in ((y1, x1), (y1, x2), (y2, x1),
+                                                                                   (y2, x2)))
+    weights = (np.tile(xa1, h), np.tile(xa, h), np.repeat(ya1, w), np.repeat(ya, w))
+    return own, corners, weights, th * tw
 
-    def mapped(ty: np.ndarray, tx: np.ndarray) -> np.ndarray:
-        return maps[film, ty[None, :, None] * t + tx[None, None, :], grey]
 
-    top = mapped(y1, x1) * xa1 + mapped(y1, x2) * xa
-    bottom = mapped(y2, x1) * xa1 + mapped(y2, x2) * xa
-    return np.rint(top * ya1[:, None] + bottom * ya[:, None]).clip(0, 255).astype(np.uint8)
+def _clahe_levels_torch(levels: torch.Tensor, clip: float) -> torch.Tensor:
+    """PyTorch twin of :func:`clahe_levels` (int64 ``(B, H, W)`` in, float32 out; bit-identical, and traceable to
+    ONNX: its constants depend on the film size only)."""
+    import torch
+
+    b, h, w = levels.shape
+    # int(): an ONNX trace passes sizes as tensors; the graph is made for one film size anyway
+    own, corners, (xa1, xa, ya1, ya), area = _clahe_grid_torch(int(h), int(w), levels.device)
+    flat = levels.reshape(b, -1)
+    hist = levels.new_zeros((b, 256 * CLAHE_TILES ** 2)).scatter_add_(1, flat + own,
+                                                                      levels.new_ones(()).expand_as(flat))
+    hist = hist.reshape(b, -1, 256)
+    if clip > 0:
+        limit = max(int(clip * area / 256), 1)
+        excess = (hist - limit).clamp(min=0).sum(-1, keepdim=True)
+        residual = excess % 256
+        step = (256 // residual.clamp(min=1)).clamp(min=1)
+        bins = torch.arange(256, device=levels.device)
+        hist = hist.clamp(max=limit) + excess // 256 + ((bins % step == 0) & (bins // step < residual))
+    scale = float(np.float32(255) / np.float32(area))  # a float32 value: float32 tensors multiply by it as float32
+    maps = torch.round(hist.cumsum(-1).float() * scale).clamp(0, 255).reshape(b, -1)
+    m11, m12, m21, m22 = (maps.gather(1, flat + corner) for corner in corners)
+    out = torch.round((m11 * xa1 + m12 * xa) * ya1 + (m21 * xa1 + m22 * xa) * ya).clamp(0, 255)
+    return (out / 255.0).reshape(b, h, w)
+
+
+@functools.lru_cache(maxsize=8)
+def _clahe_grid_torch(h: int, w: int, device: torch.device):
+    """:func:`_clahe_grid` as tensors on ``device`` (int64 offsets, for ``gather``), made once per size and device."""
+    import torch
+
+    own, corners, weights, area = _clahe_grid(h, w)
+    return (torch.from_numpy(own).to(device, torch.long), tuple(torch.from_numpy(c).to(device, torch.long)
+                                                                for c in corners),
+            tuple(torch.from_numpy(v).to(device) for v in weights), area)
 
 
 def _equalized_levels_torch(levels: torch.Tensor) -> torch.Tensor:
@@ -182,7 +214,7 @@ def to_model_input(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
         levels = (batch.long() if batch.dtype == torch.uint8
                   else batch.squeeze(1).mul(255.0).round_().clamp_(0, 255).long())
         if pre.clahe:
-            x = torch.from_numpy(clahe_levels(levels.cpu().numpy(), pre.clahe)).to(batch.device).unsqueeze(1)
+            x = _clahe_levels_torch(levels, pre.clahe).unsqueeze(1)
         else:
             x = _equalized_levels_torch(levels).unsqueeze(1)
     else:

@@ -64,9 +64,20 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     logits, y = np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=int)
     if logits.ndim != 2 or len(logits) != len(y) or len(y) == 0:
         raise ValueError(f"fit_temperature needs (N, C) logits and N labels, got {logits.shape} and {y.shape}")
+    if _all_right_with_a_margin(logits, y):  # the NLL falls as T -> 0 and has no minimum: the search would return
+        return 1.0  # its bound, 0.05, and probabilities of exactly 0 and 1 (a few validation films, all right)
     res = minimize_scalar(lambda s: nll(logits / np.exp(s), y), bounds=_LOG_T_BOUNDS, method="bounded",
                           options={"xatol": 1e-5})
     return float(np.exp(res.x))
+
+
+def _all_right_with_a_margin(logits: np.ndarray, y: np.ndarray) -> bool:
+    """Every case's true class strictly ahead (sigmoid: the logit's sign; softmax: the largest logit)."""
+    if logits.shape[1] == 1:
+        return bool(np.all(np.where(y == 1, logits[:, 0] > 0, logits[:, 0] < 0)))
+    true = logits[np.arange(len(y)), y]
+    others = np.where(np.eye(logits.shape[1], dtype=bool)[y], -np.inf, logits).max(axis=1)
+    return bool(np.all(true > others))
 
 
 def decision_confidence(probs: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
