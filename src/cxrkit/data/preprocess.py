@@ -33,8 +33,7 @@ class Preprocess:
     # Histogram equalisation of every film before normalisation (see equalized_levels): the model then sees each
     # pixel's rank within its film, so any monotone difference in exposure, gamma or contrast between sites is gone
     equalize: bool = False
-    # Contrast-limited adaptive histogram equalisation (CLAHE, see clahe_levels) instead: this clip limit, 8 x 8 tiles;
-    # 0 = off.
+    # Contrast-limited adaptive histogram equalisation instead (CLAHE, clahe_levels): this clip limit, 0 = off.
     # Global equalisation ranks a pixel within the whole film, so a film whose lungs are hazier overall still looks
     # hazier; CLAHE ranks it within its neighbourhood, so local contrast is evened out as well (docs/robustness.md)
     clahe: float = 0.0
