@@ -538,7 +538,8 @@ RECIPES: dict[str, Recipe] = {
                         "above 4-16 px taken) in training and in the consistency penalty's second view, the "
                         "penalty's weight doubled (2.0) as there: cxr_cnn_clahe_haze_warm's step, which passed its "
                         "rule for the float default (docs/robustness.md, item 70; ~32 min on 2 AVX512-BF16 "
-                        "cores)."),
+                        "cores). Refused in session 37: veiled views 0.936 / 0.929, but geometric 0.933 < 0.945; "
+                        "test 0.920 / ROC-AUC 0.972."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
