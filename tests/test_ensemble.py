@@ -19,7 +19,7 @@ from cxrkit.inference.predictor import predict_arrays
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
-    """The shipped cxr_cnn (1-channel, [0.5, 0.25], equalised) and the shipped MobileNetV2 (3-channel ImageNet
+    """The shipped cxr_cnn (1-channel, [0.5, 0.25], CLAHE) and the shipped MobileNetV2 (3-channel ImageNet
     normalisation) recorded as held out on cxr_cnn's validation split, as if trained with the same ``--seed``:
     members must share the films their threshold is fitted on."""
     cnn = resolve_model("cxr_cnn")
