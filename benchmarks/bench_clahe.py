@@ -62,7 +62,8 @@ def main() -> None:
           f"NumPy {np.__version__}, PyTorch {torch.__version__} ({torch.get_num_threads()} threads); best of "
           f"{args.rounds} rounds")
     print(f"decode + resize to 224 px (for scale): {decode_ms:.2f} ms per film\n")
-    print("| size | batch | OpenCV ms/film | NumPy twin ms/film | PyTorch twin ms/film | NumPy / OpenCV | PyTorch / OpenCV |")
+    print("| size | batch | OpenCV ms/film | NumPy twin ms/film | PyTorch twin ms/film | NumPy / OpenCV "
+          "| PyTorch / OpenCV |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     fns = (("opencv", opencv), ("numpy", numpy_twin), ("torch", torch_twin))
     for size in (224, 160):

@@ -282,7 +282,8 @@ def test_runtime_runs_a_clahe_model_without_opencv(small_bundle, tmp_path, sampl
     there with the NumPy twin and gives PyTorch's probabilities."""
     bundle = dataclasses.replace(small_bundle, preprocess=dataclasses.replace(SMALL, clahe=2.0), frozen=None)
     path = export_model(bundle, "onnx", tmp_path / "clahe.onnx").path
-    no_cv2 = TORCH_FREE.replace("sys.modules['torch'] = None;", "sys.modules['torch'] = None; sys.modules['cv2'] = None;")
+    no_cv2 = TORCH_FREE.replace("sys.modules['torch'] = None;",
+                                "sys.modules['torch'] = None; sys.modules['cv2'] = None;")
     paths = [str(p) for p in sample_images("test", "NORMAL")[:4] + sample_images("test", "PNEUMONIA")[:4]]
     proc = subprocess.run([sys.executable, "-c", no_cv2, "--model", str(path), "--threads", "1", "--json", *paths],
                           capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))

@@ -114,10 +114,10 @@ class Recipe:
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
         _check_size_schedule(self.size_schedule, self.image_size)
-        odd = [s for s in [self.image_size] + [s for _, s in self.size_schedule] if s % CLAHE_TILES]
-        if self.clahe and odd:
-            raise RecipeError(f"clahe needs film sizes divisible by {CLAHE_TILES} (its {CLAHE_TILES} x {CLAHE_TILES} "
-                              f"tiles), got {odd[0]}")
+        for size in [self.image_size] + [size for _, size in self.size_schedule] if self.clahe else []:
+            if size % CLAHE_TILES:
+                raise RecipeError(f"clahe needs film sizes divisible by {CLAHE_TILES} (its {CLAHE_TILES} x "
+                                  f"{CLAHE_TILES} tiles), got {size}")
 
     def epoch_size(self, epoch: int) -> int:
         """The film side epoch ``epoch`` (1-based) trains at (``size_schedule``, else ``image_size``)."""
@@ -529,8 +529,9 @@ RECIPES: dict[str, Recipe] = {
                         "score; CLAHE also evens out the local contrast the test NORMAL2 films lack. Otherwise "
                         "cxr_bnn_deep224_exposure_warm, 8 epochs (docs/robustness.md, item 68; ~32 min on 2 "
                         "AVX512-BF16 cores). Refused in session 36: geometric 0.948 held, eleven-view 0.904 < "
-                        "0.925 (the veiled views fell to 0.672 / 0.744); test 0.915 / ROC-AUC 0.967. Run again from item "
-                        "70's weights in session 37 (item 72): geometric 0.952, eleven-view 0.916, refused."),
+                        "0.925 (the veiled views fell to 0.672 / 0.744); test 0.915 / ROC-AUC 0.967. Run again "
+                        "from item 70's weights in session 37 (item 72): geometric 0.952, eleven-view 0.916, "
+                        "refused."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0, **_CLAHE),
             "cxr_bnn_deep224_clahe_haze_warm", haze=0.35,
