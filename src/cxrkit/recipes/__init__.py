@@ -542,6 +542,17 @@ RECIPES: dict[str, Recipe] = {
                         "rule for the float default (docs/robustness.md, item 70; ~32 min on 2 AVX512-BF16 "
                         "cores). Refused in session 37: veiled views 0.936 / 0.929, but geometric 0.933 < 0.945; "
                         "test 0.920 / ROC-AUC 0.972."),
+        _CXR_BNN_EXPOSURE_WARM.replace(
+            name="cxr_bnn_deep224_clahe_veil_view_warm", epochs=8, invariance_weight=2.0, **_CLAHE,
+            augment=dataclasses.replace(_CXR_BNN_EXPOSURE_WARM.augment, haze=0.35),
+            extra_invariance_augment=Augment(haze=0.35),
+            description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) on CLAHE films with "
+                        "cxr_bnn_deep224_haze_warm's mild veil (at most 35 % of the detail above 4-16 px taken) in "
+                        "training and in a penalty view of its own, the first view kept as the shipped network's "
+                        "(re-zoom, re-stretch, contrast), the penalty's weight 2.0: items 68-72 learnt one "
+                        "invariance per cycle and kept the last cycle's only, and here each penalty term asks for "
+                        "one invariance in the same cycle (item 36's two views). 8 epochs; three forward passes a "
+                        "step (docs/robustness.md, item 73; ~45 min on 2 AVX512-BF16 cores)."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
