@@ -552,7 +552,9 @@ RECIPES: dict[str, Recipe] = {
                         "(re-zoom, re-stretch, contrast), the penalty's weight 2.0: items 68-72 learnt one "
                         "invariance per cycle and kept the last cycle's only, and here each penalty term asks for "
                         "one invariance in the same cycle (item 36's two views). 8 epochs; three forward passes a "
-                        "step (docs/robustness.md, item 73; ~45 min on 2 AVX512-BF16 cores)."),
+                        "step (docs/robustness.md, item 73; 36 min on 2 AVX512-BF16 cores). Refused in session 38: "
+                        "eleven-view 0.942 (veiled views 0.944 / 0.931), geometric 0.937 < 0.945 (zoomed out "
+                        "0.919); test 0.923 / ROC-AUC 0.969."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
