@@ -384,6 +384,19 @@ _CXR_BNN_EXPOSURE_WARM = _with_cue(
                 "cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films "
                 "it reads as they are, where equalising them (cxr_bnn_deep224_eq_warm) removed that sensitivity but "
                 "cost geometric stress score (docs/robustness.md, item 32; ~65 min on 2 CPU cores).")
+_CXR_BNN_CLAHE_VEIL_VIEW = _CXR_BNN_EXPOSURE_WARM.replace(
+    name="cxr_bnn_deep224_clahe_veil_view_warm", epochs=8, invariance_weight=2.0, **_CLAHE,
+    augment=dataclasses.replace(_CXR_BNN_EXPOSURE_WARM.augment, haze=0.35),
+    extra_invariance_augment=Augment(haze=0.35),
+    description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) on CLAHE films with "
+                "cxr_bnn_deep224_haze_warm's mild veil (at most 35 % of the detail above 4-16 px taken) in "
+                "training and in a penalty view of its own, the first view kept as the shipped network's "
+                "(re-zoom, re-stretch, contrast), the penalty's weight 2.0: items 68-72 learnt one "
+                "invariance per cycle and kept the last cycle's only, and here each penalty term asks for "
+                "one invariance in the same cycle (item 36's two views). 8 epochs; three forward passes a "
+                "step (docs/robustness.md, item 73; 36 min on 2 AVX512-BF16 cores). Refused in session 38: "
+                "eleven-view 0.942 (veiled views 0.944 / 0.931), geometric 0.937 < 0.945 (zoomed out "
+                "0.919); test 0.923 / ROC-AUC 0.969.")
 _MOBILENETV2 = Recipe(
     name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
     head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
@@ -542,19 +555,14 @@ RECIPES: dict[str, Recipe] = {
                         "rule for the float default (docs/robustness.md, item 70; ~32 min on 2 AVX512-BF16 "
                         "cores). Refused in session 37: veiled views 0.936 / 0.929, but geometric 0.933 < 0.945; "
                         "test 0.920 / ROC-AUC 0.972."),
-        _CXR_BNN_EXPOSURE_WARM.replace(
-            name="cxr_bnn_deep224_clahe_veil_view_warm", epochs=8, invariance_weight=2.0, **_CLAHE,
-            augment=dataclasses.replace(_CXR_BNN_EXPOSURE_WARM.augment, haze=0.35),
-            extra_invariance_augment=Augment(haze=0.35),
-            description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) on CLAHE films with "
-                        "cxr_bnn_deep224_haze_warm's mild veil (at most 35 % of the detail above 4-16 px taken) in "
-                        "training and in a penalty view of its own, the first view kept as the shipped network's "
-                        "(re-zoom, re-stretch, contrast), the penalty's weight 2.0: items 68-72 learnt one "
-                        "invariance per cycle and kept the last cycle's only, and here each penalty term asks for "
-                        "one invariance in the same cycle (item 36's two views). 8 epochs; three forward passes a "
-                        "step (docs/robustness.md, item 73; 36 min on 2 AVX512-BF16 cores). Refused in session 38: "
-                        "eleven-view 0.942 (veiled views 0.944 / 0.931), geometric 0.937 < 0.945 (zoomed out "
-                        "0.919); test 0.923 / ROC-AUC 0.969."),
+        _CXR_BNN_CLAHE_VEIL_VIEW,
+        _CXR_BNN_CLAHE_VEIL_VIEW.replace(
+            name="cxr_bnn_deep224_clahe_veil_view_w4_warm", invariance_weight=4.0,
+            description="cxr_bnn_deep224_clahe_veil_view_warm with the consistency penalty's weight doubled (4.0), a "
+                        "warm restart of its second cycle's network (`--init-from RUN74 --seed 1`): items 73-75 "
+                        "held the veiled views and lost the zoomed-out and zoomed-in ones, so the penalty's pull "
+                        "toward the unwarped film's answer is raised for both views (docs/robustness.md, item 76; "
+                        "~36 min on 2 AVX512-BF16 cores)."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
