@@ -396,7 +396,8 @@ _CXR_BNN_CLAHE_VEIL_VIEW = _CXR_BNN_EXPOSURE_WARM.replace(
                 "one invariance in the same cycle (item 36's two views). 8 epochs; three forward passes a "
                 "step (docs/robustness.md, item 73; 36 min on 2 AVX512-BF16 cores). Refused in session 38: "
                 "eleven-view 0.942 (veiled views 0.944 / 0.931), geometric 0.937 < 0.945 (zoomed out "
-                "0.919); test 0.923 / ROC-AUC 0.969.")
+                "0.919); test 0.923 / ROC-AUC 0.969. Run again from its own weights (item 74): geometric 0.934, "
+                "refused; test 0.925 / 0.971.")
 _MOBILENETV2 = Recipe(
     name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
     head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
