@@ -563,7 +563,8 @@ RECIPES: dict[str, Recipe] = {
                         "warm restart of its second cycle's network (`--init-from RUN74 --seed 1`): items 73-75 "
                         "held the veiled views and lost the zoomed-out and zoomed-in ones, so the penalty's pull "
                         "toward the unwarped film's answer is raised for both views (docs/robustness.md, item 76; "
-                        "~36 min on 2 AVX512-BF16 cores)."),
+                        "31 min on 2 AVX512-BF16 cores). Refused in session 38: geometric 0.936 < 0.945 (eleven-view 0.939); "
+                        "test 0.923 / ROC-AUC 0.972."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
