@@ -299,6 +299,13 @@ def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
                         description=description)
 
 
+
+def _with_cue_view(base: Recipe, name: str, description: str, **cue) -> Recipe:
+    """``base`` with the acquisition ``cue`` in training and in a consistency-penalty view of its own, ``base``'s
+    penalty view left as it is: each penalty term then asks for one invariance (docs/robustness.md, items 36, 73)."""
+    return base.replace(name=name, augment=dataclasses.replace(base.augment, **cue),
+                        extra_invariance_augment=Augment(**cue), description=description)
+
 _CXR_CNN_FAST = _CXR_CNN_INVARIANT.replace(
     name="cxr_cnn_fast", version=3, image_size=128, epochs=14, threshold_rule="youden-geometry",
     precision="auto",
@@ -384,10 +391,9 @@ _CXR_BNN_EXPOSURE_WARM = _with_cue(
                 "cxr_bnn (`--init-from cxr_bnn --seed 1`) that learns to ignore a washed-out exposure on the films "
                 "it reads as they are, where equalising them (cxr_bnn_deep224_eq_warm) removed that sensitivity but "
                 "cost geometric stress score (docs/robustness.md, item 32; ~65 min on 2 CPU cores).")
-_CXR_BNN_CLAHE_VEIL_VIEW = _CXR_BNN_EXPOSURE_WARM.replace(
-    name="cxr_bnn_deep224_clahe_veil_view_warm", epochs=8, invariance_weight=2.0, **_CLAHE,
-    augment=dataclasses.replace(_CXR_BNN_EXPOSURE_WARM.augment, haze=0.35),
-    extra_invariance_augment=Augment(haze=0.35),
+_CXR_BNN_CLAHE_VEIL_VIEW = _with_cue_view(
+    _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0, **_CLAHE), "cxr_bnn_deep224_clahe_veil_view_warm",
+    haze=0.35,
     description="A warm restart of the shipped cxr_bnn (`--init-from cxr_bnn --seed 1`) on CLAHE films with "
                 "cxr_bnn_deep224_haze_warm's mild veil (at most 35 % of the detail above 4-16 px taken) in "
                 "training and in a penalty view of its own, the first view kept as the shipped network's "
@@ -505,10 +511,8 @@ RECIPES: dict[str, Recipe] = {
                         "PNEUMONIA). Refused twice by its rule: it cost geometric stress score (0.944 and 0.941 "
                         "after a second cycle, under the floor of 0.945; docs/robustness.md, items 33-34; ~65 min "
                         "on 2 CPU cores)."),
-        _CXR_BNN_EXPOSURE_WARM.replace(
-            name="cxr_bnn_deep224_tone_view_warm", epochs=8,
-            augment=dataclasses.replace(_CXR_BNN_EXPOSURE_WARM.augment, gamma=0.5),
-            extra_invariance_augment=Augment(gamma=0.5),
+        _with_cue_view(
+            _CXR_BNN_EXPOSURE_WARM.replace(epochs=8), "cxr_bnn_deep224_tone_view_warm", gamma=0.5,
             description="cxr_bnn_deep224_tone_warm with the tone curve (gamma 0.61-1.65) in a penalty view of its "
                         "own, the first view kept as the shipped cxr_bnn's (re-zoom, re-stretch, contrast): "
                         "items 33-34 put tone into that view and lost geometric stress score, and here each "
@@ -559,12 +563,12 @@ RECIPES: dict[str, Recipe] = {
         _CXR_BNN_CLAHE_VEIL_VIEW,
         _CXR_BNN_CLAHE_VEIL_VIEW.replace(
             name="cxr_bnn_deep224_clahe_veil_view_w4_warm", invariance_weight=4.0,
-            description="cxr_bnn_deep224_clahe_veil_view_warm with the consistency penalty's weight doubled (4.0), a "
-                        "warm restart of its second cycle's network (`--init-from RUN74 --seed 1`): items 73-75 "
-                        "held the veiled views and lost the zoomed-out and zoomed-in ones, so the penalty's pull "
-                        "toward the unwarped film's answer is raised for both views (docs/robustness.md, item 76; "
-                        "31 min on 2 AVX512-BF16 cores). Refused in session 38: geometric 0.936 < 0.945 (eleven-view 0.939); "
-                        "test 0.923 / ROC-AUC 0.972."),
+            description="cxr_bnn_deep224_clahe_veil_view_warm with the consistency penalty's weight doubled "
+                        "(4.0), a warm restart of its second cycle's network (`--init-from RUN74 --seed 1`): "
+                        "items 73-75 held the veiled views and lost the zoomed-out and zoomed-in ones, so the "
+                        "penalty's pull toward the unwarped film's answer is raised for both views "
+                        "(docs/robustness.md, item 76; 31 min on 2 AVX512-BF16 cores). Refused in session 38: "
+                        "geometric 0.936 < 0.945 (eleven-view 0.939); test 0.923 / ROC-AUC 0.972."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0), "cxr_bnn_deep224_spectrum_warm",
             haze=0.6, spectrum_mix=0.5,
