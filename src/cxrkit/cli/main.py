@@ -170,9 +170,10 @@ def cmd_recipes(args) -> int:
         for r in recipes:
             epochs = f"{r.head_epochs} head + {r.epochs}" if r.head_epochs else f"{r.epochs}"
             row = f"{r.name:<{name_w}}  {r.model:<{model_w}}  {r.image_size:>3}px  {epochs:>10} epochs  "
-            room = width - len(row) - 1  # a line each: the description gets what the columns leave, if anything
-            text = r.description if args.long else \
-                textwrap.shorten(r.description, room, placeholder=" ...") if room >= 10 else ""
+            text = r.description
+            if not args.long:  # a line each: the description gets what the columns leave, if anything
+                room = width - len(row) - 1
+                text = textwrap.shorten(text, room, placeholder=" ...") if room >= 10 else ""
             print((row + text).rstrip())
         print()
     print("cxrkit recipes NAME shows one whole (YAML); --long prints every description in full.")

@@ -299,12 +299,12 @@ def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
                         description=description)
 
 
-
 def _with_cue_view(base: Recipe, name: str, description: str, **cue) -> Recipe:
     """``base`` with the acquisition ``cue`` in training and in a consistency-penalty view of its own, ``base``'s
     penalty view left as it is: each penalty term then asks for one invariance (docs/robustness.md, items 36, 73)."""
     return base.replace(name=name, augment=dataclasses.replace(base.augment, **cue),
                         extra_invariance_augment=Augment(**cue), description=description)
+
 
 _CXR_CNN_FAST = _CXR_CNN_INVARIANT.replace(
     name="cxr_cnn_fast", version=3, image_size=128, epochs=14, threshold_rule="youden-geometry",
