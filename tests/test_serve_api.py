@@ -221,7 +221,7 @@ def test_three_class_packed_bnn_and_unexplainable_models(tmp_path):
     assert list(cards) == ["seed_cnn", "cxr_bnn.bnn.npz", "mlp"]
     assert cards["seed_cnn"]["threshold"] is None and cards["seed_cnn"]["positive_class"] is None
     assert [cards[m]["heatmap"] for m in cards] == [True, False, False]
-    assert cards["cxr_bnn.bnn.npz"]["recipe"].startswith("weight average of cxr_bnn of sessions 25-31")  # built, not trained
+    assert cards["cxr_bnn.bnn.npz"]["recipe"].startswith("weight average of cxr_bnn_deep224_clahe_veil_view_warm")  # built, not trained
     assert cards["seed_cnn"]["recipe"] is None
     assert "spatial" in cards["mlp"]["heatmap_note"]
     data = sample_images("test", "PNEUMONIA")[0].read_bytes()
