@@ -403,8 +403,10 @@ _CXR_BNN_CLAHE_VEIL_VIEW = _with_cue_view(
                 "step (docs/robustness.md, item 73; 36 min on 2 AVX512-BF16 cores). Refused in session 38: "
                 "eleven-view 0.942 (veiled views 0.944 / 0.931), geometric 0.937 < 0.945 (zoomed out "
                 "0.919); test 0.923 / ROC-AUC 0.969. Run again from its own weights (item 74): geometric 0.934, "
-                "refused; test 0.925 / 0.971. In session 39 its item-73 network was half of item 78 (shipped for "
-                "part of the session), and its run from item 78 (item 79) is half of the shipped cxr_bnn (item 81).")
+                "refused; test 0.925 / 0.971. In session 39 its item-73 network was half of item 78 and its run "
+                "from item 78 (item 79) half of item 81; both networks are two of the four averaged into the "
+                "shipped cxr_bnn since session 40 (item 85). Run a third time from item 81 (item 82): "
+                "geometric 0.941, refused.")
 _MOBILENETV2 = Recipe(
     name="cxr_mobilenetv2", model="mobilenetv2_100", pretrained="package", image_size=224,
     head_epochs=10, epochs=6, lr=1e-3, backbone_lr_mult=0.2, optimizer="adamw", weight_decay=1e-4,
@@ -552,7 +554,9 @@ RECIPES: dict[str, Recipe] = {
                         "from item 70's weights in session 37 (item 72): geometric 0.952, eleven-view 0.916, "
                         "refused; from item 73's in session 39 (item 77): geometric 0.947, eleven-view 0.912, "
                         "refused alone, and half of item 78; from item 79's (item 80): geometric 0.94490, "
-                        "refused alone, and half of the shipped cxr_bnn (item 81)."),
+                        "refused alone, and half of item 81; items 77 and 80 are two of the four averaged into "
+                        "the shipped cxr_bnn since session 40 (item 85). From item 82's (item 83): eleven-view "
+                        "0.925, refused."),
         _with_cue(
             _CXR_BNN_EXPOSURE_WARM.replace(epochs=8, invariance_weight=2.0, **_CLAHE),
             "cxr_bnn_deep224_clahe_haze_warm", haze=0.35,
