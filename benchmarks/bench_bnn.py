@@ -14,11 +14,12 @@ imports included) is its own and a packed-engine process never imports torch:
   which also times its batch-32 and batch-1 inference and reports its peak RSS); both read ``--data``.
 
 Accuracy and ROC-AUC are not re-measured (they need the whole test set): the table quotes the recorded
-``cxrkit evaluate --json`` of each run, ``<run>.eval.json`` next to the run folder, when it exists.
+``cxrkit evaluate`` metrics of each model: ``--seed-eval`` / ``--cxr-eval`` (e.g. a committed report's
+``metrics.json``, for a shipped name such as ``cxr_bnn``), else ``<run>.eval.json`` next to a run folder.
 Configurations run in interleaved rounds and each keeps its best (the 2-core machine is shared and noisy).
 
     python benchmarks/bench_bnn.py --data ../shared/data/kermany_224 --seed-run ../runs/seed000 \\
-        --cxr-run ../runs/cxr_bnn --rounds 2
+        --cxr-run cxr_bnn --cxr-eval docs/reports/cxr_bnn_item85_test/metrics.json --rounds 2
 """
 from __future__ import annotations
 
@@ -193,7 +194,7 @@ def prepare_worker(args) -> dict:
     facts = {"params": info["params"], "binary_fraction": info["binary_fraction"], "float32_bytes": 4 * info["params"],
              "packed_bytes": packed.stat().st_size, "act_torch_kb": max(acts) / 1024, "act_engine_kb": engine_peak / 1024,
              "shape": [pre.channels, pre.size, pre.size], "arch": bundle.arch}
-    recorded = Path(str(Path(run).resolve()) + ".eval.json")
+    recorded = Path(spec.get("eval") or str(Path(run).resolve()) + ".eval.json")
     if recorded.is_file():
         ev = json.loads(recorded.read_text())
         facts.update(test_acc=ev["accuracy"], test_auc=ev["roc_auc"], eval_file=str(recorded))
@@ -214,6 +215,9 @@ def main() -> None:
     p.add_argument("--data", required=True, help="folder with train/{NORMAL,PNEUMONIA} and test/{NORMAL,PNEUMONIA}")
     p.add_argument("--seed-run", help="trained seed_bnn run (cxrkit train --recipe seed000)")
     p.add_argument("--cxr-run", help="trained cxr_bnn run (cxrkit train --recipe cxr_bnn)")
+    p.add_argument("--seed-eval", help="cxrkit evaluate's metrics JSON for --seed-run (default: RUN.eval.json)")
+    p.add_argument("--cxr-eval", help="cxrkit evaluate's metrics JSON for --cxr-run, e.g. "
+                                      "docs/reports/cxr_bnn_item85_test/metrics.json (default: RUN.eval.json)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each configuration keeps its best")
     p.add_argument("--threads", default="1,2", help="thread counts for the inference rows")
     p.add_argument("--iters1", type=int, default=100, help="timed batch-1 calls")
@@ -235,9 +239,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_bnn_"))
     facts, configs = {}, {}
     threads = [int(t) for t in args.threads.split(",")]
-    for label, run in (("seed_bnn", args.seed_run), ("cxr_bnn", args.cxr_run)):
+    models = (("seed_bnn", args.seed_run, args.seed_eval), ("cxr_bnn", args.cxr_run, args.cxr_eval))
+    for recorded in [m[2] for m in models if m[2] and not Path(m[2]).is_file()]:
+        p.error(f"{recorded}: no such metrics file")
+    for label, run, recorded in models:
         packed = tmp / f"{label}.bnn.npz"
-        facts[label] = f = _subprocess(args, "prepare", {"run": run, "packed": str(packed)})
+        facts[label] = f = _subprocess(args, "prepare", {"run": run, "packed": str(packed), "eval": recorded})
         for variant, name in (("torch", "PyTorch BNN"), ("twin", "PyTorch float twin"), ("packed", "packed engine")):
             for t in threads:
                 spec = {"run": run, "variant": variant, "threads": t, "shape": f["shape"], "packed": str(packed)}
