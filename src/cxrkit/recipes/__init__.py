@@ -670,7 +670,9 @@ RECIPES: dict[str, Recipe] = {
                         "contrast at the input instead of asking the network to ignore it (docs/robustness.md, "
                         "item 67; ~22 min in bf16 on 2 AVX512-BF16 cores). Refused in session 36: geometric 0.953 "
                         "held, nine-view 0.912 < 0.932 (the veiled views fell to 0.808 / 0.719); test 0.915 / "
-                        "ROC-AUC 0.976, 45 NORMAL2 false positives."),
+                        "ROC-AUC 0.976, 45 NORMAL2 false positives. Run from the shipped default (item 69) in "
+                        "session 40 (item 86): geometric 0.952, nine-view 0.928, refused; averaged with the "
+                        "default (item 87): nine-view 0.946 < 0.949, refused."),
         _with_cue(
             _CXR_CNN_BLUR_WARM.replace(**_CLAHE), "cxr_cnn_clahe_haze_warm", haze=0.35,
             description="A warm restart of cxr_cnn_clahe_warm's network (`--init-from RUN --seed 2`) on the same CLAHE "
