@@ -239,10 +239,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_bnn_"))
     facts, configs = {}, {}
     threads = [int(t) for t in args.threads.split(",")]
-    models = (("seed_bnn", args.seed_run, args.seed_eval), ("cxr_bnn", args.cxr_run, args.cxr_eval))
-    for recorded in [m[2] for m in models if m[2] and not Path(m[2]).is_file()]:
-        p.error(f"{recorded}: no such metrics file")
-    for label, run, recorded in models:
+    for recorded in (args.seed_eval, args.cxr_eval):
+        if recorded and not Path(recorded).is_file():
+            p.error(f"{recorded}: no such metrics file")
+    for label, run, recorded in (("seed_bnn", args.seed_run, args.seed_eval), ("cxr_bnn", args.cxr_run, args.cxr_eval)):
         packed = tmp / f"{label}.bnn.npz"
         facts[label] = f = _subprocess(args, "prepare", {"run": run, "packed": str(packed), "eval": recorded})
         for variant, name in (("torch", "PyTorch BNN"), ("twin", "PyTorch float twin"), ("packed", "packed engine")):
