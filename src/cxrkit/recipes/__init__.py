@@ -736,6 +736,14 @@ RECIPES: dict[str, Recipe] = {
                         "minutes on the AVX512-BF16 EPYC). Pre-registered in session 36: median test accuracy "
                         "574/624 = 0.91987 over seeds 22-24 (575, 562, 574), one film short of 92 %; the fast "
                         "path's highest median."),
+        _CXR_CNN_FAST160.replace(
+            name="cxr_cnn_fast224_clahe", image_size=224, epochs=9, **_CLAHE,
+            description="cxr_cnn_fast160_clahe at the films' full 224 px for 9 epochs: resolution is the lever that "
+                        "has moved the fast path (128 -> 160 px, and the hour-long 224-px recipe above both), and "
+                        "the session-41 CPU trains an epoch at 224 px in 54 s, where session 36's took 53 s at "
+                        "160 px; the 9 epochs come from that timing alone (~8.7 minutes there; ~16 on session "
+                        "36's machine, where cxr_cnn_fast160_clahe is the 10-minute recipe) (docs/robustness.md, "
+                        "item 88)."),
         _CXR_CNN.replace(
             name="cxr_cnn_distilled", epochs=16, teacher="cxr_mobilenetv2", distill_weight=0.5,
             description="cxr_cnn taught by the shipped cxr_mobilenetv2: half of every target is the teacher's "
