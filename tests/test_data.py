@@ -446,6 +446,24 @@ def test_spectrum_mix_trades_each_films_texture_with_another_films():
                           atol=1e-5)
 
 
+def test_mixup_blends_each_film_with_a_partner_by_one_beta_draw():
+    from scipy import stats
+
+    from cxrkit.data.augment import mix_pairs
+
+    x = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    out, partner, lam = mix_pairs(x, 0.4, torch.Generator().manual_seed(5))
+    assert sorted(partner.tolist()) == list(range(8)) and 0.0 <= lam <= 1.0
+    assert torch.allclose(out, lam * x + (1 - lam) * x[partner])
+    again = mix_pairs(x, 0.4, torch.Generator().manual_seed(5))  # one generator, one draw: resumable
+    assert torch.equal(again[0], out) and torch.equal(again[1], partner) and again[2] == lam
+    # the weights follow Beta(alpha, alpha): mostly near 0 or 1 for a small alpha, spread for alpha 1
+    gen = torch.Generator().manual_seed(1)
+    for alpha in (0.2, 1.0):
+        draws = [mix_pairs(x[:2], alpha, gen)[2] for _ in range(400)]
+        assert stats.kstest(draws, stats.beta(alpha, alpha).cdf).pvalue > 0.01, alpha
+
+
 def test_geometric_only_augment_stays_in_range():
     x = _batch()
     out = augment_batch(x, Augment(rotation=30, zoom=0.3, shift=0.2), torch.Generator().manual_seed(1))

@@ -327,6 +327,42 @@ def test_weight_average_decay_out_of_range_is_a_recipe_error(decay):
         load_recipe("cxr_cnn").replace(ema_decay=decay)
 
 
+# ------------------------------------------------------------------ mixup (recipe.mixup)
+
+
+def test_mixup_run_learns_the_training_films(fast_recipe, sample_dir, tmp_path, fewer_bootstraps):
+    """Blended targets keep the loss above a plain run's floor, but the network must still rank its own training
+    films: mixup teaches between the classes, not instead of them."""
+    recipe = fast_recipe.replace(epochs=8, augment=Augment(), label_smoothing=0.0, keep_best=False, mixup=0.4)
+    result = train(recipe, sample_dir, tmp_path / "mixup", progress=False, verbose=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    seen = evaluate_folder(result.bundle, sample_dir, split="train", progress=False, n_boot=0).metrics
+    assert seen["roc_auc"] > 0.8, seen["roc_auc"]
+    assert yaml.safe_load((tmp_path / "mixup" / "config.yaml").read_text())["mixup"] == 0.4
+
+
+def test_mixup_loss_is_the_blend_of_both_targets_losses(small_recipe, sample_dir, tmp_path, monkeypatch,
+                                                        fewer_bootstraps):
+    """With every film its own partner the blend is the film itself, and lam * loss + (1 - lam) * loss must give
+    the plain run's trajectory: the two target terms carry the same class weights and normalisation."""
+    plain = train(small_recipe.replace(epochs=2), sample_dir, tmp_path / "plain", progress=False, verbose=False)
+    monkeypatch.setattr(trainer_mod, "mix_pairs", lambda x, alpha, gen: (x, torch.arange(x.shape[0]), 0.3))
+    mixed = train(small_recipe.replace(epochs=2, mixup=0.4), sample_dir, tmp_path / "self", progress=False,
+                  verbose=False)
+    _assert_same_history(mixed.history, plain.history)
+
+
+def test_mixup_resumes_exactly(small_recipe, sample_dir, tmp_path, monkeypatch, fewer_bootstraps):
+    recipe = small_recipe.replace(epochs=3, mixup=0.4)
+    whole = train(recipe, sample_dir, tmp_path / "whole", progress=False, verbose=False)
+    resumed = _interrupt_after_epoch_2_then_resume(recipe, sample_dir, tmp_path / "cut", monkeypatch)
+    _assert_same_history(resumed.history, whole.history)
+    _assert_same_model(resumed.bundle, whole.bundle, recipe.image_size)
+    plain = train(recipe.replace(mixup=0.0), sample_dir, tmp_path / "plain", progress=False, verbose=False)
+    assert plain.history[0]["train_loss"] != whole.history[0]["train_loss"]  # the blend did act
+
+
 # ------------------------------------------------------------------ progressive resizing (recipe.size_schedule)
 
 

@@ -125,6 +125,22 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     return x
 
 
+def mix_pairs(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """mixup (Zhang et al. 2018): the batch blended with a shuffle of itself, ``lam * x + (1 - lam) * x[partner]``,
+    one ``lam`` per batch drawn from Beta(alpha, alpha). Returns the blend, ``partner`` and ``lam``; the caller
+    blends the targets alike. Unlike :func:`augment_batch` it changes what a film shows of its class, so it is a
+    recipe option of its own (``Recipe.mixup``), never a consistency-penalty view.
+
+    ``lam`` is Beta's inverse distribution function at one uniform draw from ``generator``, so a run, its resume
+    and every process of a data-parallel run draw the same one."""
+    import torch
+    from scipy.special import betaincinv
+
+    lam = float(betaincinv(alpha, alpha, torch.rand(1, generator=generator).item()))
+    partner = torch.randperm(x.shape[0], generator=generator)
+    return lam * x + (1.0 - lam) * x[partner.to(x.device)], partner, lam
+
+
 def _blur3(x: torch.Tensor) -> torch.Tensor:
     """3x3 binomial blur ([1, 2, 1] / 4 both ways), edges reflected."""
     import torch

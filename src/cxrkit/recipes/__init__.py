@@ -60,6 +60,12 @@ class Recipe:
     # made the binary network trade shape invariance for tone invariance (docs/robustness.md, items 33-34); in a
     # view of its own, each term of the penalty asks for one invariance at a time. Off (no change) by default.
     extra_invariance_augment: Augment = field(default_factory=Augment)
+    # mixup (data.augment.mix_pairs): each batch blended with a shuffle of itself and the targets alike, the
+    # weight drawn from Beta(mixup, mixup); 0 = off. Why: every validation split here is nearly separable (~0.99
+    # ROC-AUC), so a network is free to put its cut-off anywhere in the gap between the classes, where the test
+    # split's shifted NORMALs land; a blend of two films asks for an output that moves linearly between them
+    # (docs/robustness.md, item 89). Drawn after `augment`, so the penalty's views are views of the blend.
+    mixup: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -188,6 +194,7 @@ _RANGES = {
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0 = no weight average)"),
     "val_fraction": (lambda v: 0 < v < 0.5, "in (0, 0.5)"),
     "clahe": (lambda v: 0 <= v <= 40, "a clip limit from 0 (off) to 40"),
+    "mixup": (lambda v: 0 <= v <= 10, "a Beta parameter from 0 (off) to 10"),
 }
 
 
@@ -682,6 +689,15 @@ RECIPES: dict[str, Recipe] = {
                         "the veil restarts gained (docs/robustness.md, item 69; ~22 min in bf16 on 2 AVX512-BF16 "
                         "cores). Passed item 54's rule in session 36 (nine-view 0.949 > 0.932, geometric 0.948): "
                         "the default's successor, shipped from the next session; test 0.928 / ROC-AUC 0.980."),
+        _with_cue(
+            _CXR_CNN_BLUR_WARM.replace(**_CLAHE, mixup=0.2), "cxr_cnn_clahe_haze_mixup_warm", haze=0.35,
+            description="cxr_cnn_clahe_haze_warm (the shipped default's own recipe) with mixup: each batch blended "
+                        "with a shuffle of itself and the targets alike, the weight drawn from Beta(0.2, 0.2) "
+                        "(Zhang et al.'s ImageNet setting). Run from the shipped default (`--init-from cxr_cnn "
+                        "--seed 2`). Why: every model here is ~0.99 on its validation films and over-calls the test "
+                        "split's NORMAL2 films, which land between the classes; mixup trains the output to move "
+                        "linearly across that gap instead of leaving the cut-off anywhere in it "
+                        "(docs/robustness.md, item 89; ~11 min in bf16 on the session-41 CPU)."),
         _with_cue(
             _CXR_CNN_BLUR_WARM, "cxr_cnn_spectrum_warm", spectrum_mix=0.5,
             description="A warm restart of the shipped default (`--init-from cxr_cnn --seed 2`) with up to half of "

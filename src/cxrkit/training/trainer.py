@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from ..data.augment import augment_batch
+from ..data.augment import augment_batch, mix_pairs
 from ..data.cache import DecodedSet, decode_samples
 from ..data.folder import DatasetError, index_folder
 from ..data.preprocess import Preprocess, to_model_input
@@ -97,6 +97,15 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothin
     else:
         per = F.cross_entropy(logits.float(), target, reduction="none")
     return (per * w).sum() / (w.sum() if denominator is None else denominator)
+
+
+def _batch_loss(logits: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, recipe: Recipe, weights: torch.Tensor,
+                teacher_probs: torch.Tensor | None, place) -> torch.Tensor:
+    """:func:`_loss` of this process's slice of a global batch with labels ``y_all`` (films ``idx`` of the
+    training set, for the teacher's probabilities), normalised by the global batch's class weights."""
+    soft = distributed.my_slice(teacher_probs[idx].to(place.device), place) if teacher_probs is not None else None
+    return _loss(logits, distributed.my_slice(y_all, place), weights, recipe.label_smoothing,
+                 weights[y_all].sum() / place.world, soft, recipe.distill_weight)
 
 
 def _optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
@@ -287,18 +296,20 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             if size != recipe.image_size:  # progressive resizing: antialiased, as Pillow resizes at decode
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp_(0.0, 1.0)
             x = augment_batch(x, recipe.augment, gen)
+            partner, lam = None, 1.0
+            if recipe.mixup:
+                x, partner, lam = mix_pairs(x, recipe.mixup, gen)
             views = [x] + [augment_batch(x, a, gen) for a in _penalty_views(recipe)]
             # every process keeps its slice of each view, so the pairs stay together
             x = torch.cat([distributed.my_slice(to_model_input(v, pre), place) for v in views])
             y_all = train_set.labels[idx].to(place.device)
-            y = distributed.my_slice(y_all, place)
             with torch.autocast(place.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = trained(x)
             logits, *warped = logits.float().chunk(len(views)) if len(views) > 1 else (logits,)
-            soft = distributed.my_slice(teacher_probs[idx].to(place.device), place) if teacher_probs is not None \
-                else None
-            loss = _loss(logits, y, weights, recipe.label_smoothing, weights[y_all].sum() / place.world, soft,
-                         recipe.distill_weight)
+            loss = lam * _batch_loss(logits, y_all, idx, recipe, weights, teacher_probs, place)
+            if partner is not None:  # the blend's target is the same blend of the two films' targets
+                loss = loss + (1 - lam) * _batch_loss(logits, y_all[partner.to(y_all.device)], idx[partner], recipe, weights,
+                                                      teacher_probs, place)
             for other in warped:
                 loss = loss + recipe.invariance_weight * (logits - other).pow(2).sum(dim=1).mean()
             opt.zero_grad(set_to_none=True)
