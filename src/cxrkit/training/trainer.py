@@ -100,7 +100,7 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, smoothin
 
 
 def _batch_loss(logits: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, recipe: Recipe, weights: torch.Tensor,
-                teacher_probs: torch.Tensor | None, place) -> torch.Tensor:
+                teacher_probs: torch.Tensor | None, place: distributed.Placement) -> torch.Tensor:
     """:func:`_loss` of this process's slice of a global batch with labels ``y_all`` (films ``idx`` of the
     training set, for the teacher's probabilities), normalised by the global batch's class weights."""
     soft = distributed.my_slice(teacher_probs[idx].to(place.device), place) if teacher_probs is not None else None
@@ -308,8 +308,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
             logits, *warped = logits.float().chunk(len(views)) if len(views) > 1 else (logits,)
             loss = lam * _batch_loss(logits, y_all, idx, recipe, weights, teacher_probs, place)
             if partner is not None:  # the blend's target is the same blend of the two films' targets
-                loss = loss + (1 - lam) * _batch_loss(logits, y_all[partner.to(y_all.device)], idx[partner], recipe, weights,
-                                                      teacher_probs, place)
+                y_partner = y_all[partner.to(y_all.device)]
+                loss = loss + (1 - lam) * _batch_loss(logits, y_partner, idx[partner], recipe, weights, teacher_probs,
+                                                      place)
             for other in warped:
                 loss = loss + recipe.invariance_weight * (logits - other).pow(2).sum(dim=1).mean()
             opt.zero_grad(set_to_none=True)
