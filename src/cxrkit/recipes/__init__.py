@@ -758,6 +758,19 @@ RECIPES: dict[str, Recipe] = {
                         "minutes on the AVX512-BF16 EPYC). Pre-registered in session 36: median test accuracy "
                         "574/624 = 0.91987 over seeds 22-24 (575, 562, 574), one film short of 92 %; the fast "
                         "path's highest median."),
+        _with_cue(
+            _CXR_CNN_FAST160.replace(epochs=8, lr=7.5e-4, init_from="required", **_CLAHE),
+            "cxr_cnn_fast160_clahe_haze_warm", blur=2.5, haze=0.35,
+            description="The fast path's second stage: a warm restart of a cxr_cnn_fast160_clahe model (`--init-from "
+                        "RUN --seed S`, S its own seed, so the same validation split) for 8 epochs with the "
+                        "default's veil recipe (a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most "
+                        "35 % of the detail above 4-16 px, in training and in the consistency penalty's view; "
+                        "one-cycle peak 7.5e-4, a quarter of the first stage's). The veil learned from scratch cost "
+                        "the fast path missed pneumonias (item 40), while the same cues as restarts of a trained "
+                        "network moved the hour-long default ~1 point on test each time (items 35, 38, 69); on the "
+                        "session-41 CPU the first stage uses 5 of the 10 minutes, the 8 epochs ~4 more "
+                        "(docs/robustness.md, item 96; `benchmarks/time_to_accuracy.py --recipes "
+                        "cxr_cnn_fast160_clahe --then cxr_cnn_fast160_clahe_haze_warm`)."),
         _CXR_CNN_FAST160.replace(
             name="cxr_cnn_fast224_clahe", image_size=224, epochs=9, **_CLAHE,
             description="cxr_cnn_fast160_clahe at the films' full 224 px for 9 epochs: resolution is the lever that "
