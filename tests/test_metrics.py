@@ -159,3 +159,27 @@ def test_curves_of_a_one_class_folder_draw_a_note_without_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plot_roc(y_both, np.r_[probs, probs[::-1]], ["NORMAL", "PNEUMONIA"], tmp_path / "both.png", threshold=0.3)
+
+
+def _experiment(name):
+    """A script of experiments/ as a module (the folder is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cutoff_ceiling_is_the_most_films_any_cut_off_gets_right():
+    """experiments/cutoff_ceiling.py (issue 5's diagnostic in docs/robustness.md): its count equals a brute force over
+    every cut-off, ties in the scores included, and no cut-off does better."""
+    ceiling = _experiment("cutoff_ceiling").ceiling
+    for seed in range(5):
+        y, probs = _binary_data(n=200, seed=seed)
+        p = np.round(probs[:, 1], 2)  # ties
+        brute = max(int(((p >= c) == (y == 1)).sum()) for c in np.concatenate([np.unique(p), [1.01]]))
+        most, cut = ceiling(p, y)
+        assert most == brute == int(((p >= cut) == (y == 1)).sum())
