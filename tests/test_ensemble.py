@@ -102,7 +102,7 @@ def test_members_that_do_not_fit_together_are_refused(cnn_at_160):
         build_ensemble(["cxr_cnn", cnn_at_160], SAMPLE)
     with pytest.raises(EnsembleError, match="classes"):
         build_ensemble(["cxr_cnn", "kermany3"], SAMPLE)
-    with pytest.raises(EnsembleError, match="validation split"):
+    with pytest.raises(EnsembleError, match="another validation split"):
         build_ensemble(["cxr_cnn", "cxr_mobilenetv2"], SAMPLE)  # trained with seeds 1 and 0: no common held-out films
 
 
@@ -367,3 +367,34 @@ def test_refresh_refuses_networks_without_batchnorm(tmp_path):
         paths.append(str(save_bundle(bundle, tmp_path / f"cnn{seed}.safetensors")))
     with pytest.raises(EnsembleError, match="no BatchNorm layers"):
         build_ensemble(paths, SAMPLE, average="weights", refresh_batchnorm=True)
+
+
+def test_split_seed_lets_differently_seeded_members_share_their_validation_films(fast_recipe, tmp_path, capsys):
+    """A deep ensemble: `train --seed 0` and `--seed 1`, both `--split-seed 3`, start from other weights but hold out
+    the same films, so `ensemble` takes them; the same two seeds without --split-seed are refused, and a restart
+    (--init-from) of the first with another --seed passes the trainer's split check only with --split-seed."""
+    recipe = tmp_path / "tiny.yaml"
+    fast_recipe.replace(epochs=1).save(recipe)
+
+    def train(out, *flags):
+        assert main(["train", "--recipe", str(recipe), "--data", str(SAMPLE), "--out", str(tmp_path / out),
+                     "--max-steps", "2", "--quiet", *flags]) == 0
+        return load_bundle(tmp_path / out / "model.safetensors")
+
+    a, b = train("a", "--seed", "0", "--split-seed", "3"), train("b", "--seed", "1", "--split-seed", "3")
+    runs = [json.loads((tmp_path / r / "run.json").read_text()) for r in ("a", "b")]
+    assert runs[0]["data_fingerprint"]["val"] == runs[1]["data_fingerprint"]["val"]
+    assert runs[0]["split"]["seed"] == 3 and runs[0]["seed"] == 0 and runs[1]["seed"] == 1
+    assert a.info["validation_split"] == b.info["validation_split"] == {"fraction": 0.1, "seed": 3}
+    assert not torch.equal(a.model.state_dict()["features.0.0.weight"], b.model.state_dict()["features.0.0.weight"])
+    ensemble = build_ensemble([str(tmp_path / "a"), str(tmp_path / "b")], SAMPLE)
+    assert ensemble.info["validation_split"] == {"fraction": 0.1, "seed": 3}
+
+    train("c", "--seed", "1")
+    with pytest.raises(EnsembleError, match="another validation split"):
+        build_ensemble([str(tmp_path / "a"), str(tmp_path / "c")], SAMPLE)
+    capsys.readouterr()
+    assert main(["train", "--recipe", str(recipe), "--data", str(SAMPLE), "--out", str(tmp_path / "d"), "--seed", "5",
+                 "--init-from", str(tmp_path / "a"), "--max-steps", "2", "--quiet"]) == 2
+    assert "--split-seed 3" in capsys.readouterr().err
+    train("e", "--seed", "5", "--split-seed", "3", "--init-from", str(tmp_path / "a"))

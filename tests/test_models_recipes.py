@@ -189,6 +189,7 @@ def test_recipe_unknown_key(tmp_path):
     ({"augment": {"spectrum_mix": 1.5}}, "augment.spectrum_mix must be a number, from 0 to 1"),
     ({"augment": {"hflip": "yes"}}, "augment.hflip must be true or false"),
     ({"mixup": -0.2}, "mixup must be a Beta parameter from 0 (off) to 10"),
+    ({"split_seed": -2}, "split_seed must be a seed of 0 or more, or -1"),
     ({"invariance_augment": {"rotation": -10}}, "invariance_augment.rotation must be a number, 0 or more"),
 ])
 def test_recipe_values_are_checked_when_read(change, words, tmp_path):

@@ -187,8 +187,9 @@ def cmd_train(args) -> int:
     if not args.recipe and not (args.resume and (Path(args.out) / "config.yaml").is_file()):
         raise ValueError("--recipe is needed to start a run (--resume alone continues one that has a config.yaml)")
     recipe = load_recipe(args.recipe or args.out)
-    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("batch_size", args.batch_size),
-                                 ("pretrained", args.weights), ("init_from", args.init_from)) if v is not None}
+    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("split_seed", args.split_seed),
+                                 ("batch_size", args.batch_size), ("pretrained", args.weights),
+                                 ("init_from", args.init_from)) if v is not None}
     if changes:
         recipe = recipe.replace(**changes)
     command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -712,7 +713,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run from its last checkpoint, with the recipe and data it started on")
     s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs")
     s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
-    s.add_argument("--seed", type=int, help="override the recipe's seed")
+    s.add_argument("--seed", type=int, help="override the recipe's seed (initial weights, augmentation and, unless "
+                                            "--split-seed, the validation split)")
+    s.add_argument("--split-seed", type=_whole(0), metavar="SEED",
+                   help="draw the validation split with this seed instead: members of an ensemble, trained with "
+                        "different --seed, then hold out the same films (`cxrkit ensemble` needs that)")
     s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
     s.add_argument("--init-from", metavar="MODEL",
                    help="start from a trained model of the same architecture (run directory or .safetensors), "
@@ -953,8 +958,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "augmentation: each film is also seen mirrored or re-framed, e.g. "
                                    "`cxrkit ensemble --models cxr_cnn --views flip --data DIR --out tta.safetensors`.")
     s.add_argument("--models", required=True, help="comma-separated models: shipped names, run directories or "
-                                                   ".safetensors files trained with the same seed, e.g. "
-                                                   "runs/a,runs/b")
+                                                   ".safetensors files that held out the same validation "
+                                                   "split (trained with the same --seed, or the same --split-seed), "
+                                                   "e.g. runs/a,runs/b")
     s.add_argument("--data", required=True, help="data folder the members were trained on: ROOT/train/CLASS/*")
     s.add_argument("--out", type=out_file(".safetensors"), required=True, help=".safetensors file to write (must not exist)")
     s.add_argument("--views", help="test-time augmentation: every member also sees each film as these views "

@@ -46,7 +46,7 @@ def validation_split_of(bundle) -> tuple[float, int]:
     if split:
         return float(split["fraction"]), int(split["seed"])
     recipe = RECIPES.get(info.get("recipe", ""))
-    return (recipe.val_fraction, recipe.seed) if recipe else (0.1, 0)
+    return (recipe.val_fraction, recipe.validation_seed) if recipe else (0.1, 0)
 
 
 def carve_validation(data_dir: str | Path, classes, pre: Preprocess, val_fraction: float, seed: int,

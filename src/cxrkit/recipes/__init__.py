@@ -94,6 +94,10 @@ class Recipe:
     calibrate: bool = True
     uncertain_rule: str = "coverage:0.95"  # coverage:C | error:E | none
     seed: int = 0
+    # The seed that draws the validation split, when it should differ from ``seed`` (-1: ``seed`` draws it too).
+    # Why: members of a deep ensemble must differ in their initial weights and augmentation yet hold out the same
+    # films, or the ensemble's cut-off is chosen on films some member trained on (docs/transfer.md, item 97).
+    split_seed: int = -1
     reference: dict = field(default_factory=dict)  # the seed paper's published test figures, shown beside ours
 
     def __post_init__(self) -> None:
@@ -124,6 +128,11 @@ class Recipe:
             if size % CLAHE_TILES:
                 raise RecipeError(f"clahe needs film sizes divisible by {CLAHE_TILES} (its {CLAHE_TILES} x "
                                   f"{CLAHE_TILES} tiles), got {size}")
+
+    @property
+    def validation_seed(self) -> int:
+        """The seed that draws this run's validation split (``split_seed``, else ``seed``)."""
+        return self.seed if self.split_seed < 0 else self.split_seed
 
     def epoch_size(self, epoch: int) -> int:
         """The film side epoch ``epoch`` (1-based) trains at (``size_schedule``, else ``image_size``)."""
@@ -193,6 +202,7 @@ _RANGES = {
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (0 = no weight average)"),
     "val_fraction": (lambda v: 0 < v < 0.5, "in (0, 0.5)"),
+    "split_seed": (lambda v: v >= -1, "a seed of 0 or more, or -1 (the run's seed)"),
     "clahe": (lambda v: 0 <= v <= 40, "a clip limit from 0 (off) to 40"),
     "mixup": (lambda v: 0 <= v <= 10, "a Beta parameter from 0 (off) to 10"),
 }

@@ -43,7 +43,7 @@ def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet
     write_json(out / "run.json", {
         "recipe": recipe.name, "seed": recipe.seed, "data_dir": str(data_dir), "classes": list(classes),
         "data_fingerprint": {"train": train.fingerprint, "val": val.fingerprint},
-        "split": {"train": len(train.samples), "val": len(val.samples),
+        "split": {"train": len(train.samples), "val": len(val.samples), "seed": recipe.validation_seed,
                   "val_patients": len({s.patient for s in val.samples}), "rule": "patient-grouped, stratified"},
         "unreadable": train.failures + val.failures,
         "precision": precision,  # what `auto` resolved to on this machine

@@ -152,7 +152,7 @@ def split_training_pool(recipe: Recipe, data_dir: str | Path) -> tuple[tuple[str
         raise DatasetError(f"{data_dir}: no training images (expected {data_dir}/train/CLASS/* or {data_dir}/CLASS/*)")
     if len(index.classes) < 2:
         raise DatasetError(f"{data_dir}: need at least two class folders, found {list(index.classes)}")
-    train_s, val_s = grouped_split(pool, recipe.val_fraction, recipe.seed)
+    train_s, val_s = grouped_split(pool, recipe.val_fraction, recipe.validation_seed)
     return tuple(index.classes), train_s, val_s
 
 
@@ -375,7 +375,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                          {"recipe": recipe.name, "recipe_version": recipe.version,
                           "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
                           # which films were held out: stress, calibrate and ensemble must re-carve exactly these
-                          "validation_split": {"fraction": recipe.val_fraction, "seed": recipe.seed},
+                          "validation_split": {"fraction": recipe.val_fraction, "seed": recipe.validation_seed},
                           "pretrained": weights_note,
                           "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")},
                           # the mix the BatchNorm statistics were measured on (calibrate --unlabeled resamples to it)
@@ -437,10 +437,11 @@ def _first_stage(recipe: Recipe, classes: tuple[str, ...]) -> ModelBundle:
         raise ValueError(f"init_from {recipe.init_from}: it was trained on classes {list(source.classes)}, the data "
                          f"has {list(classes)}")
     split = source.info.get("validation_split")
-    if split and split != {"fraction": recipe.val_fraction, "seed": recipe.seed}:
+    if split and split != {"fraction": recipe.val_fraction, "seed": recipe.validation_seed}:
         raise ValueError(f"init_from {recipe.init_from}: it held out validation split {split}, this run holds out "
-                         f"fraction {recipe.val_fraction}, seed {recipe.seed} (pass --seed {split.get('seed')}): "
-                         "its weights have seen films this run would validate on")
+                         f"fraction {recipe.val_fraction}, seed {recipe.validation_seed} (pass --seed "
+                         f"{split.get('seed')}, or --split-seed {split.get('seed')} to keep another seed for the "
+                         "weights): its weights have seen films this run would validate on")
     return source
 
 
