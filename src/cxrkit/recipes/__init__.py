@@ -766,8 +766,9 @@ RECIPES: dict[str, Recipe] = {
                         "flatter region flat, CLAHE evens out each tile's contrast, so that difference is smaller "
                         "at the input by construction, as global exposure was (docs/robustness.md, item 66; ~9.5 "
                         "minutes on the AVX512-BF16 EPYC). Pre-registered in session 36: median test accuracy "
-                        "574/624 = 0.91987 over seeds 22-24 (575, 562, 574), one film short of 92 %; the fast "
-                        "path's highest median."),
+                        "574/624 = 0.91987 over seeds 22-24 (575, 562, 574), one film short of 92 %. Since session 42 "
+                        "the first stage of the 10-minute path, followed by cxr_cnn_fast160_clahe_haze_warm "
+                        "(item 96: median 581/624 in 9.1 minutes for both)."),
         _with_cue(
             _CXR_CNN_FAST160.replace(epochs=8, lr=7.5e-4, init_from="required", **_CLAHE),
             "cxr_cnn_fast160_clahe_haze_warm", blur=2.5, haze=0.35,
