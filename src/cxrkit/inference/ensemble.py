@@ -68,8 +68,8 @@ def _check(members: Sequence[ModelBundle], names: Sequence[str], n_views: int) -
                                 "input size and resize policy")
         if validation_split_of(b) != validation_split_of(first):
             raise EnsembleError(f"{name} was trained with another validation split (fraction, seed) "
-                                f"{validation_split_of(b)} than {names[0]} {validation_split_of(first)}: train members with the "
-                                "same --seed, or the same --split-seed")
+                                f"{validation_split_of(b)} than {names[0]} {validation_split_of(first)}: train "
+                                "members with the same --seed, or the same --split-seed")
 
 
 AVERAGES = ("probabilities", "weights")

@@ -96,7 +96,7 @@ class Recipe:
     seed: int = 0
     # The seed that draws the validation split, when it should differ from ``seed`` (-1: ``seed`` draws it too).
     # Why: members of a deep ensemble must differ in their initial weights and augmentation yet hold out the same
-    # films, or the ensemble's cut-off is chosen on films some member trained on (docs/transfer.md, item 97).
+    # films, or the ensemble's cut-off is chosen on films some member trained on (docs/transfer.md, "Ensembles").
     split_seed: int = -1
     reference: dict = field(default_factory=dict)  # the seed paper's published test figures, shown beside ours
 
