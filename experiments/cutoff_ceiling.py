@@ -14,12 +14,10 @@ import argparse
 import sys
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
-from cxrkit.data.cache import decode_samples
-from cxrkit.data.folder import index_folder
+from cxrkit.evaluation.evaluate import evaluate_folder
 from cxrkit.inference.bundle import resolve_model
-from cxrkit.inference.predictor import predict_resized
 
 
 def ceiling(positive_prob: np.ndarray, y: np.ndarray) -> tuple[int, float]:
@@ -32,7 +30,7 @@ def ceiling(positive_prob: np.ndarray, y: np.ndarray) -> tuple[int, float]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="labelled folder: ROOT/CLASS/* (e.g. the test split)")
+    ap.add_argument("--data", required=True, help="labelled folder: ROOT/CLASS/* (e.g. the test split), or ROOT/test/CLASS/*")
     ap.add_argument("--models", required=True, help="comma-separated model names, run directories or files")
     args = ap.parse_args(argv)
     print("| model | ROC-AUC | films right at its own cut-off | most films right at any cut-off (hindsight) |")
@@ -41,12 +39,11 @@ def main(argv: list[str] | None = None) -> None:
         bundle = resolve_model(name)
         if not bundle.is_binary:
             sys.exit(f"cutoff_ceiling: {name} is not a binary model")
-        index = index_folder(args.data, classes=bundle.classes)
-        data = decode_samples(list(index.samples), bundle.preprocess.size, bundle.preprocess.resize, progress=False)
-        p, y = predict_resized(bundle, data.images)[:, 1], data.labels.numpy()
+        ev = evaluate_folder(bundle, args.data, progress=False, n_boot=0)
+        p, y = ev.probabilities[:, 1], ev.labels
         own = int(((p >= bundle.threshold) == (y == 1)).sum())
         most, cut = ceiling(p, y)
-        print(f"| {name} | {roc_auc_score(y, p):.3f} | {own}/{len(y)} ({own / len(y):.3f}) at {bundle.threshold:.3f} "
+        print(f"| {name} | {ev.metrics['roc_auc']:.3f} | {own}/{len(y)} ({own / len(y):.3f}) at {bundle.threshold:.3f} "
               f"| {most}/{len(y)} ({most / len(y):.3f}) at {cut:.3f} |", flush=True)
 
 
