@@ -367,6 +367,14 @@ _CXR_CNN_WIDE_CUES = _with_cue(
                 "validation films). Refused by its rule in session 30 (geometric score 0.930 < 0.935); on test "
                 "0.910 / ROC-AUC 0.971: 11 NORMAL2 false positives, the fewest of any model, and 39 missed "
                 "pneumonias.")
+_CXR_CNN_WIDE160_CLAHE = _CXR_CNN_WIDE.replace(
+    name="cxr_cnn_wide160_clahe", image_size=160, **_CLAHE,
+    description="The shipped default's network and training (cxr_cnn_wide: 1.5x widths, 20 epochs, consistency "
+                "penalty) from scratch on CLAHE films at 160 px, the first of two stages, then "
+                "cxr_cnn_wide160_clahe_haze_warm: the 10-minute path's two stages (median 581/624) at ~4x its "
+                "compute. The shipped default came from a chain of eight restarts and averages across sessions; "
+                "this asks whether two commands reach it, and whether compute beyond the ten minutes moves the "
+                "test films (docs/robustness.md, item 100; ~35 min for both stages on 2 cores).")
 
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
@@ -727,6 +735,16 @@ RECIPES: dict[str, Recipe] = {
                         "0.945); test 0.928 / ROC-AUC 0.981, 23 NORMAL2 false positives, 20 missed pneumonias. As a "
                         "fourth ingredient of the default's average: validation nine-view 0.93169, not above the "
                         "shipped 0.93174 (refused); test 0.941 / 0.986 (item 62)."),
+        _CXR_CNN_WIDE160_CLAHE,
+        _with_cue(
+            _CXR_CNN_WIDE160_CLAHE.replace(epochs=8, lr=7.5e-4, init_from="required"),
+            "cxr_cnn_wide160_clahe_haze_warm", blur=2.5, haze=0.35,
+            description="cxr_cnn_wide160_clahe's second stage: an 8-epoch warm restart of its model (`--init-from "
+                        "RUN`, the same --seed and --split-seed) with the default's veil recipe (a Gaussian blur of "
+                        "sigma 0-2.5 px and a scatter veil taking at most 35 % of the detail above 4-16 px, in "
+                        "training and in the consistency penalty's view; one-cycle peak 7.5e-4), as "
+                        "cxr_cnn_fast160_clahe_haze_warm restarts the 10-minute path's first stage "
+                        "(docs/robustness.md, item 100)."),
         _CXR_CNN_WIDE_CUES,
         _CXR_CNN_WIDE_CUES.replace(
             name="cxr_cnn_xwide_cues", model_kwargs={"widths": [32, 64, 128, 256, 384]},
