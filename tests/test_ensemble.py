@@ -19,22 +19,34 @@ from cxrkit.inference.predictor import predict_arrays
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
-    """The shipped cxr_cnn (1-channel, [0.5, 0.25], CLAHE) and the shipped MobileNetV2 (3-channel ImageNet
-    normalisation) recorded as held out on cxr_cnn's validation split, as if trained with the same ``--seed``:
-    members must share the films their threshold is fitted on."""
+    """The shipped cxr_cnn (1-channel, [0.5, 0.25], CLAHE, 160 px) and the shipped MobileNetV2 (3-channel ImageNet
+    normalisation, 224 px) recorded as held out on cxr_cnn's validation split and read at cxr_cnn's size, as if
+    trained with the same ``--seed`` and size: members must share the films their threshold is fitted on and the
+    input size (its global pooling lets MobileNetV2 read any size)."""
     cnn = resolve_model("cxr_cnn")
     mnv2 = resolve_model("cxr_mobilenetv2")
     path = tmp_path_factory.mktemp("members") / "mnv2_same_split.safetensors"
-    save_bundle(dataclasses.replace(mnv2, info={**mnv2.info, "validation_split": cnn.info["validation_split"]}), path)
+    save_bundle(dataclasses.replace(mnv2, info={**mnv2.info, "validation_split": cnn.info["validation_split"]},
+                                    preprocess=dataclasses.replace(mnv2.preprocess, size=cnn.preprocess.size)), path)
     return ["cxr_cnn", str(path)]
 
 
 @pytest.fixture(scope="module")
-def cnn_at_160(tmp_path_factory):
-    """The shipped cxr_cnn recorded as taking 160 px: a member that cannot be averaged with the 224-px original."""
+def cnn_resized(tmp_path_factory):
+    """The shipped cxr_cnn recorded as taking another size: a member that cannot be averaged with the original."""
     cnn = resolve_model("cxr_cnn")
-    path = tmp_path_factory.mktemp("resized") / "cnn160.safetensors"
-    save_bundle(dataclasses.replace(cnn, preprocess=dataclasses.replace(cnn.preprocess, size=160)), path)
+    path = tmp_path_factory.mktemp("resized") / "cnn_resized.safetensors"
+    size = 224 if cnn.preprocess.size != 224 else 160
+    save_bundle(dataclasses.replace(cnn, preprocess=dataclasses.replace(cnn.preprocess, size=size)), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mnv2_own_split(tmp_path_factory):
+    """The shipped MobileNetV2 read at cxr_cnn's size, its own validation split kept."""
+    cnn, mnv2 = resolve_model("cxr_cnn"), resolve_model("cxr_mobilenetv2")
+    path = tmp_path_factory.mktemp("own_split") / "mnv2_own_split.safetensors"
+    save_bundle(dataclasses.replace(mnv2, preprocess=dataclasses.replace(mnv2.preprocess, size=cnn.preprocess.size)), path)
     return str(path)
 
 
@@ -95,18 +107,18 @@ def test_predict_and_evaluate_take_the_file(ensemble_file, capsys, tmp_path):
     assert rc == 0 and metrics["n"] == 24 and metrics["threshold"] == pytest.approx(load_bundle(ensemble_file).threshold)
 
 
-def test_members_that_do_not_fit_together_are_refused(cnn_at_160):
+def test_members_that_do_not_fit_together_are_refused(cnn_resized, mnv2_own_split):
     with pytest.raises(EnsembleError, match="at least two"):
         build_ensemble(["cxr_cnn"], SAMPLE)
     with pytest.raises(EnsembleError, match="input size"):
-        build_ensemble(["cxr_cnn", cnn_at_160], SAMPLE)
+        build_ensemble(["cxr_cnn", cnn_resized], SAMPLE)
     with pytest.raises(EnsembleError, match="classes"):
         build_ensemble(["cxr_cnn", "kermany3"], SAMPLE)
     with pytest.raises(EnsembleError, match="another validation split"):
-        build_ensemble(["cxr_cnn", "cxr_mobilenetv2"], SAMPLE)  # trained with seeds 1 and 0: no common held-out films
+        build_ensemble(["cxr_cnn", mnv2_own_split], SAMPLE)  # split seeds 2 and 0: no common held-out films
 
 
-def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members, cnn_at_160):
+def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members, cnn_resized):
     out = tmp_path / "e.safetensors"
     assert main(["ensemble", "--models", ",".join(members), "--data", str(SAMPLE), "--out", str(out), "--json",
                  "--quiet"]) == 0
@@ -114,7 +126,7 @@ def test_cli_writes_the_file_and_errors_in_one_line(tmp_path, capsys, members, c
     assert main(["ensemble", "--models", ",".join(members), "--data", str(SAMPLE), "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert "exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_at_160}", "--data", str(SAMPLE), "--out", str(tmp_path / "x.safetensors")]) != 0
+    assert main(["ensemble", "--models", f"cxr_cnn,{cnn_resized}", "--data", str(SAMPLE), "--out", str(tmp_path / "x.safetensors")]) != 0
     err = capsys.readouterr().err
     assert "input size" in err and "Traceback" not in err
 

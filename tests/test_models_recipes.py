@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cxrkit.data.augment import Augment
@@ -343,7 +344,9 @@ def test_resolve_shipped_model():
     bundle = resolve_model("cxr_cnn")
     assert bundle.arch == "cxr_cnn" and bundle.source == "cxr_cnn"
     assert bundle.classes == ("NORMAL", "PNEUMONIA")
-    assert bundle.preprocess.size == model_info("cxr_cnn").preprocess.size
+    with safe_open(str(model_info("cxr_cnn").shipped_weights), "pt") as f:  # the file's own input, not the registry's
+        recorded = json.loads(f.metadata()["cxrkit"])["preprocess"]
+    assert (bundle.preprocess.size, bundle.preprocess.clahe) == (recorded["size"], recorded["clahe"])
     assert 0.0 < bundle.threshold < 1.0
     assert not bundle.model.training
     default = resolve_model(None)

@@ -76,7 +76,7 @@ def test_health_and_model_card(client, bundle):
     assert card["classes"] == ["NORMAL", "PNEUMONIA"] and card["positive_class"] == "PNEUMONIA"
     assert card["threshold"] == pytest.approx(bundle.threshold, abs=1e-6)
     assert card["threshold_rule"] == bundle.info["threshold_rule"] and card["threshold_rule"].startswith("youden")
-    assert card["heatmap"] is True and card["format"] == "pytorch" and card["input"] == "224x224 grayscale"
+    assert card["heatmap"] is True and card["format"] == "pytorch" and card["input"] == f"{bundle.preprocess.size}x{bundle.preprocess.size} grayscale"
     assert card["disclaimer"] == "Not a medical device." and "Not for diagnosis" in card["intended_use"]
     assert "Kermany" in card["card_markdown"] and "test split" in card["card_markdown"]  # data and metrics
     assert card["validation_metrics"]["n"] == 522
