@@ -76,5 +76,5 @@ def seed_cnn(num_classes: int = 2, **kwargs) -> nn.Module:
 
 @register_model("cnn", Preprocess(size=224, channels=1, mean=0.5, std=0.25))
 def cxr_cnn(num_classes: int = 2, **kwargs) -> nn.Module:
-    """cxrkit's compact CNN: BatchNorm, global average pooling, 224 px; ~0.8M parameters (shipped: 1.88M, wider)."""
+    """cxrkit's compact CNN: BatchNorm, global average pooling, 224 px; ~0.8M parameters (shipped: 1.88M, 160 px)."""
     return CompactCNN(num_classes=num_classes, **kwargs)

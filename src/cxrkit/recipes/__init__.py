@@ -369,11 +369,11 @@ _CXR_CNN_WIDE_CUES = _with_cue(
                 "pneumonias.")
 _CXR_CNN_WIDE160_CLAHE = _CXR_CNN_WIDE.replace(
     name="cxr_cnn_wide160_clahe", image_size=160, **_CLAHE,
-    description="The shipped default's network and training (cxr_cnn_wide: 1.5x widths, 20 epochs, consistency "
-                "penalty) from scratch on CLAHE films at 160 px, the first of two stages, then "
-                "cxr_cnn_wide160_clahe_haze_warm: the 10-minute path's two stages (median 581/624) at ~4x its "
-                "compute. The shipped default came from a chain of eight restarts and averages across sessions; "
-                "this asks whether two commands reach it, and whether compute beyond the ten minutes moves the "
+    description="cxr_cnn_wide's network and training (1.5x widths, 20 epochs, consistency penalty) from scratch on "
+                "CLAHE films at 160 px, the first of two stages, then cxr_cnn_wide160_clahe_haze_warm: the "
+                "10-minute path's two stages (median 581/624) at ~4x its compute. The defaults of sessions 19-42 "
+                "came from a chain of eight restarts and averages across sessions; this asks whether two "
+                "commands reach them, and whether compute beyond the ten minutes moves the "
                 "test films (docs/robustness.md, item 100; 22 + 9 min on session 43's 2-core Xeon in bf16). With "
                 "--seed 36 --split-seed 2, stage 1 alone: test 0.929 / ROC-AUC 0.980; both stages: the shipped "
                 "cxr_cnn since session 43.")
