@@ -17,18 +17,23 @@ from cxrkit.inference.ensemble import EnsembleError, build_ensemble
 from cxrkit.evaluation.recalibrate import carve_validation, validation_split_of
 from cxrkit.inference.predictor import predict_arrays
 
+def _mnv2_at_cnn_size(path, validation_split=None) -> str:
+    """The shipped MobileNetV2 saved as reading cxr_cnn's input size, its validation split replaced if given."""
+    cnn, mnv2 = resolve_model("cxr_cnn"), resolve_model("cxr_mobilenetv2")
+    info = mnv2.info if validation_split is None else {**mnv2.info, "validation_split": validation_split}
+    save_bundle(dataclasses.replace(mnv2, info=info, preprocess=dataclasses.replace(mnv2.preprocess,
+                                                                                  size=cnn.preprocess.size)), path)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     """The shipped cxr_cnn (1-channel, [0.5, 0.25], CLAHE, 160 px) and the shipped MobileNetV2 (3-channel ImageNet
     normalisation, 224 px) recorded as held out on cxr_cnn's validation split and read at cxr_cnn's size, as if
     trained with the same ``--seed`` and size: members must share the films their threshold is fitted on and the
     input size (its global pooling lets MobileNetV2 read any size)."""
-    cnn = resolve_model("cxr_cnn")
-    mnv2 = resolve_model("cxr_mobilenetv2")
-    path = tmp_path_factory.mktemp("members") / "mnv2_same_split.safetensors"
-    save_bundle(dataclasses.replace(mnv2, info={**mnv2.info, "validation_split": cnn.info["validation_split"]},
-                                    preprocess=dataclasses.replace(mnv2.preprocess, size=cnn.preprocess.size)), path)
-    return ["cxr_cnn", str(path)]
+    split = resolve_model("cxr_cnn").info["validation_split"]
+    return ["cxr_cnn", _mnv2_at_cnn_size(tmp_path_factory.mktemp("members") / "mnv2_same_split.safetensors", split)]
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +49,7 @@ def cnn_resized(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mnv2_own_split(tmp_path_factory):
     """The shipped MobileNetV2 read at cxr_cnn's size, its own validation split kept."""
-    cnn, mnv2 = resolve_model("cxr_cnn"), resolve_model("cxr_mobilenetv2")
-    path = tmp_path_factory.mktemp("own_split") / "mnv2_own_split.safetensors"
-    save_bundle(dataclasses.replace(mnv2, preprocess=dataclasses.replace(mnv2.preprocess, size=cnn.preprocess.size)), path)
-    return str(path)
+    return _mnv2_at_cnn_size(tmp_path_factory.mktemp("own_split") / "mnv2_own_split.safetensors")
 
 
 @pytest.fixture(scope="module")
