@@ -134,6 +134,12 @@ class Recipe:
         """The seed that draws this run's validation split (``split_seed``, else ``seed``)."""
         return self.seed if self.split_seed < 0 else self.split_seed
 
+    @property
+    def validation_split(self) -> dict:
+        """The held-out films as a trained model records them (``info["validation_split"]``): stress, calibrate,
+        ensemble and a warm restart re-carve exactly these."""
+        return {"fraction": self.val_fraction, "seed": self.validation_seed}
+
     def epoch_size(self, epoch: int) -> int:
         """The film side epoch ``epoch`` (1-based) trains at (``size_schedule``, else ``image_size``)."""
         for last, size in self.size_schedule:

@@ -375,7 +375,7 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                          {"recipe": recipe.name, "recipe_version": recipe.version,
                           "threshold_rule": recipe.threshold_rule, "best_epoch": best["epoch"],
                           # which films were held out: stress, calibrate and ensemble must re-carve exactly these
-                          "validation_split": {"fraction": recipe.val_fraction, "seed": recipe.validation_seed},
+                          "validation_split": recipe.validation_split,
                           "pretrained": weights_note,
                           "val_metrics": {m: val_metrics[m] for m in ("n", "accuracy", "roc_auc")},
                           # the mix the BatchNorm statistics were measured on (calibrate --unlabeled resamples to it)
@@ -437,7 +437,7 @@ def _first_stage(recipe: Recipe, classes: tuple[str, ...]) -> ModelBundle:
         raise ValueError(f"init_from {recipe.init_from}: it was trained on classes {list(source.classes)}, the data "
                          f"has {list(classes)}")
     split = source.info.get("validation_split")
-    if split and split != {"fraction": recipe.val_fraction, "seed": recipe.validation_seed}:
+    if split and split != recipe.validation_split:
         raise ValueError(f"init_from {recipe.init_from}: it held out validation split {split}, this run holds out "
                          f"fraction {recipe.val_fraction}, seed {recipe.validation_seed} (pass --seed "
                          f"{split.get('seed')}, or --split-seed {split.get('seed')} to keep another seed for the "
