@@ -322,6 +322,14 @@ def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
                         description=description)
 
 
+def _veil_restart(first: Recipe, name: str, description: str) -> Recipe:
+    """The two-stage recipes' second stage: an 8-epoch warm restart of ``first``'s model at a quarter of its peak
+    learning rate, with the default's blur and veil cues; one definition, so the 160- and 224-px stages differ only
+    in their first stage (docs/robustness.md, items 100 and 102)."""
+    return _with_cue(first.replace(epochs=8, lr=7.5e-4, init_from="required"), name, blur=2.5, haze=0.35,
+                     description=description)
+
+
 def _with_cue_view(base: Recipe, name: str, description: str, **cue) -> Recipe:
     """``base`` with the acquisition ``cue`` in training and in a consistency-penalty view of its own, ``base``'s
     penalty view left as it is: each penalty term then asks for one invariance (docs/robustness.md, items 36, 73)."""
@@ -753,9 +761,8 @@ RECIPES: dict[str, Recipe] = {
                         "fourth ingredient of the default's average: validation nine-view 0.93169, not above the "
                         "shipped 0.93174 (refused); test 0.941 / 0.986 (item 62)."),
         _CXR_CNN_WIDE160_CLAHE,
-        _with_cue(
-            _CXR_CNN_WIDE160_CLAHE.replace(epochs=8, lr=7.5e-4, init_from="required"),
-            "cxr_cnn_wide160_clahe_haze_warm", blur=2.5, haze=0.35,
+        _veil_restart(
+            _CXR_CNN_WIDE160_CLAHE, "cxr_cnn_wide160_clahe_haze_warm",
             description="cxr_cnn_wide160_clahe's second stage: an 8-epoch warm restart of its model (`--init-from "
                         "RUN`, the same --seed and --split-seed) with the default's veil recipe (a Gaussian blur of "
                         "sigma 0-2.5 px and a scatter veil taking at most 35 % of the detail above 4-16 px, in "
@@ -765,9 +772,8 @@ RECIPES: dict[str, Recipe] = {
                         "validation nine-view 0.95353 > the shipped 0.95153, geometric 0.948; shipped as cxr_cnn; "
                         "test 0.941 (587/624) / ROC-AUC 0.981."),
         _CXR_CNN_WIDE224_CLAHE,
-        _with_cue(
-            _CXR_CNN_WIDE224_CLAHE.replace(epochs=8, lr=7.5e-4, init_from="required"),
-            "cxr_cnn_wide224_clahe_haze_warm", blur=2.5, haze=0.35,
+        _veil_restart(
+            _CXR_CNN_WIDE224_CLAHE, "cxr_cnn_wide224_clahe_haze_warm",
             description="cxr_cnn_wide224_clahe's second stage, as cxr_cnn_wide160_clahe_haze_warm is "
                         "cxr_cnn_wide160_clahe's: an 8-epoch warm restart (`--init-from RUN`, the same --seed and "
                         "--split-seed) with a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most 35 % "
