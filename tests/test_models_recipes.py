@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cxrkit.data.augment import Augment
 from cxrkit.data.preprocess import Preprocess
-from cxrkit.inference.bundle import ModelBundle, ModelLoadError, load_bundle, resolve_model, save_bundle
+from cxrkit.inference.bundle import (ModelBundle, ModelLoadError, load_bundle, read_metadata, resolve_model,
+                                    save_bundle)
 from cxrkit.inference.predictor import predict_arrays
 from cxrkit.models import create_model, is_model, list_models, model_info
 from cxrkit.recipes import RECIPES, Recipe, RecipeError, list_recipes, load_recipe
@@ -344,8 +344,7 @@ def test_resolve_shipped_model():
     bundle = resolve_model("cxr_cnn")
     assert bundle.arch == "cxr_cnn" and bundle.source == "cxr_cnn"
     assert bundle.classes == ("NORMAL", "PNEUMONIA")
-    with safe_open(str(model_info("cxr_cnn").shipped_weights), "pt") as f:  # the file's own input, not the registry's
-        recorded = json.loads(f.metadata()["cxrkit"])["preprocess"]
+    recorded = read_metadata(model_info("cxr_cnn").shipped_weights)["preprocess"]  # the file's, not the registry's
     assert (bundle.preprocess.size, bundle.preprocess.clahe) == (recorded["size"], recorded["clahe"])
     assert 0.0 < bundle.threshold < 1.0
     assert not bundle.model.training
