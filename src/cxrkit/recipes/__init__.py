@@ -400,6 +400,16 @@ _CXR_CNN_WIDE224_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
                 "--split-seed 2 (69 + 28 min on session 44's 2-core EPYC in bf16): stage 1 test 0.926 / ROC-AUC "
                 "0.976; both stages 0.941 (587/624) / 0.982, as the 160-px default, refused by its validation rule "
                 "(nine-view 0.947 < 0.954).")
+_CXR_CNN_WIDE160_CLAHE_HAZE_WARM = _veil_restart(
+    _CXR_CNN_WIDE160_CLAHE, "cxr_cnn_wide160_clahe_haze_warm",
+    description="cxr_cnn_wide160_clahe's second stage: an 8-epoch warm restart of its model (`--init-from "
+                "RUN`, the same --seed and --split-seed) with the default's veil recipe (a Gaussian blur of "
+                "sigma 0-2.5 px and a scatter veil taking at most 35 % of the detail above 4-16 px, in "
+                "training and in the consistency penalty's view; one-cycle peak 7.5e-4), as "
+                "cxr_cnn_fast160_clahe_haze_warm restarts the 10-minute path's first stage "
+                "(docs/robustness.md, item 100). Pre-registered in session 43 with --seed 36 --split-seed 2: "
+                "validation nine-view 0.95353 > the shipped 0.95153, geometric 0.948; shipped as cxr_cnn; "
+                "test 0.941 (587/624) / ROC-AUC 0.981.")
 
 _CXR_BNN = Recipe(
     name="cxr_bnn", model="cxr_bnn", image_size=160, epochs=10, batch_size=32, optimizer="adam",
@@ -761,16 +771,24 @@ RECIPES: dict[str, Recipe] = {
                         "fourth ingredient of the default's average: validation nine-view 0.93169, not above the "
                         "shipped 0.93174 (refused); test 0.941 / 0.986 (item 62)."),
         _CXR_CNN_WIDE160_CLAHE,
-        _veil_restart(
-            _CXR_CNN_WIDE160_CLAHE, "cxr_cnn_wide160_clahe_haze_warm",
-            description="cxr_cnn_wide160_clahe's second stage: an 8-epoch warm restart of its model (`--init-from "
-                        "RUN`, the same --seed and --split-seed) with the default's veil recipe (a Gaussian blur of "
-                        "sigma 0-2.5 px and a scatter veil taking at most 35 % of the detail above 4-16 px, in "
-                        "training and in the consistency penalty's view; one-cycle peak 7.5e-4), as "
-                        "cxr_cnn_fast160_clahe_haze_warm restarts the 10-minute path's first stage "
-                        "(docs/robustness.md, item 100). Pre-registered in session 43 with --seed 36 --split-seed 2: "
-                        "validation nine-view 0.95353 > the shipped 0.95153, geometric 0.948; shipped as cxr_cnn; "
-                        "test 0.941 (587/624) / ROC-AUC 0.981."),
+        _CXR_CNN_WIDE160_CLAHE_HAZE_WARM,
+        _CXR_CNN_WIDE160_CLAHE_HAZE_WARM.replace(
+            name="cxr_cnn_wide160_clahe_haze_mixup_warm", mixup=0.2,
+            description="cxr_cnn_wide160_clahe_haze_warm with mixup (Beta(0.2, 0.2), item 89's setting), run from the "
+                        "shipped default (`--init-from cxr_cnn --seed 39 --split-seed 2`): item 89's mixup restart "
+                        "cut the test split's NORMAL2 false positives (24 against 33) and lost the geometric floor; "
+                        "here also an ingredient of a soup with the default and a spectrum restart, as in item 62 "
+                        "(docs/robustness.md, items 104 and 106)."),
+        _with_cue(
+            _CXR_CNN_WIDE160_CLAHE.replace(epochs=8, lr=7.5e-4, init_from="required"),
+            "cxr_cnn_wide160_clahe_spectrum_warm", spectrum_mix=0.5,
+            description="An 8-epoch warm restart of a cxr_cnn_wide160_clahe-trained model (`--init-from cxr_cnn "
+                        "--seed 39 --split-seed 2`) with up to half of each film's Fourier amplitude taken from "
+                        "another film of the batch, in training and in the consistency penalty's view, at a quarter "
+                        "of the first stage's peak learning rate: cxr_cnn_spectrum_warm (item 61) on CLAHE films at "
+                        "160 px. Item 61 alone was refused, and as one of four ingredients of a weight average it "
+                        "read 0.941 / ROC-AUC 0.986 on test (item 62), the best pair of figures measured here "
+                        "(docs/robustness.md, items 105 and 106)."),
         _CXR_CNN_WIDE224_CLAHE,
         _veil_restart(
             _CXR_CNN_WIDE224_CLAHE, "cxr_cnn_wide224_clahe_haze_warm",
