@@ -778,7 +778,9 @@ RECIPES: dict[str, Recipe] = {
                         "shipped default (`--init-from cxr_cnn --seed 39 --split-seed 2`): item 89's mixup restart "
                         "cut the test split's NORMAL2 false positives (24 against 33) and lost the geometric floor; "
                         "here also an ingredient of a soup with the default and a spectrum restart, as in item 62 "
-                        "(docs/robustness.md, items 104 and 106)."),
+                        "(docs/robustness.md, items 104-110; 15 min on session 45's 2-core EPYC in bf16). Refused by "
+                        "its validation rule (nine-view 0.946 < 0.954); test 0.947 (591/624) / ROC-AUC 0.982, and "
+                        "582 and 589 with --seed 40 and 41."),
         _with_cue(
             _CXR_CNN_WIDE160_CLAHE.replace(epochs=8, lr=7.5e-4, init_from="required"),
             "cxr_cnn_wide160_clahe_spectrum_warm", spectrum_mix=0.5,
@@ -788,7 +790,8 @@ RECIPES: dict[str, Recipe] = {
                         "of the first stage's peak learning rate: cxr_cnn_spectrum_warm (item 61) on CLAHE films at "
                         "160 px. Item 61 alone was refused, and as one of four ingredients of a weight average it "
                         "read 0.941 / ROC-AUC 0.986 on test (item 62), the best pair of figures measured here "
-                        "(docs/robustness.md, items 105 and 106)."),
+                        "(docs/robustness.md, items 105 and 106). Refused in session 45: its veiled views fell to "
+                        "0.89 (nine-view 0.935); test 0.931 (581/624) / 0.981."),
         _CXR_CNN_WIDE224_CLAHE,
         _veil_restart(
             _CXR_CNN_WIDE224_CLAHE, "cxr_cnn_wide224_clahe_haze_warm",
