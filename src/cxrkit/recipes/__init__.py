@@ -777,7 +777,9 @@ RECIPES: dict[str, Recipe] = {
                         "the first epoch, then cxr_cnn_wide160_clahe_haze_warm as its second stage: restarts of the "
                         "default with mixup moved test films across the cut-off but not the ranking (hindsight "
                         "ceilings 590-591 of 624, ROC-AUC 0.980-0.983); a network that never saw an unblended film "
-                        "may rank them differently (docs/robustness.md, item 111)."),
+                        "may rank them differently (docs/robustness.md, item 111). With --seed 42 --split-seed 2 "
+                        "(35 + 15 min on session 45's 2-core EPYC): refused by its validation rule (nine-view "
+                        "0.947); test 0.928 (579/624) / ROC-AUC 0.979, stage 1 alone 0.928 / 0.975."),
         _CXR_CNN_WIDE160_CLAHE_HAZE_WARM,
         _CXR_CNN_WIDE160_CLAHE_HAZE_WARM.replace(
             name="cxr_cnn_wide160_clahe_haze_mixup_warm", mixup=0.2,
