@@ -322,12 +322,17 @@ def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
                         description=description)
 
 
+def _warm_restart(first: Recipe) -> Recipe:
+    """An 8-epoch warm restart of ``first``'s model at a quarter of its peak learning rate: the one schedule every
+    second stage and restart of the wide CNN's two-command recipes shares, so they differ only in their cues."""
+    return first.replace(epochs=8, lr=7.5e-4, init_from="required")
+
+
 def _veil_restart(first: Recipe, name: str, description: str) -> Recipe:
-    """The two-stage recipes' second stage: an 8-epoch warm restart of ``first``'s model at a quarter of its peak
-    learning rate, with the default's blur and veil cues; one definition, so the 160- and 224-px stages differ only
-    in their first stage (docs/robustness.md, items 100 and 102)."""
-    return _with_cue(first.replace(epochs=8, lr=7.5e-4, init_from="required"), name, blur=2.5, haze=0.35,
-                     description=description)
+    """The two-stage recipes' second stage: a warm restart of ``first``'s model with the default's blur and veil
+    cues; one definition, so the 160- and 224-px stages differ only in their first stage (docs/robustness.md, items
+    100 and 102)."""
+    return _with_cue(_warm_restart(first), name, blur=2.5, haze=0.35, description=description)
 
 
 def _with_cue_view(base: Recipe, name: str, description: str, **cue) -> Recipe:
@@ -791,8 +796,7 @@ RECIPES: dict[str, Recipe] = {
                         "its validation rule (nine-view 0.946 < 0.954); test 0.947 (591/624) / ROC-AUC 0.982, and "
                         "582 and 589 with --seed 40 and 41."),
         _with_cue(
-            _CXR_CNN_WIDE160_CLAHE.replace(epochs=8, lr=7.5e-4, init_from="required"),
-            "cxr_cnn_wide160_clahe_spectrum_warm", spectrum_mix=0.5,
+            _warm_restart(_CXR_CNN_WIDE160_CLAHE), "cxr_cnn_wide160_clahe_spectrum_warm", spectrum_mix=0.5,
             description="An 8-epoch warm restart of a cxr_cnn_wide160_clahe-trained model (`--init-from cxr_cnn "
                         "--seed 39 --split-seed 2`) with up to half of each film's Fourier amplitude taken from "
                         "another film of the batch, in training and in the consistency penalty's view, at a quarter "
