@@ -324,8 +324,10 @@ def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
 
 def _warm_restart(first: Recipe) -> Recipe:
     """An 8-epoch warm restart of ``first``'s model at a quarter of its peak learning rate: the one schedule every
-    second stage and restart of the wide CNN's two-command recipes shares, so they differ only in their cues."""
-    return first.replace(epochs=8, lr=first.lr / 4, init_from="required")
+    second stage and restart of the two-command recipes shares (the wide CNN's and the ImageNet backbones'), so they
+    differ only in their cues. The restart starts from ``first``'s trained weights, never from ImageNet's, and its
+    head is trained already."""
+    return first.replace(epochs=8, lr=first.lr / 4, init_from="required", pretrained="", head_epochs=0)
 
 
 def _veil_restart(first: Recipe, name: str, description: str) -> Recipe:
@@ -914,7 +916,7 @@ RECIPES: dict[str, Recipe] = {
                                          "cxr_mobilenetv2."),
         _MOBILENETV2_160_CLAHE,
         _veil_restart(
-            _MOBILENETV2_160_CLAHE.replace(pretrained="", head_epochs=0), "cxr_mobilenetv2_160_clahe_haze_warm",
+            _MOBILENETV2_160_CLAHE, "cxr_mobilenetv2_160_clahe_haze_warm",
             description="cxr_mobilenetv2_160_clahe's second stage, as cxr_cnn_wide160_clahe_haze_warm is the "
                         "default's: an 8-epoch warm restart of its model (`--init-from RUN`, the same --seed and "
                         "--split-seed) with a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most 35 % "
@@ -929,7 +931,7 @@ RECIPES: dict[str, Recipe] = {
                         "ImageNet family in the default's first stage, then cxr_effnet_lite0_160_clahe_haze_warm "
                         "(docs/robustness.md, item 114)."),
         _veil_restart(
-            _MOBILENETV2_160_CLAHE.replace(model="efficientnet_lite0", pretrained="", head_epochs=0),
+            _MOBILENETV2_160_CLAHE.replace(model="efficientnet_lite0"),
             "cxr_effnet_lite0_160_clahe_haze_warm",
             description="cxr_effnet_lite0_160_clahe's second stage: the default's 8-epoch veil restart (blur and veil "
                         "in training and penalty, a quarter of the first stage's peak), as "
