@@ -5,7 +5,7 @@ AdamW, batch 32) and for inference (batch 32), each in fp32 and under bf16
 autocast, with the bf16/fp32 ratio. This is what chose each recipe's
 ``precision`` (docs/transfer.md). Random inputs: speed does not depend on pixels.
 
-    python benchmarks/bench_transfer.py [--models resnet50,...] [--rounds 2]
+    python benchmarks/bench_transfer.py [--models resnet50,...] [--rounds 2] [--size 160]
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def _rate(fn, images: int, rounds: int) -> float:
     return images / best
 
 
-def measure(name: str, batch: int, rounds: int) -> dict:
-    size = model_info(name).preprocess.size
+def measure(name: str, batch: int, rounds: int, size: int = 0) -> dict:
+    size = size or model_info(name).preprocess.size
     model = create_model(name).to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -68,12 +68,14 @@ def main() -> None:
     ap.add_argument("--models", default=DEFAULT)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--size", type=int, default=0,
+                    help="input size in px (default: each backbone's own; the 160-px recipes train at 160)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, best of {args.rounds}")
     print("| model | input | params | train fp32 | train bf16 | bf16/fp32 | infer fp32 | infer bf16 | bf16/fp32 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        r = measure(name, args.batch, args.rounds)
+        r = measure(name, args.batch, args.rounds, args.size)
         print(f"| {name} | {r['size']} | {r['params_m']:.1f}M | {r['train_fp32']:.1f} | {r['train_bf16']:.1f} | "
               f"{r['train_bf16'] / r['train_fp32']:.2f}x | {r['infer_fp32']:.1f} | {r['infer_bf16']:.1f} | "
               f"{r['infer_bf16'] / r['infer_fp32']:.2f}x |", flush=True)
