@@ -407,6 +407,14 @@ _CXR_CNN_WIDE224_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
                 "--split-seed 2 (69 + 28 min on session 44's 2-core EPYC in bf16): stage 1 test 0.926 / ROC-AUC "
                 "0.976; both stages 0.941 (587/624) / 0.982, as the 160-px default, refused by its validation rule "
                 "(nine-view 0.947 < 0.954).")
+_CXR_CNN_XWIDE160_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
+    name="cxr_cnn_xwide160_clahe", model_kwargs={"widths": [32, 64, 128, 256, 384]},
+    description="cxr_cnn_wide160_clahe (the shipped default's first stage) with every stage twice the compact CNN's "
+                "width instead of 1.5x (3.3 M parameters instead of 1.9 M; a training step measured 1.39x as long "
+                "in bf16 on the 2-core EPYC), the first of two stages, then cxr_cnn_xwide160_clahe_haze_warm. Why: "
+                "restarts, soups, mixup, 224 px and two ImageNet families all ranked the test films at ROC-AUC "
+                "0.972-0.983; the one earlier width step at a fixed recipe (item 41 -> 42) raised test ROC-AUC by "
+                "0.011 (docs/robustness.md, item 116).")
 _CXR_CNN_WIDE160_CLAHE_HAZE_WARM = _veil_restart(
     _CXR_CNN_WIDE160_CLAHE, "cxr_cnn_wide160_clahe_haze_warm",
     description="cxr_cnn_wide160_clahe's second stage: an 8-epoch warm restart of its model (`--init-from "
@@ -830,6 +838,14 @@ RECIPES: dict[str, Recipe] = {
                         "read 0.941 / ROC-AUC 0.986 on test (item 62), the best pair of figures measured here "
                         "(docs/robustness.md, items 105 and 106). Refused in session 45: its veiled views fell to "
                         "0.89 (nine-view 0.935); test 0.931 (581/624) / 0.981."),
+        _CXR_CNN_XWIDE160_CLAHE,
+        _veil_restart(
+            _CXR_CNN_XWIDE160_CLAHE, "cxr_cnn_xwide160_clahe_haze_warm",
+            description="cxr_cnn_xwide160_clahe's second stage, as cxr_cnn_wide160_clahe_haze_warm is the shipped "
+                        "default's: an 8-epoch warm restart (`--init-from RUN`, the same --seed and --split-seed) "
+                        "with a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most 35 % of the detail "
+                        "above 4-16 px, in training and in the consistency penalty's view; one-cycle peak 7.5e-4 "
+                        "(docs/robustness.md, item 116)."),
         _CXR_CNN_WIDE224_CLAHE,
         _veil_restart(
             _CXR_CNN_WIDE224_CLAHE, "cxr_cnn_wide224_clahe_haze_warm",
