@@ -659,6 +659,19 @@ def _whole(low: int, high: int | None = None):
     return parse
 
 
+MODEL_HELP = ("model: a name from `cxrkit models` (shipped weights, or the shipped int8 / packed files such as "
+              "cxr_cnn.int8.onnx), a run directory, a .safetensors file, or an exported .onnx or packed .npz file "
+              "(default: the shipped default model)")
+
+
+def _add_model_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--model", help=MODEL_HELP)
+
+
+def _add_quiet_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_precision_arg(s: argparse.ArgumentParser) -> None:
     """`--precision` for the commands that run inference (`predict`, `evaluate`)."""
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -692,13 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"cxrkit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    model_help = ("model: a name from `cxrkit models` (shipped weights, or the shipped int8 / packed files such as "
-                  "cxr_cnn.int8.onnx), a run directory, a .safetensors file, or an exported .onnx or packed .npz "
-                  "file (default: the shipped default model)")
 
     s = sub.add_parser("demo", help="screen the bundled sample images with the default model and write a report")
     s.add_argument("--out", type=out_folder, default="cxrkit_demo", help="report folder (default: %(default)s)")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("train", help="train a recipe on a data folder into a run directory",
@@ -730,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (a CUDA GPU if PyTorch sees one, else CPU), cpu or cuda; for several processes "
                         "start it with `torchrun --nproc_per_node N -m cxrkit train ...`")
     _add_hide_names_arg(s, "run.json's list of unreadable films and the skipped-file lines")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("compare", help="train (or reuse cached runs of) several recipes; one test-set table and plot",
@@ -747,11 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=_whole(0), default=1000,
                    help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("evaluate", help="metrics with 95%% CIs and a report on a labelled folder")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.add_argument("--data", required=True, help="labelled folder (its test/ split if it has one)")
     s.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default: test)")
     s.add_argument("--out", type=out_folder, help="report folder (default: RUN_DIR/report_SPLIT or ./cxrkit_report)")
@@ -760,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision_arg(s)
     _add_hide_names_arg(s, "the report, metrics.json and the skipped-file lines")
     s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("stress", help="stress test: do decisions survive a squeezed, stretched, re-cropped, "
@@ -772,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "blurred and with --views haze under a scatter veil (docs/robustness.md); --against compares two models on the same films. "
                                    "Default: the validation split carved from DATA/train as the model's recipe "
                                    "carved it.")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.add_argument("--data", required=True, help="labelled folder (ROOT/{train,test}/CLASS/* or ROOT/CLASS/*)")
     s.add_argument("--split", default="val", help="val (carved from train; default), or a split folder such as test")
     s.add_argument("--views", default="geometry",
@@ -789,20 +799,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=_whole(0), default=1000, metavar="N",
                    help="film resamples for --against's interval (default 1000; 0: none)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_stress)
 
     s = sub.add_parser("predict", help="class probabilities and decision for images or folders")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="JPEG, PNG or DICOM files, or folders")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.add_argument("--json", action="store_true", help="print a JSON list of {path, label, probabilities, uncertain}")
     _add_precision_arg(s)
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("view", help="seed 001's viewer: a grid PNG of images with true and predicted labels")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.add_argument("--out", type=out_file(".png"), default="predictions_grid.png", help="PNG to write (default: %(default)s)")
     s.add_argument("--max-images", type=_whole(1), default=36, help="at most this many images (default: %(default)s)")
     s.set_defaults(func=cmd_view)
@@ -813,14 +823,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "map (docs/explain.md). Writes OUT/NNNN_NAME.png per image, OUT/index.html "
                                    "(most confident first) and OUT/explanations.json.")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="JPEG, PNG or DICOM files, or folders")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "scorecam", "eigencam", "layercam"],
                    help="CAM method (default: %(default)s)")
     s.add_argument("--target", help="class to explain (default: the predicted class)")
     s.add_argument("--out", type=out_folder, default="cxrkit_explain", help="output folder (default: %(default)s)")
     _add_hide_names_arg(s, "overlay file names, the gallery, explanations.json and what is printed")
     s.add_argument("--json", action="store_true", help="print a JSON list of {path, overlay, label, probabilities, ...}")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("export", help="export to ONNX (float32 or int8) or a packed BNN, checked against PyTorch",
@@ -828,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "threshold, so `cxrkit predict --model FILE.onnx` needs nothing else. Every ONNX "
                                    "export is compared with the PyTorch model on the bundled sample test images and "
                                    "not written if it disagrees beyond the stated tolerance.")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.add_argument("--format", required=True, choices=["onnx", "onnx-int8", "onnx-int8-dense", "bnn-packed"],
                    help="onnx-int8: static, calibrated (CNNs); onnx-int8-dense: dynamic, Gemm/MatMul weights only "
                         "(dense-heavy models)")
@@ -843,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "RSS of a fresh torch-free process, estimated activation memory, batch-1 latency "
                                    "p50/p95 and batch throughput per thread count, accuracy and ROC-AUC on --data. "
                                    "Writes OUT/bench.md and OUT/bench.json (and the exported files).")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     s.add_argument("--formats", default="float32,int8",
                    help="comma-separated: float32, int8, int8-dense, bnn (default: %(default)s)")
     s.add_argument("--data", help="labelled folder to score (its test/ split if it has one; int8 calibrates on train/)")
@@ -853,7 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=_whole(1), default=32, help="batch size for throughput (default: %(default)s)")
     s.add_argument("--out", type=out_folder, default="cxrkit_bench", help="folder for the files and the table (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the full result as JSON")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("tune", help="hyperparameter search with Optuna (TPE, pruning, resumable, multi-worker)",
@@ -881,7 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs for every trial")
     s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
     s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("serve", help="screening web app and JSON API (upload JPEG/PNG/DICOM, see decision and heatmap)",
@@ -890,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "GET /healthz, OpenAPI docs at /docs (docs/serve.md). Uploads stay in memory "
                                    "unless --save-dir is given. Not a medical device.")
     s.add_argument("--model", action="append",
-                   help=model_help.replace(" (default:", "; repeat to serve several, the first is the default (default:"))
+                   help=MODEL_HELP.replace(" (default:", "; repeat to serve several, the first is the default (default:"))
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     s.add_argument("--port", type=_whole(1, 65535), default=8000, help="TCP port (default: %(default)s)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="request size limit, 413 above it (default: %(default)s)")
@@ -912,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or population unlike the training data. With --unlabeled: re-estimate the "
                                    "model's BatchNorm statistics on your site's films, no labels needed (first, when "
                                    "given with --site). docs/deploy.md measures both. Writes a new .safetensors.")
-    s.add_argument("--model", help=model_help)
+    _add_model_arg(s)
     where = s.add_mutually_exclusive_group()
     where.add_argument("--data", help="data folder the model was trained on: ROOT/train/CLASS/*")
     where.add_argument("--site", help="your site's labelled films, SITE/CLASS/* (every film is used for fitting: "
@@ -944,7 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float, help="validation share (default: the model's built-in recipe's, else 0.1)")
     s.add_argument("--seed", type=int, help="split seed (default: the model's built-in recipe's, else 0)")
     s.add_argument("--json", action="store_true", help="print the fitted calibration as JSON")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("ensemble", help="average several trained models (or one over test-time views) into one "
@@ -984,7 +994,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertain-rule", default="coverage:0.95",
                    help="coverage:C | error:E | none (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(s)
     s.set_defaults(func=cmd_ensemble)
 
     s = sub.add_parser("models", help="list registered models")
@@ -1012,7 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = dsub.add_parser("check", help="counts, duplicates, cross-split leakage and unreadable files")
     c.add_argument("dir", help="data folder: ROOT/{train,val,test}/CLASS/* or ROOT/CLASS/*")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet_arg(c)
     c.set_defaults(func=cmd_data_check)
     c = dsub.add_parser("derive", help="derive a new labelled tree, e.g. NORMAL/BACTERIAL/VIRAL from Kermany names",
                         description="kermany3: SRC/SPLIT/{NORMAL,PNEUMONIA} → OUT/SPLIT/{NORMAL,BACTERIAL,VIRAL} by the "
