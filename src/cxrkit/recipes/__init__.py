@@ -407,8 +407,10 @@ _CXR_CNN_WIDE224_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
                 "--split-seed 2 (69 + 28 min on session 44's 2-core EPYC in bf16): stage 1 test 0.926 / ROC-AUC "
                 "0.976; both stages 0.941 (587/624) / 0.982, as the 160-px default, refused by its validation rule "
                 "(nine-view 0.947 < 0.954).")
+# every stage twice the registry cxr_cnn's 16-192 (the shipped default is 1.5x): items 42 and 116
+_TWICE_WIDTHS = (32, 64, 128, 256, 384)
 _CXR_CNN_XWIDE160_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
-    name="cxr_cnn_xwide160_clahe", model_kwargs={"widths": [32, 64, 128, 256, 384]},
+    name="cxr_cnn_xwide160_clahe", model_kwargs={"widths": list(_TWICE_WIDTHS)},
     description="cxr_cnn_wide160_clahe (the shipped default's first stage) with every stage twice the compact CNN's "
                 "width instead of 1.5x (3.3 M parameters instead of 1.9 M; a training step measured 1.39x as long "
                 "in bf16 on the 2-core EPYC), the first of two stages, then cxr_cnn_xwide160_clahe_haze_warm. Why: "
@@ -857,7 +859,7 @@ RECIPES: dict[str, Recipe] = {
                         "refused on validation)."),
         _CXR_CNN_WIDE_CUES,
         _CXR_CNN_WIDE_CUES.replace(
-            name="cxr_cnn_xwide_cues", model_kwargs={"widths": [32, 64, 128, 256, 384]},
+            name="cxr_cnn_xwide_cues", model_kwargs={"widths": list(_TWICE_WIDTHS)},
             description="cxr_cnn_wide_cues with every stage twice the compact CNN's width instead of 1.5x (3.3 M "
                         "parameters, 1.8x cxr_cnn_wide's compute): item 41 learned to ignore the veil from the "
                         "first epoch and lost pneumonia recall with it; with more capacity the network may hold "
