@@ -416,7 +416,9 @@ _CXR_CNN_XWIDE160_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
                 "in bf16 on the 2-core EPYC), the first of two stages, then cxr_cnn_xwide160_clahe_haze_warm. Why: "
                 "restarts, soups, mixup, 224 px and two ImageNet families all ranked the test films at ROC-AUC "
                 "0.972-0.983; the one earlier width step at a fixed recipe (item 41 -> 42) raised test ROC-AUC by "
-                "0.011 (docs/robustness.md, item 116).")
+                "0.011 (docs/robustness.md, item 116). With --seed 45 --split-seed 2 (~54 min alone on session 47's "
+                "2-core EPYC in bf16, + 22 for stage 2): refused by its validation rule (nine-view 0.940, zoomed "
+                "out 0.911); test 0.942 (588/624) / ROC-AUC 0.982, stage 1 alone 0.926 / 0.978.")
 _CXR_CNN_WIDE160_CLAHE_HAZE_WARM = _veil_restart(
     _CXR_CNN_WIDE160_CLAHE, "cxr_cnn_wide160_clahe_haze_warm",
     description="cxr_cnn_wide160_clahe's second stage: an 8-epoch warm restart of its model (`--init-from "
@@ -847,7 +849,7 @@ RECIPES: dict[str, Recipe] = {
                         "default's: an 8-epoch warm restart (`--init-from RUN`, the same --seed and --split-seed) "
                         "with a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most 35 % of the detail "
                         "above 4-16 px, in training and in the consistency penalty's view; one-cycle peak 7.5e-4 "
-                        "(docs/robustness.md, item 116)."),
+                        "(docs/robustness.md, item 116; 22 min on session 47's 2-core EPYC in bf16)."),
         _CXR_CNN_WIDE224_CLAHE,
         _veil_restart(
             _CXR_CNN_WIDE224_CLAHE, "cxr_cnn_wide224_clahe_haze_warm",
