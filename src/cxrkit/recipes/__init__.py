@@ -412,8 +412,8 @@ _TWICE_WIDTHS = (32, 64, 128, 256, 384)
 _CXR_CNN_XWIDE160_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
     name="cxr_cnn_xwide160_clahe", model_kwargs={"widths": list(_TWICE_WIDTHS)},
     description="cxr_cnn_wide160_clahe (the shipped default's first stage) with every stage twice the compact CNN's "
-                "width instead of 1.5x (3.3 M parameters instead of 1.9 M; a training step measured 1.39x as long "
-                "in bf16 on the 2-core EPYC), the first of two stages, then cxr_cnn_xwide160_clahe_haze_warm. Why: "
+                "width instead of 1.5x (3.3 M parameters instead of 1.9 M; 154-161 s an epoch in bf16 on the "
+                "2-core EPYC against 98-105 s for the 1.5x width's item 111, both from the runs' history.json), the first of two stages, then cxr_cnn_xwide160_clahe_haze_warm. Why: "
                 "restarts, soups, mixup, 224 px and two ImageNet families all ranked the test films at ROC-AUC "
                 "0.972-0.983; the one earlier width step at a fixed recipe (item 41 -> 42) raised test ROC-AUC by "
                 "0.011 (docs/robustness.md, item 116). With --seed 45 --split-seed 2 (~54 min alone on session 47's "
