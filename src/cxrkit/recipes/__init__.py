@@ -34,7 +34,8 @@ class Recipe:
     head_lr: float = 1e-3
     unfreeze: float = 1.0  # transfer: fraction of backbone tensors (from the top) fine-tuned in `epochs`; 0 = frozen
     backbone_lr_mult: float = 0.1  # transfer: backbone learning rate = lr * this
-    teacher: str = ""  # distillation: a trained model (run dir, file or name) whose soft labels join the targets
+    teacher: str = ""  # distillation: a trained model (run dir, file or name) whose soft labels join the targets;
+    # "required": the recipe distils whatever `--teacher` names
     distill_weight: float = 0.0  # share of the teacher's probabilities in each training target
     init_from: str = ""  # start from a trained model of the same architecture (run dir or file): two-stage
     # training; "required": the recipe is a second stage, and `--init-from` must name the first stage's run
@@ -850,6 +851,21 @@ RECIPES: dict[str, Recipe] = {
                         "with a Gaussian blur of sigma 0-2.5 px and a scatter veil taking at most 35 % of the detail "
                         "above 4-16 px, in training and in the consistency penalty's view; one-cycle peak 7.5e-4 "
                         "(docs/robustness.md, item 116; 22 min on session 47's 2-core EPYC in bf16)."),
+        _CXR_CNN_WIDE160_CLAHE.replace(
+            name="cxr_cnn_wide160_clahe_taught", teacher="required", distill_weight=0.5,
+            description="cxr_cnn_wide160_clahe (the shipped default's first stage) with half of every target the "
+                        "calibrated probability of a teacher you name (`--teacher MODEL`: a run, a file, an "
+                        "ensemble), the first of two stages, then cxr_cnn_wide160_clahe_haze_taught_warm. Why: "
+                        "ensembles of the networks trained here rank films better than any one of them, and an "
+                        "ensemble's soft labels can carry that into a single network at one network's cost "
+                        "(docs/robustness.md, item 121: the teacher is item 120's eleven-network ensemble). The "
+                        "teacher must have held out the same validation films (--split-seed)."),
+        _CXR_CNN_WIDE160_CLAHE_HAZE_WARM.replace(
+            name="cxr_cnn_wide160_clahe_haze_taught_warm", teacher="required", distill_weight=0.5,
+            description="cxr_cnn_wide160_clahe_haze_warm (the shipped default's second stage: an 8-epoch warm "
+                        "restart, `--init-from RUN`, with the blur and veil cues) with half of every target the "
+                        "calibrated probability of a teacher you name (`--teacher MODEL`), the second stage of "
+                        "cxr_cnn_wide160_clahe_taught (docs/robustness.md, item 121)."),
         _CXR_CNN_WIDE224_CLAHE,
         _veil_restart(
             _CXR_CNN_WIDE224_CLAHE, "cxr_cnn_wide224_clahe_haze_warm",

@@ -208,6 +208,9 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     if recipe.init_from == "required" and not resume:
         raise ValueError(f"recipe {recipe.name} is a second stage: pass --init-from with the first stage's run "
                          f"directory (see `cxrkit recipes {recipe.name}`)")
+    if recipe.teacher == "required":
+        raise ValueError(f"recipe {recipe.name} distils a teacher you choose: pass --teacher with a trained model "
+                         f"(name, run directory or .safetensors; see `cxrkit recipes {recipe.name}`)")
     classes, train_s, val_s = split_training_pool(recipe, data_dir)
     _check_sources(recipe, classes, resume)
     # on a GPU bf16 is native; `auto` asks the CPU whether it multiplies bf16 itself
