@@ -672,6 +672,20 @@ def _add_quiet_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_batch_size_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
+
+
+def _add_max_steps_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
+
+
+def _add_bootstrap_arg(s: argparse.ArgumentParser) -> None:
+    """`--bootstrap` for the commands that report metrics with confidence intervals (`evaluate`, `compare`)."""
+    s.add_argument("--bootstrap", type=_whole(0), default=1000,
+                   help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
+
+
 def _add_precision_arg(s: argparse.ArgumentParser) -> None:
     """`--precision` for the commands that run inference (`predict`, `evaluate`)."""
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -722,13 +736,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint, with the recipe and data it started on")
     s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs")
-    s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
+    _add_batch_size_arg(s)
     s.add_argument("--seed", type=int, help="override the recipe's seed (initial weights, augmentation and, unless "
                                             "--split-seed, the validation split)")
     s.add_argument("--split-seed", type=_whole(0), metavar="SEED",
                    help="draw the validation split with this seed instead: members of an ensemble, trained with "
                         "different --seed, then hold out the same films (`cxrkit ensemble` needs that)")
-    s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
+    _add_max_steps_arg(s)
     s.add_argument("--init-from", metavar="MODEL",
                    help="start from a trained model of the same architecture (run directory or .safetensors), "
                         "overriding the recipe's init_from: stage 2 of two-stage BNN training (docs/bnn.md)")
@@ -756,9 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=out_folder, default="cxrkit_compare", help="folder for compare.md/.json/.png (default: cxrkit_compare)")
     s.add_argument("--cache", help="folder of cached runs (default: OUT/runs)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda (training)")
-    s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
-    s.add_argument("--bootstrap", type=_whole(0), default=1000,
-                   help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
+    _add_max_steps_arg(s)
+    _add_bootstrap_arg(s)
     s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     _add_quiet_arg(s)
     s.set_defaults(func=cmd_compare)
@@ -768,8 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="labelled folder (its test/ split if it has one)")
     s.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default: test)")
     s.add_argument("--out", type=out_folder, help="report folder (default: RUN_DIR/report_SPLIT or ./cxrkit_report)")
-    s.add_argument("--bootstrap", type=_whole(0), default=1000,
-                   help="bootstrap resamples for the CIs, 0 for none (default: %(default)s)")
+    _add_bootstrap_arg(s)
     _add_precision_arg(s)
     _add_hide_names_arg(s, "the report, metrics.json and the skipped-file lines")
     s.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
@@ -892,8 +904,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(default: %(default)s)")
     s.add_argument("--seed", type=int, help="TPE sampler seed (leave unset when several workers share a study)")
     s.add_argument("--epochs", type=_whole(0), help="override the recipe's epochs for every trial")
-    s.add_argument("--batch-size", type=_whole(1), help="override the recipe's batch size")
-    s.add_argument("--max-steps", type=_whole(1), help="cap optimizer steps per epoch (smoke tests)")
+    _add_batch_size_arg(s)
+    _add_max_steps_arg(s)
     _add_quiet_arg(s)
     s.set_defaults(func=cmd_tune)
 
