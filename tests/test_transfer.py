@@ -154,7 +154,7 @@ def test_distillation_targets_are_the_teachers_probabilities():
     assert hard.grad.abs().max() > 0.1
 
 
-def test_student_trains_on_a_teachers_soft_labels(sample_dir, tmp_path, fast_recipe, monkeypatch):
+def test_student_trains_on_a_teachers_soft_labels(sample_dir, tmp_path, fast_recipe, monkeypatch, capsys):
     """Recorded distillation runs reproduce only if the teacher's probabilities do: they come from TorchScript
     whatever engine predict picks by default (ONNX Runtime differs by ~1e-7)."""
     from cxrkit.data.cache import decode_samples
@@ -171,6 +171,11 @@ def test_student_trains_on_a_teachers_soft_labels(sample_dir, tmp_path, fast_rec
 
     with pytest.raises(ValueError, match="teacher .* has classes"):
         trainer._check_sources(student, ("A", "B", "C"), resume=False)
+    capsys.readouterr()
+    trainer._check_sources(student, ("NORMAL", "PNEUMONIA"), resume=False)
+    assert "validation split" not in capsys.readouterr().err  # the teacher held out the student's films
+    trainer._check_sources(student.replace(split_seed=student.validation_seed + 1), ("NORMAL", "PNEUMONIA"), False)
+    assert "--split-seed" in capsys.readouterr().err  # it learnt from films this student validates on
 
     index = index_folder(sample_dir / "train")
     images = decode_samples(index.samples, 64, student.resize, sample_dir / "train", progress=False)

@@ -412,6 +412,11 @@ def _check_sources(recipe: Recipe, classes: tuple[str, ...], resume: bool) -> No
         teacher = resolve_model(recipe.teacher)
         if tuple(teacher.classes) != classes:
             raise ValueError(f"teacher {recipe.teacher} has classes {list(teacher.classes)}, the data {list(classes)}")
+        split = teacher.info.get("validation_split")
+        if split and split != recipe.validation_split:  # a note, not a refusal: the recorded BNN students do this
+            _log(f"note: teacher {recipe.teacher} held out validation split {split}, this run {recipe.validation_split}"
+                 f": it learnt from films this run validates on, so validation figures may read high (--split-seed "
+                 f"{split.get('seed')} holds out the teacher's films)")
     if resume:
         return
     if recipe.pretrained and family != "transfer":
