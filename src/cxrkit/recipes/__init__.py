@@ -859,13 +859,20 @@ RECIPES: dict[str, Recipe] = {
                         "ensembles of the networks trained here rank films better than any one of them, and an "
                         "ensemble's soft labels can carry that into a single network at one network's cost "
                         "(docs/robustness.md, item 121: the teacher is item 120's eleven-network ensemble). The "
-                        "teacher must have held out the same validation films (--split-seed)."),
+                        "teacher should have held out the same validation films (--split-seed). With --seed 47 "
+                        "--split-seed 2 (42 + 22 min on session 48's 2-core EPYC in bf16, ~6.5 min of each for the "
+                        "teacher's probabilities): refused by its validation rule (nine-view 0.941, clean ROC-AUC "
+                        "0.988 against the undistilled 0.992); test 0.931 (581/624) / ROC-AUC 0.980, stage 1 alone "
+                        "0.920 / 0.978: the ensemble ranks the test films as its members do (0.982), so there was "
+                        "no better ranking to carry."),
         _CXR_CNN_WIDE160_CLAHE_HAZE_WARM.replace(
             name="cxr_cnn_wide160_clahe_haze_taught_warm", teacher="required", distill_weight=0.5,
             description="cxr_cnn_wide160_clahe_haze_warm (the shipped default's second stage: an 8-epoch warm "
                         "restart, `--init-from RUN`, with the blur and veil cues) with half of every target the "
                         "calibrated probability of a teacher you name (`--teacher MODEL`), the second stage of "
-                        "cxr_cnn_wide160_clahe_taught (docs/robustness.md, item 121)."),
+                        "cxr_cnn_wide160_clahe_taught (docs/robustness.md, item 121). Also a distilled restart of "
+                        "the shipped default (`--init-from cxr_cnn --seed 48 --split-seed 2`, item 122, 22 min): "
+                        "refused (nine-view 0.945); test 0.938 (585/624) / ROC-AUC 0.980."),
         _CXR_CNN_WIDE224_CLAHE,
         _veil_restart(
             _CXR_CNN_WIDE224_CLAHE, "cxr_cnn_wide224_clahe_haze_warm",
