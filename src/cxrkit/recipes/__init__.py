@@ -313,6 +313,8 @@ _CXR_CNN_INVARIANT = _CXR_CNN_GEOMETRY.replace(
 # Local equalisation instead of global (Preprocess.clahe): OpenCV's example clip limit, fixed before any CLAHE model
 # trained (docs/robustness.md, session 36)
 _CLAHE = {"equalize": False, "clahe": 2.0}
+# the taught recipes: half of every target is the probability of the trained model `--teacher` names (item 121)
+_TAUGHT = {"teacher": "required", "distill_weight": 0.5}
 
 
 def _with_cue(base: Recipe, name: str, description: str, **cue) -> Recipe:
@@ -414,7 +416,8 @@ _CXR_CNN_XWIDE160_CLAHE = _CXR_CNN_WIDE160_CLAHE.replace(
     name="cxr_cnn_xwide160_clahe", model_kwargs={"widths": list(_TWICE_WIDTHS)},
     description="cxr_cnn_wide160_clahe (the shipped default's first stage) with every stage twice the compact CNN's "
                 "width instead of 1.5x (3.3 M parameters instead of 1.9 M; 154-161 s an epoch in bf16 on the "
-                "2-core EPYC against 98-105 s for the 1.5x width's item 111, both from the runs' history.json), the first of two stages, then cxr_cnn_xwide160_clahe_haze_warm. Why: "
+                "2-core EPYC against 98-105 s for the 1.5x width's item 111, both from the runs' history.json), "
+                "the first of two stages, then cxr_cnn_xwide160_clahe_haze_warm. Why: "
                 "restarts, soups, mixup, 224 px and two ImageNet families all ranked the test films at ROC-AUC "
                 "0.972-0.983; the one earlier width step at a fixed recipe (item 41 -> 42) raised test ROC-AUC by "
                 "0.011 (docs/robustness.md, item 116). With --seed 45 --split-seed 2 (~54 min alone on session 47's "
@@ -852,7 +855,7 @@ RECIPES: dict[str, Recipe] = {
                         "above 4-16 px, in training and in the consistency penalty's view; one-cycle peak 7.5e-4 "
                         "(docs/robustness.md, item 116; 22 min on session 47's 2-core EPYC in bf16)."),
         _CXR_CNN_WIDE160_CLAHE.replace(
-            name="cxr_cnn_wide160_clahe_taught", teacher="required", distill_weight=0.5,
+            name="cxr_cnn_wide160_clahe_taught", **_TAUGHT,
             description="cxr_cnn_wide160_clahe (the shipped default's first stage) with half of every target the "
                         "calibrated probability of a teacher you name (`--teacher MODEL`: a run, a file, an "
                         "ensemble), the first of two stages, then cxr_cnn_wide160_clahe_haze_taught_warm. Why: "
@@ -866,7 +869,7 @@ RECIPES: dict[str, Recipe] = {
                         "0.920 / 0.978: the ensemble ranks the test films as its members do (0.982), so there was "
                         "no better ranking to carry."),
         _CXR_CNN_WIDE160_CLAHE_HAZE_WARM.replace(
-            name="cxr_cnn_wide160_clahe_haze_taught_warm", teacher="required", distill_weight=0.5,
+            name="cxr_cnn_wide160_clahe_haze_taught_warm", **_TAUGHT,
             description="cxr_cnn_wide160_clahe_haze_warm (the shipped default's second stage: an 8-epoch warm "
                         "restart, `--init-from RUN`, with the blur and veil cues) with half of every target the "
                         "calibrated probability of a teacher you name (`--teacher MODEL`), the second stage of "
