@@ -440,6 +440,7 @@ def test_train_checks_what_the_recipe_names_before_making_a_run(sample_dir, tmp_
                         (["--recipe", "cxr_cnn", "--weights", "package"], "not a transfer backbone"),
                         (["--recipe", "cxr_bnn_2stage", "--init-from", tmp_path / "no_run"], "no_run"),
                         (["--recipe", "cxr_cnn_wide160_clahe_taught"], "pass --teacher"),
+                        (["--recipe", "cxr_cnn", "--teacher", "cxr_cnn"], "distill_weight 0"),
                         (["--recipe", "cxr_cnn_wide160_clahe_taught", "--teacher", tmp_path / "no_teacher"],
                          "no_teacher"),
                         (["--recipe", recipe], "unknown model 'cxr_cnnn'")):

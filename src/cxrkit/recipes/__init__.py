@@ -858,9 +858,9 @@ RECIPES: dict[str, Recipe] = {
             name="cxr_cnn_wide160_clahe_taught", **_TAUGHT,
             description="cxr_cnn_wide160_clahe (the shipped default's first stage) with half of every target the "
                         "calibrated probability of a teacher you name (`--teacher MODEL`: a run, a file, an "
-                        "ensemble), the first of two stages, then cxr_cnn_wide160_clahe_haze_taught_warm. Why: "
-                        "ensembles of the networks trained here rank films better than any one of them, and an "
-                        "ensemble's soft labels can carry that into a single network at one network's cost "
+                        "ensemble), the first of two stages, then cxr_cnn_wide160_clahe_haze_taught_warm. Why: an "
+                        "ensemble can rank films better than any one of its members, and its soft labels can carry "
+                        "that into a single network at one network's cost "
                         "(docs/robustness.md, item 121: the teacher is item 120's eleven-network ensemble). The "
                         "teacher should have held out the same validation films (--split-seed). With --seed 47 "
                         "--split-seed 2 (42 + 22 min on session 48's 2-core EPYC in bf16, ~6.5 min of each for the "

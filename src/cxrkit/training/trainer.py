@@ -211,6 +211,10 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     if recipe.teacher == "required":
         raise ValueError(f"recipe {recipe.name} distils a teacher you choose: pass --teacher with a trained model "
                          f"(name, run directory or .safetensors; see `cxrkit recipes {recipe.name}`)")
+    if recipe.teacher and not recipe.distill_weight:
+        raise ValueError(f"recipe {recipe.name} gives the teacher no share of the targets (distill_weight 0): the "
+                         "teacher would change nothing; choose a recipe with distill_weight (e.g. "
+                         "cxr_cnn_wide160_clahe_taught) or set it in a recipe file")
     classes, train_s, val_s = split_training_pool(recipe, data_dir)
     _check_sources(recipe, classes, resume)
     # on a GPU bf16 is native; `auto` asks the CPU whether it multiplies bf16 itself
