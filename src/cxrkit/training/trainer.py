@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data.augment import augment_batch, mix_pairs
 from ..data.cache import DecodedSet, decode_samples
+from ..data.exclusions import drop_listed
 from ..data.folder import DatasetError, index_folder
 from ..data.preprocess import Preprocess, to_model_input
 from ..data.splits import grouped_split
@@ -179,7 +180,7 @@ def _penalty_views(recipe: Recipe) -> list:
 def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: bool = False,
           progress: bool = True, max_steps: int | None = None, command: str | None = None,
           verbose: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
-          device: str = "auto", hide_names: bool = False) -> TrainResult:
+          device: str = "auto", hide_names: bool = False, exclude: Collection[str] | None = None) -> TrainResult:
     """Run ``recipe`` on ``data_dir`` and write everything to ``out_dir``.
 
     ``progress`` draws live bars (a terminal); ``verbose`` prints one line per
@@ -191,6 +192,8 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     trains a slice of each batch (:mod:`cxrkit.training.distributed`).
     ``hide_names``: unreadable films are listed in run.json and on stderr by
     their pseudonym (:mod:`cxrkit.data.pseudonyms`), not their path.
+    ``exclude``: films (paths under ``data_dir``) left out of the training
+    portion after the validation split is drawn (:mod:`cxrkit.data.exclusions`).
     """
     place = distributed.setup(device)
     verbose, progress = verbose and place.is_main, progress and place.is_main
@@ -216,6 +219,13 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
                          "teacher would change nothing; choose a recipe with distill_weight (e.g. "
                          "cxr_cnn_wide160_clahe_taught) or set it in a recipe file")
     classes, train_s, val_s = split_training_pool(recipe, data_dir)
+    exclusions = None
+    if exclude:
+        train_s, exclusions = drop_listed(train_s, val_s, exclude, Path(data_dir))
+        if verbose and place.is_main:
+            _log(f"left out {exclusions['removed']} listed training films"
+                 + (f"; {exclusions['validation_kept']} listed validation films stay (validation never changes)"
+                    if exclusions["validation_kept"] else ""))
     _check_sources(recipe, classes, resume)
     # on a GPU bf16 is native; `auto` asks the CPU whether it multiplies bf16 itself
     use_bf16 = (resolve_precision(recipe.precision) == "bf16" if place.device.type == "cpu"
@@ -227,12 +237,12 @@ def train(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resume: boo
     torch.manual_seed(recipe.seed)
     train_set, val_set = _decode_split(recipe, data_dir, train_s, val_s, progress, hide_names)
     if resume:
-        rundir.check_same_data(out, train_set, val_set)
+        rundir.check_same_data(out, train_set, val_set, exclusions)
     k = len(classes)
     pre = _preprocess_for(recipe)
     if not resume and place.is_main:
         rundir.write_config(out, recipe, data_dir, classes, train_set, val_set, command,
-                            "bf16" if use_bf16 else "fp32", place.device.type, place.world)
+                            "bf16" if use_bf16 else "fp32", place.device.type, place.world, exclusions)
 
     model = create_model(recipe.model, num_classes=k, **recipe.model_kwargs).to(memory_format=torch.channels_last)
     weights_note = "none (trained from scratch)"
