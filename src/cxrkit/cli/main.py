@@ -1092,7 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "OUT/oof.csv, OUT/audit.json and one run directory per fold; rerunning the "
                                     "same command resumes an interrupted audit (docs/robustness.md, item 123).")
     c.add_argument("--recipe", default="cxr_cnn_fast",
-                   help="recipe of the fold models: name or YAML/JSON file (default: %(default)s, ~7 min a fold on "
+                   help="recipe of the fold models: name or YAML/JSON file (default: %(default)s, ~8.5 min a fold on "
                         "2 cores for the Kermany training split)")
     c.add_argument("--data", required=True, help="data folder: ROOT/train/CLASS/* or ROOT/CLASS/*")
     c.add_argument("--out", type=out_folder, required=True, help="audit folder (an interrupted audit resumes in it)")
