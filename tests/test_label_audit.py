@@ -80,6 +80,13 @@ def test_rerunning_an_audit_reuses_its_fold_models(audit):
         assert len(list(csv.DictReader(f))) == len(result.names)
 
 
+def test_an_audit_folder_of_another_recipe_or_fold_count_is_refused(audit):
+    recipe, root, _, result = audit
+    for changed, folds in ((recipe.replace(seed=4), 3), (recipe, 2)):
+        with pytest.raises(ValueError, match="give a new --out"):
+            audit_labels(changed, root, result.out_dir, folds=folds, progress=False, verbose=False)
+
+
 def test_exclude_leaves_validation_unchanged_and_is_recorded(audit, tmp_path):
     recipe, root, flipped, result = audit
     listed = tmp_path / "list.txt"

@@ -37,6 +37,11 @@ def read_exclusions(path: str | Path) -> frozenset[str]:
     return frozenset(names)
 
 
+def list_digest(names: Collection[str]) -> str:
+    """SHA-256 of a list's film names, order and repeats ignored: what run.json records of an --exclude list."""
+    return hashlib.sha256("\n".join(sorted(set(names))).encode()).hexdigest()
+
+
 def relative_name(sample: Sample, root: Path) -> str:
     """The name a list gives a film: its path under the data folder, with forward slashes."""
     p = Path(sample.path)
@@ -60,6 +65,5 @@ def drop_listed(train: Sequence[Sample], val: Sequence[Sample], listed: Collecti
                            + (f"; {in_val} are validation films, which are never removed" if in_val else ""))
     if len(kept) < 2:
         raise DatasetError(f"the exclusion list leaves {len(kept)} training films in {root}")
-    digest = hashlib.sha256("\n".join(sorted(listed)).encode()).hexdigest()
     return kept, {"listed": len(listed), "removed": removed, "validation_kept": in_val,
-                  "not_found": len(listed) - removed - in_val, "sha256": digest}
+                  "not_found": len(listed) - removed - in_val, "sha256": list_digest(listed)}

@@ -14,6 +14,7 @@ the audit never sees those films, so a run trained without the flagged films
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import jsonio
 from ..data.cache import decode_samples
-from ..data.exclusions import relative_name
+from ..data.exclusions import list_digest, relative_name
 from ..data.folder import DatasetError
 from ..inference.bundle import load_bundle
 from ..inference.predictor import predict_resized
@@ -44,8 +45,25 @@ class AuditResult:
     flagged: list[int]  # indices into names, most suspect first
 
 
+def _check_reusable(run: Path, recipe: Recipe, held_out: list[str]) -> None:
+    """A fold run already in ``run`` must be this recipe's model without exactly these films: an audit folder
+    reused with another recipe, seed or fold count would otherwise mix two audits' scores without a word."""
+    from ..recipes import load_recipe
+
+    recorded = json.loads((run / "run.json").read_text())
+    listed = list_digest(held_out)
+    same = (json.loads(json.dumps(load_recipe(run).to_dict())) == json.loads(json.dumps(recipe.to_dict()))
+            and recorded.get("excluded", {}).get("sha256") == listed)
+    if not same:
+        raise ValueError(f"{run.parent}: holds an audit with another recipe, seed, split seed or fold count "
+                         "(its fold runs differ from this command's); give a new --out")
+
+
 def _fold_model(recipe: Recipe, data_dir: Path, run: Path, held_out: list[str], train_kwargs: dict):
     """Train (or reuse, or resume) the model that never sees ``held_out``."""
+    started = (run / "run.json").is_file() and (run / "config.yaml").is_file()
+    if started:
+        _check_reusable(run, recipe, held_out)
     if (run / "model.safetensors").is_file():
         return load_bundle(run / "model.safetensors")
     resume = (run / "checkpoint.pt").is_file()
