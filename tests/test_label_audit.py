@@ -122,3 +122,21 @@ def test_resume_without_the_runs_exclusion_list_says_so(audit, tmp_path, monkeyp
     (out / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="pass the same list again"):
         train(recipe.replace(epochs=2), root, out, resume=True, progress=False, verbose=False, max_steps=1)
+
+
+def test_audit_cli_writes_the_list_and_says_how_to_use_it(fast_recipe, mislabelled_dir, tmp_path, capsys):
+    root, _ = mislabelled_dir
+    recipe_file = tmp_path / "tiny.yaml"
+    fast_recipe.replace(epochs=1).save(recipe_file)
+    rc = main(["data", "audit", "--recipe", str(recipe_file), "--data", str(root), "--out", str(tmp_path / "a"),
+               "--folds", "2", "--split-seed", "1", "--max-steps", "1", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "in 2 patient-grouped folds" in out and "--split-seed 1 --exclude" in out, out
+    audit = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert audit["folds"] == 2 and audit["validation_split"]["seed"] == 1
+    assert sum(audit["flagged"].values()) == len(list(csv.DictReader(
+        (tmp_path / "a" / "label_issues.csv").read_text().splitlines())))
+    rc = main(["data", "audit", "--recipe", str(recipe_file), "--data", str(root), "--out", str(tmp_path / "a"),
+               "--folds", "3", "--split-seed", "1", "--max-steps", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "give a new --out" in err and len(err.strip().splitlines()) == 1, err
