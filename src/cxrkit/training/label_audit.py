@@ -29,6 +29,7 @@ from ..data.folder import DatasetError
 from ..inference.bundle import load_bundle
 from ..inference.predictor import predict_resized
 from ..recipes import Recipe
+from . import rundir
 from .trainer import split_training_pool, train
 
 ISSUES_FILE = "label_issues.csv"
@@ -48,13 +49,8 @@ class AuditResult:
 def _check_reusable(run: Path, recipe: Recipe, held_out: list[str]) -> None:
     """A fold run already in ``run`` must be this recipe's model without exactly these films: an audit folder
     reused with another recipe, seed or fold count would otherwise mix two audits' scores without a word."""
-    from ..recipes import load_recipe
-
     recorded = json.loads((run / "run.json").read_text())
-    listed = list_digest(held_out)
-    same = (json.loads(json.dumps(load_recipe(run).to_dict())) == json.loads(json.dumps(recipe.to_dict()))
-            and recorded.get("excluded", {}).get("sha256") == listed)
-    if not same:
+    if rundir.changed_fields(run, recipe)[0] or recorded.get("excluded", {}).get("sha256") != list_digest(held_out):
         raise ValueError(f"{run.parent}: holds an audit with another recipe, seed, split seed or fold count "
                          "(its fold runs differ from this command's); give a new --out")
 

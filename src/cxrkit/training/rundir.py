@@ -55,17 +55,23 @@ def write_config(out: Path, recipe: Recipe, data_dir, classes, train: DecodedSet
     })
 
 
+def changed_fields(out: Path, recipe: Recipe) -> tuple[list[str], dict, dict]:
+    """The recipe fields in which ``recipe`` differs from the run in ``out`` (its config.yaml), and both recipes as
+    plain dicts; tuples and lists, as YAML gives them back, compare equal."""
+    from ..recipes import load_recipe
+
+    def plain(r: Recipe) -> dict:
+        return json.loads(json.dumps(r.to_dict()))
+
+    recorded, given = plain(load_recipe(out)), plain(recipe)
+    return [k for k in given if given[k] != recorded.get(k)], recorded, given
+
+
 def check_resumable(out: Path, recipe: Recipe) -> None:
     """``--resume`` continues a run exactly as it was started: a checkpoint holds the optimizer, schedule and
     weights of the recorded recipe, and a changed one would either fail to load or quietly train something that
     neither command describes."""
-    from ..recipes import load_recipe
-
-    def plain(r: Recipe) -> dict:  # tuples and lists, as YAML gives them back, compare equal
-        return json.loads(json.dumps(r.to_dict()))
-
-    recorded, given = plain(load_recipe(out)), plain(recipe)
-    changed = [k for k in given if given[k] != recorded.get(k)]
+    changed, recorded, given = changed_fields(out, recipe)
     if changed:
         shown = ", ".join(f"{k} {recorded.get(k)!r} -> {given[k]!r}" for k in changed[:3])
         raise ValueError(f"{out}: --resume continues the run as it was started, and this command changes its recipe "
